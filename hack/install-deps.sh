@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what Portico's lab and tests need on a fresh Debian machine, and nothing twice:
+#   Debian packages (only the missing ones), uv (pinned), the project's virtualenv (uv.lock),
+#   and the upstream control-plane binaries (hack/k8s/build.sh, cached).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+UV_VERSION=0.13.8
+# command -> Debian package
+declare -A PACKAGES=(
+  [ip]=iproute2 [nft]=nftables [nsenter]=util-linux [unshare]=util-linux [sysctl]=procps [curl]=curl
+)
+missing=()
+for cmd in "${!PACKAGES[@]}"; do
+  command -v "$cmd" >/dev/null || missing+=("${PACKAGES[$cmd]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
+  echo "installing Debian packages: $pkgs" >&2
+  if [ "$(id -u)" -ne 0 ]; then echo "error: need root to install $pkgs" >&2; exit 1; fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $pkgs >/dev/null
+fi
+for cmd in kubectl go python3; do
+  command -v "$cmd" >/dev/null || { echo "error: '$cmd' is required and is not on this machine" >&2; exit 1; }
+done
+
+uv_home=.cache/uv-$UV_VERSION
+if [ ! -x "$uv_home/bin/uv" ]; then
+  python3 -m venv "$uv_home"
+  "$uv_home/bin/pip" install -q "uv==$UV_VERSION"
+fi
+"$uv_home/bin/uv" sync --frozen --quiet --python python3
+
+hack/k8s/build.sh >/dev/null

@@ -1,0 +1,73 @@
+"""The `portico` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from portico.dev.shell import LabError
+
+
+def _dev_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dev = sub.add_parser("dev", help="the local lab: a real control plane and network namespaces")
+    dev_sub = dev.add_subparsers(dest="dev_command", required=True)
+    up = dev_sub.add_parser("up", help="start the lab (builds what is missing) and leave it running")
+    up.add_argument("--nodes", type=int, default=2, help="number of lab nodes (default 2)")
+    dev_sub.add_parser("down", help="stop the lab and remove everything it created")
+    dev_sub.add_parser("status", help="what is running")
+    dev_sub.add_parser("kubeconfig", help="print the admin kubeconfig path")
+    logs = dev_sub.add_parser("logs", help="print a component's log (etcd, kube-apiserver, kubelet, ...) "
+                                           "or a pod's: pod/NAMESPACE/NAME")
+    logs.add_argument("component")
+    dev_sub.add_parser("whoami", help="inside a lab pod: show the identity its service-account token gives")
+    ex = dev_sub.add_parser("exec", help="run a command inside a lab host: portico dev exec HOST -- CMD...")
+    ex.add_argument("host")
+    ex.add_argument("argv", nargs=argparse.REMAINDER)
+
+
+def _run_dev(args: argparse.Namespace) -> int:
+    from portico.dev import lab
+    from portico.dev.state import LabState, default_state_dir
+
+    state_dir = default_state_dir()
+    match args.dev_command:
+        case "up":
+            state = lab.up(state_dir, args.nodes)
+            print(f"lab is up: {state.node_count} nodes, API {state.controlplane.api_url}", file=sys.stderr)
+            print(f"  export KUBECONFIG={state.kubeconfig}", file=sys.stderr)
+            print(state.kubeconfig)
+        case "down":
+            lab.down(state_dir)
+            print("lab is down", file=sys.stderr)
+        case "status":
+            info = lab.status(state_dir)
+            print(json.dumps(info, indent=2))
+            return 0 if info["running"] else 1
+        case "kubeconfig":
+            print(LabState.load(state_dir).kubeconfig)
+        case "logs":
+            sys.stdout.write(lab.read_log(state_dir, args.component))
+        case "whoami":
+            from portico.dev.whoami import whoami
+
+            print(json.dumps(whoami(), indent=2))
+        case "exec":
+            argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+            return lab.exec_in_host(state_dir, args.host, argv)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="portico", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    _dev_parser(sub)
+    args = parser.parse_args(argv)
+    try:
+        code = _run_dev(args)
+    except LabError as e:
+        print(f"portico: error: {e}", file=sys.stderr)
+        code = 2
+    except KeyboardInterrupt:
+        code = 130
+    sys.exit(code)

@@ -1,0 +1,1 @@
+"""The local lab: a real Kubernetes control plane and network namespaces on one machine."""

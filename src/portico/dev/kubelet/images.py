@@ -1,0 +1,33 @@
+"""The images the lab can run: each maps a container to a real command on this machine."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from lightkube.models.core_v1 import Container
+
+ECHO_IMAGE = "portico.dev/echo"
+PORTICO_IMAGE = "portico.dev/portico"
+KNOWN_IMAGES = (ECHO_IMAGE, PORTICO_IMAGE)
+DEFAULT_ECHO_PORT = "8080/TCP"
+
+
+def image_name(image: str) -> str:
+    """`portico.dev/echo:latest` and `portico.dev/echo@sha256:...` are both `portico.dev/echo`."""
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    return name.rsplit(":", 1)[0] if ":" in last else name
+
+
+def container_argv(container: Container, *, pod: str, node: str) -> list[str] | None:
+    """The command a container runs, or None if the lab cannot run its image."""
+    match image_name(container.image or ""):
+        case "portico.dev/echo":
+            ports = [f"{p.containerPort}/{p.protocol or 'TCP'}" for p in container.ports or []]
+            return [sys.executable, "-m", "portico.dev.echo", "--pod", pod, "--node", node,
+                    *(f"--listen={p}" for p in ports or [DEFAULT_ECHO_PORT])]
+        case "portico.dev/portico":
+            # This checkout's `portico` command, as installed next to the running interpreter.
+            return [str(Path(sys.executable).parent / "portico"), *(container.args or [])]
+    return None

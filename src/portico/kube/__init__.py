@@ -1,0 +1,1 @@
+"""Kubernetes API edge: client construction, informers, events."""

@@ -1,0 +1,96 @@
+"""A level-triggered informer: list, then watch from the list's resourceVersion.
+
+On any watch failure (including 410 Gone, after which lightkube would silently restart the watch
+without reporting deletions) it relists and diffs against its cache, so the consumer is told
+about every object that changed or vanished while the watch was down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, Generic, TypeVar
+
+from lightkube import AsyncClient
+from lightkube.core.exceptions import ApiError
+from lightkube.core.resource import NamespacedResource
+from lightkube.types import OnErrorAction, OnErrorResult
+
+log = logging.getLogger(__name__)
+
+R = TypeVar("R", bound=Any)  # a lightkube resource class instance
+
+# Called with (old, new): (None, obj) added, (obj, obj2) updated, (obj, None) deleted.
+Handler = Callable[[R | None, R | None], None]
+
+
+def object_key(obj: Any) -> str:
+    meta = obj.metadata
+    return f"{meta.namespace}/{meta.name}" if meta.namespace else meta.name
+
+
+def _raise(_e: Exception, _count: int) -> OnErrorResult:
+    return OnErrorResult(OnErrorAction.RAISE)
+
+
+class Informer(Generic[R]):
+    def __init__(self, client: AsyncClient, resource: type[R], handler: Handler[R], *,
+                 namespace: str | None = None, fields: dict[str, Any] | None = None,
+                 labels: dict[str, Any] | None = None, page_size: int = 500) -> None:
+        self._client = client
+        self._resource = resource
+        self._handler = handler
+        self._namespace = "*" if namespace is None and issubclass(resource, NamespacedResource) else namespace
+        self._fields = fields
+        self._labels = labels
+        self._page_size = page_size
+        self.cache: dict[str, R] = {}
+        self.synced = asyncio.Event()
+
+    async def run(self) -> None:
+        backoff = 0.2
+        while True:
+            try:
+                version = await self._relist()
+                backoff = 0.2
+                await self._watch(version)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # every failure ends in a relist; log and back off
+                expired = isinstance(e, ApiError) and e.status.code == 410
+                (log.info if expired else log.warning)(
+                    "%s watch ended (%s); relisting", self._resource.__name__, e)
+                await asyncio.sleep(0 if expired else backoff)
+                backoff = min(backoff * 2, 10.0)
+
+    async def _relist(self) -> str:
+        listing = self._client.list(self._resource, namespace=self._namespace, chunk_size=self._page_size,
+                                    fields=self._fields, labels=self._labels)
+        fresh: dict[str, R] = {}
+        async for obj in listing:
+            fresh[object_key(obj)] = obj
+        for key in list(self.cache):
+            if key not in fresh:
+                self._handler(self.cache.pop(key), None)
+        for key, obj in fresh.items():
+            old = self.cache.get(key)
+            self.cache[key] = obj
+            if old is None or old.metadata.resourceVersion != obj.metadata.resourceVersion:
+                self._handler(old, obj)
+        self.synced.set()
+        return listing.resourceVersion
+
+    async def _watch(self, version: str) -> None:
+        async for kind, obj in self._client.watch(self._resource, namespace=self._namespace,
+                                                  fields=self._fields, labels=self._labels,
+                                                  resource_version=version, on_error=_raise):
+            key = object_key(obj)
+            if kind == "DELETED":
+                old = self.cache.pop(key, None)
+                if old is not None:
+                    self._handler(old, None)
+            elif kind in ("ADDED", "MODIFIED"):
+                old = self.cache.get(key)
+                self.cache[key] = obj
+                self._handler(old, obj)

@@ -1,0 +1,14 @@
+"""Test tiers follow the directory: tests/unit, tests/integration, tests/e2e (see pyproject markers)."""
+
+from __future__ import annotations
+
+import pytest
+
+TIERS = ("unit", "integration", "e2e")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        for tier in TIERS:
+            if f"/tests/{tier}/" in str(item.path):
+                item.add_marker(getattr(pytest.mark, tier))

@@ -1,0 +1,80 @@
+"""The full lab for the e2e tier: `portico dev up` in a temporary state dir, `portico dev down` after.
+
+Needs root. Refuses (fails) if another lab is running on this machine: e2e tests own the lab.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from portico.dev import netns
+
+PORTICO = str(Path(sys.executable).parent / "portico")
+
+
+@dataclass(frozen=True)
+class Lab:
+    state_dir: Path
+    kubeconfig: Path
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PORTICO_DEV_DIR": str(self.state_dir), "KUBECONFIG": str(self.kubeconfig)}
+
+    def portico(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([PORTICO, *args], capture_output=True, text=True, env=self.env, check=check,
+                              timeout=300)
+
+    def kubectl(self, *args: str, stdin: str | None = None) -> str:
+        proc = subprocess.run(["kubectl", *args], capture_output=True, text=True, env=self.env, input=stdin,
+                              timeout=60, check=False)
+        assert proc.returncode == 0, f"kubectl {' '.join(args)}: {proc.stderr}"
+        return proc.stdout
+
+    def get(self, *args: str) -> Any:
+        return json.loads(self.kubectl("get", *args, "-o", "json"))
+
+    def exec_in(self, host: str, *argv: str) -> subprocess.CompletedProcess[str]:
+        return self.portico("dev", "exec", host, "--", *argv, check=False)
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
+
+
+@pytest.fixture(scope="session")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    if os.geteuid() != 0:
+        pytest.fail("the e2e tier needs root (network namespaces)")
+    if netns.lab_is_wired():
+        pytest.fail("a Portico lab is already running on this machine; `portico dev down` it first")
+    state_dir = tmp_path_factory.mktemp("lab")
+    env = {**os.environ, "PORTICO_DEV_DIR": str(state_dir)}
+    up = subprocess.run([PORTICO, "dev", "up", "--nodes", "2"], capture_output=True, text=True, env=env,
+                        timeout=900, check=False)
+    assert up.returncode == 0, up.stderr
+    lab = Lab(state_dir=state_dir, kubeconfig=Path(up.stdout.strip()))
+    try:
+        yield lab
+    finally:
+        down = lab.portico("dev", "down", check=False)
+        assert down.returncode == 0, down.stderr
+        assert netns.list_lab_netns() == [], "lab namespaces survived `portico dev down`"
+        assert not state_dir.exists() or not any(state_dir.iterdir())

@@ -1,0 +1,188 @@
+"""The lab end to end: real control plane, lab kubelet, pods in network namespaces, client host."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from typing import Any
+
+from tests.e2e.conftest import PORTICO, Lab, wait_for
+
+ECHO = textwrap.dedent("""
+    apiVersion: apps/v1
+    kind: Deployment
+    metadata: {name: echo, namespace: default}
+    spec:
+      replicas: 3
+      selector: {matchLabels: {app: echo}}
+      template:
+        metadata: {labels: {app: echo}}
+        spec:
+          terminationGracePeriodSeconds: 2
+          containers:
+            - name: echo
+              image: portico.dev/echo
+              ports:
+                - {name: http, containerPort: 8080, protocol: TCP}
+                - {name: udp, containerPort: 9090, protocol: UDP}
+              readinessProbe:
+                httpGet: {path: /, port: http}
+                periodSeconds: 1
+    ---
+    apiVersion: v1
+    kind: Service
+    metadata: {name: echo, namespace: default}
+    spec:
+      selector: {app: echo}
+      ports:
+        - {name: http, port: 80, targetPort: http, protocol: TCP}
+        - {name: udp, port: 9090, targetPort: udp, protocol: UDP}
+""")
+
+UDP_PROBE = ("import socket,sys; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2); "
+             "s.sendto(b'hi',(sys.argv[1],9090)); print(s.recv(4096).decode())")
+
+
+def ready_pods(lab: Lab, selector: str) -> list[dict[str, Any]]:
+    pods = lab.get("pods", "-l", selector)["items"]
+    return [p for p in pods if p["metadata"].get("deletionTimestamp") is None and any(
+        c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))]
+
+
+def slice_addresses(lab: Lab, service: str) -> set[str]:
+    slices = lab.get("endpointslices", "-l", f"kubernetes.io/service-name={service}")["items"]
+    return {addr for s in slices for ep in s.get("endpoints") or [] if ep["conditions"].get("ready")
+            for addr in ep["addresses"]}
+
+
+def test_echo_deployment_reachable_from_client_and_follows_scaling(lab: Lab) -> None:
+    lab.kubectl("apply", "-f", "-", stdin=ECHO)
+    pods = wait_for(lambda: (p := ready_pods(lab, "app=echo")) and len(p) == 3 and p, 30, "3 ready echo pods")
+    assert {p["spec"]["nodeName"] for p in pods} == {"node-1", "node-2"}
+    ips = {p["status"]["podIP"]: p["metadata"]["name"] for p in pods}
+    # The real EndpointSlice controller lists exactly the ready pods' IPs.
+    wait_for(lambda: slice_addresses(lab, "echo") == set(ips), 15, "EndpointSlice with the pods' IPs")
+
+    for ip, name in ips.items():
+        http = lab.exec_in("client", "curl", "-s", "--max-time", "3", f"http://{ip}:8080/")
+        assert http.returncode == 0, http.stderr
+        assert json.loads(http.stdout) == {"pod": name, "node": next(
+            p["spec"]["nodeName"] for p in pods if p["metadata"]["name"] == name), "client": "198.18.0.100"}
+        udp = lab.exec_in("client", sys.executable, "-c", UDP_PROBE, ip)
+        assert udp.returncode == 0, udp.stderr
+        assert json.loads(udp.stdout)["pod"] == name
+
+    lab.kubectl("scale", "deployment/echo", "--replicas=1")
+    wait_for(lambda: len(slice_addresses(lab, "echo")) == 1, 10, "EndpointSlice down to 1 endpoint")
+    wait_for(lambda: len(lab.get("pods", "-l", "app=echo")["items"]) == 1, 10, "pods down to 1")
+    gone = set(ips) - slice_addresses(lab, "echo")
+    for ip in gone:  # a deleted pod's process and namespace are gone with it
+        assert lab.exec_in("client", "curl", "-s", "--max-time", "1", f"http://{ip}:8080/").returncode != 0
+
+    lab.kubectl("delete", "deployment/echo", "service/echo")
+    wait_for(lambda: lab.get("pods", "-l", "app=echo")["items"] == [], 10, "all echo pods gone")
+
+
+def test_unknown_image_stays_pending_with_event(lab: Lab) -> None:
+    lab.kubectl("run", "mystery", "--image=registry.example/nginx:1.27", "--restart=Never")
+    def waiting_reason() -> str | None:
+        statuses = lab.get("pod", "mystery")["status"].get("containerStatuses") or []
+        return statuses[0]["state"].get("waiting", {}).get("reason") if statuses else None
+    assert wait_for(waiting_reason, 15, "image error") == "ErrImagePull"
+    assert lab.get("pod", "mystery")["status"]["phase"] == "Pending"
+    events = wait_for(lambda: [e for e in lab.get("events", "--field-selector",
+                                                  "involvedObject.name=mystery")["items"]
+                               if e["type"] == "Warning"], 10, "a Warning event")
+    assert "registry.example/nginx:1.27" in events[0]["message"]
+    lab.kubectl("delete", "pod", "mystery", "--wait=true", "--timeout=20s")
+
+
+def test_pod_runs_portico_in_cluster_with_token_and_env(lab: Lab) -> None:
+    pod = textwrap.dedent("""
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: whoami, namespace: default}
+        spec:
+          restartPolicy: Never
+          containers:
+            - name: portico
+              image: portico.dev/portico
+              args: [dev, whoami]
+              env:
+                - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+                - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
+                - {name: NODE_NAME, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}
+                - {name: POD_GREETING, value: hello}
+    """)
+    lab.kubectl("apply", "-f", "-", stdin=pod)
+    wait_for(lambda: lab.get("pod", "whoami")["status"].get("phase") == "Succeeded", 30, "whoami to succeed")
+    got = lab.get("pod", "whoami")
+    out = json.loads(lab.portico("dev", "logs", "pod/default/whoami").stdout)
+    assert out["user"]["username"] == "system:serviceaccount:default:default"
+    assert out["env"]["POD_NAME"] == "whoami"
+    assert out["env"]["POD_IP"] == got["status"]["podIP"]
+    assert out["env"]["NODE_NAME"] == got["spec"]["nodeName"]
+    assert out["env"]["POD_GREETING"] == "hello"
+    assert out["env"]["KUBERNETES_SERVICE_HOST"] == "198.18.0.1"
+    lab.kubectl("delete", "pod", "whoami", "--wait=true", "--timeout=20s")
+
+
+def test_host_network_pod_uses_node_address(lab: Lab) -> None:
+    pod = textwrap.dedent("""
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: hostnet, namespace: default}
+        spec:
+          hostNetwork: true
+          nodeSelector: {kubernetes.io/hostname: node-2}
+          terminationGracePeriodSeconds: 1
+          containers:
+            - name: echo
+              image: portico.dev/echo
+              ports: [{containerPort: 18080}]
+              readinessProbe: {tcpSocket: {port: 18080}, periodSeconds: 1}
+    """)
+    lab.kubectl("apply", "-f", "-", stdin=pod)
+    wait_for(lambda: ready_pods(lab, "!app"), 20, "hostnet ready")  # the pod has no labels
+    got = lab.get("pod", "hostnet")
+    assert got["spec"]["nodeName"] == "node-2"
+    assert got["status"]["podIP"] == got["status"]["hostIP"] == "198.18.0.12"
+    http = lab.exec_in("client", "curl", "-s", "--max-time", "3", "http://198.18.0.12:18080/")
+    assert json.loads(http.stdout)["pod"] == "hostnet"
+    lab.kubectl("delete", "pod", "hostnet", "--wait=true", "--timeout=20s")
+
+
+def test_crashing_container_is_restarted_with_backoff(lab: Lab) -> None:
+    lab.kubectl("run", "crasher", "--image=portico.dev/portico", "--restart=Always", "--", "no-such-command")
+    def restarts() -> int:
+        statuses = lab.get("pod", "crasher")["status"].get("containerStatuses") or [{}]
+        return int(statuses[0].get("restartCount", 0))
+    wait_for(lambda: restarts() >= 2, 20, "two restarts")
+    status = lab.get("pod", "crasher")["status"]["containerStatuses"][0]
+    assert status["lastState"]["terminated"]["exitCode"] == 2  # argparse: unknown command
+    reasons = [e["reason"] for e in lab.get("events", "--field-selector", "involvedObject.name=crasher")["items"]]
+    assert "BackOff" in reasons
+    lab.kubectl("delete", "pod", "crasher", "--wait=true", "--timeout=20s")
+
+
+def test_cli_contract(lab: Lab) -> None:
+    again = lab.portico("dev", "up")
+    assert again.stdout.strip() == str(lab.kubeconfig)  # idempotent: reports the running lab
+    assert lab.portico("dev", "kubeconfig").stdout.strip() == str(lab.kubeconfig)
+    status = json.loads(lab.portico("dev", "status").stdout)
+    assert status["running"] and all(status["components"].values())
+    assert status["hosts"] == ["client", "node-1", "node-2"]
+    assert "etcd" in lab.portico("dev", "logs", "nope", check=False).stderr  # names what exists
+
+    bad = lab.portico("dev", "exec", "node-9", "--", "true", check=False)
+    assert bad.returncode != 0
+    assert "valid hosts: client, node-1, node-2" in bad.stderr
+
+    assert lab.exec_in("node-1", "ip", "-br", "addr", "show", "eth0").stdout.split()[2] == "198.18.0.11/24"
+
+    other = subprocess.run([PORTICO, "dev", "up"], capture_output=True, text=True, check=False,
+                           env={**lab.env, "PORTICO_DEV_DIR": str(lab.state_dir) + "-other"})
+    assert other.returncode != 0
+    assert "another Portico lab is running" in other.stderr and str(lab.state_dir) in other.stderr

@@ -1,0 +1,41 @@
+from __future__ import annotations
+
+import json
+
+from portico.dev.echo import EchoHTTP
+
+
+class FakeTransport:
+    def __init__(self, peer: tuple[str, int, int, int]) -> None:
+        self.peer, self.written, self.closed = peer, b"", False
+
+    def get_extra_info(self, name: str) -> object:
+        return self.peer if name == "peername" else None
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def close(self) -> None:
+        self.closed = True
+
+
+def _bodies(raw: bytes) -> list[dict[str, str]]:
+    return [json.loads(chunk.split(b"\r\n\r\n", 1)[1]) for chunk in raw.split(b"HTTP/1.1 200 OK")[1:]]
+
+
+def test_pipelined_keepalive_requests_split_across_reads() -> None:
+    proto, transport = EchoHTTP("pod-a", "node-1"), FakeTransport(("::ffff:198.18.0.100", 5555, 0, 0))
+    proto.connection_made(transport)  # type: ignore[arg-type]
+    proto.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nab")
+    assert len(_bodies(transport.written)) == 1  # the POST body is incomplete
+    proto.data_received(b"cdGET / HTTP/1.1\r\nConnection: close\r\n\r\n")
+    bodies = _bodies(transport.written)
+    assert len(bodies) == 3 and transport.closed
+    assert bodies[0] == {"pod": "pod-a", "node": "node-1", "client": "198.18.0.100"}
+
+
+def test_ipv6_client_is_reported_as_is() -> None:
+    proto, transport = EchoHTTP("p", "n"), FakeTransport(("fd00:198:18::64", 1, 0, 0))
+    proto.connection_made(transport)  # type: ignore[arg-type]
+    proto.data_received(b"GET / HTTP/1.1\r\n\r\n")
+    assert _bodies(transport.written)[0]["client"] == "fd00:198:18::64"

@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+import pytest
+from lightkube.models.core_v1 import Container, ContainerPort
+
+from portico.dev.kubelet.images import container_argv, image_name
+
+
+@pytest.mark.parametrize("image", ["portico.dev/echo", "portico.dev/echo:latest", "portico.dev/echo@sha256:ab"])
+def test_image_name_strips_tag_and_digest(image: str) -> None:
+    assert image_name(image) == "portico.dev/echo"
+
+
+def test_registry_port_is_not_a_tag() -> None:
+    assert image_name("registry:5000/echo") == "registry:5000/echo"
+
+
+def test_echo_listens_on_declared_ports_or_default() -> None:
+    ports = [ContainerPort(containerPort=80), ContainerPort(containerPort=53, protocol="UDP")]
+    argv = container_argv(Container(name="c", image="portico.dev/echo", ports=ports), pod="p", node="n")
+    assert argv is not None and argv[-2:] == ["--listen=80/TCP", "--listen=53/UDP"]
+    default = container_argv(Container(name="c", image="portico.dev/echo"), pod="p", node="n")
+    assert default is not None and default[-1] == "--listen=8080/TCP"
+
+
+def test_portico_image_passes_args_and_unknown_images_are_refused() -> None:
+    argv = container_argv(Container(name="c", image="portico.dev/portico", args=["dev", "whoami"]), pod="p", node="n")
+    assert argv is not None and argv[0].endswith("/portico") and argv[1:] == ["dev", "whoami"]
+    assert container_argv(Container(name="c", image="nginx"), pod="p", node="n") is None

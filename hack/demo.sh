@@ -9,9 +9,12 @@ kubectl apply -f examples/echo.yaml
 kubectl rollout status deployment/echo --timeout=60s
 kubectl get pods -o wide
 echo
+udp_probe='import socket,sys; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2); s.sendto(b"hi",(sys.argv[1],9090)); print(s.recv(4096).decode(), end="")'
 for ip in $(kubectl get pods -l app=echo -o jsonpath='{.items[*].status.podIP}'); do
   printf 'client -> %-12s HTTP: ' "$ip"
   $portico dev exec client -- curl -s --max-time 2 "http://$ip:8080/"
+  printf 'client -> %-12s UDP:  ' "$ip"
+  $portico dev exec client -- python3 -c "$udp_probe" "$ip"
 done
 echo
 echo "The lab keeps running. Try: KUBECONFIG=$KUBECONFIG kubectl get endpointslices"

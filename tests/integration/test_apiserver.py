@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import uuid
+from pathlib import Path
 from typing import cast
 
 import pytest
@@ -18,9 +19,10 @@ from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 from lightkube.resources.core_v1 import Namespace, Service, ServiceStatus
 from lightkube.types import PatchType
 
-from portico.dev.controlplane import ControlPlaneConfig
+from portico.dev.controlplane import BUILD_SCRIPT, ControlPlaneConfig
 
 KUBE_VERSION = "v1.36.3"
+ETCD_VERSION = "3.6.8"
 
 
 def kubectl(config: ControlPlaneConfig, *args: str) -> str:
@@ -135,3 +137,13 @@ def test_rbac_is_enforced(controlplane: ControlPlaneConfig) -> None:
          "--as=system:serviceaccount:default:default"], capture_output=True, text=True, check=False)
     assert out.stdout.strip() == "no"
     assert kubectl(controlplane, "auth", "can-i", "list", "secrets").strip() == "yes"
+
+
+def test_control_plane_build_is_cached() -> None:
+    # The session fixture already built it: a second run reuses the cache and builds nothing.
+    proc = subprocess.run([str(BUILD_SCRIPT)], capture_output=True, text=True, check=True)
+    out = Path(proc.stdout.strip())
+    assert proc.stderr == ""  # build.sh announces every real build on stderr
+    assert sorted(p.name for p in out.iterdir()) == ["etcd", "kube-apiserver", "kube-controller-manager"]
+    assert f"etcd Version: {ETCD_VERSION}" in subprocess.run([str(out / "etcd"), "--version"], capture_output=True,
+                                                            text=True, check=True).stdout

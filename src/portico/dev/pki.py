@@ -71,24 +71,29 @@ def _name(cn: str, org: str | None = None) -> x509.Name:
     return x509.Name(attrs)
 
 
+def _certificate(subject: x509.Name, issuer: x509.Name, public_key: ec.EllipticCurvePublicKey, *,
+                 ca: bool) -> x509.CertificateBuilder:
+    now = dt.datetime.now(dt.UTC)
+    return (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+        .public_key(public_key).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + VALIDITY)
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, content_commitment=False,
+                                     data_encipherment=False, key_agreement=False, key_cert_sign=ca,
+                                     crl_sign=ca, encipher_only=False, decipher_only=False), critical=True)
+    )
+
+
 def _issue(pki: PKI, stem: str, subject: x509.Name, *, server_names: tuple[str, ...] = (),
            server_ips: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = (), client: bool) -> None:
     ca_key = serialization.load_pem_private_key(pki.key("ca").read_bytes(), None)
     assert isinstance(ca_key, ec.EllipticCurvePrivateKey)
     ca_cert = x509.load_pem_x509_certificate(pki.ca.read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
     usages = [ExtendedKeyUsageOID.CLIENT_AUTH] if client else [ExtendedKeyUsageOID.SERVER_AUTH]
-    builder = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(ca_cert.subject)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, content_commitment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-    )
+    builder = _certificate(subject, ca_cert.subject, key.public_key(), ca=False).add_extension(
+        x509.ExtendedKeyUsage(usages), critical=False)
     if server_names or server_ips:
         sans: list[x509.GeneralName] = [x509.DNSName(n) for n in server_names]
         sans += [x509.IPAddress(ip) for ip in server_ips]
@@ -103,18 +108,8 @@ def create_pki(directory: Path, api_ips: tuple[ipaddress.IPv4Address | ipaddress
     pki = PKI(directory)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     _write_key(pki.key("ca"), ca_key)
-    now = dt.datetime.now(dt.UTC)
     subject = _name("portico-lab-ca")
-    ca_cert = (
-        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
-        .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + VALIDITY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_encipherment=False, content_commitment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
+    ca_cert = _certificate(subject, subject, ca_key.public_key(), ca=True).sign(ca_key, hashes.SHA256())
     pki.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
 
     _issue(pki, "apiserver", _name("kube-apiserver"), server_names=CLUSTER_DNS_NAMES,

@@ -26,6 +26,20 @@ def _dev_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     ex.add_argument("argv", nargs=argparse.REMAINDER)
 
 
+def _gen_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    gen = sub.add_parser("gen", help="regenerate files derived from the code")
+    gen_sub = gen.add_subparsers(dest="gen_command", required=True)
+    gen_sub.add_parser("crds", help="deploy/crds/*.yaml from portico.api.v1alpha1")
+
+
+def _run_gen(args: argparse.Namespace) -> int:
+    from portico.api.crds import write_crds
+
+    for path in write_crds():
+        print(path)
+    return 0
+
+
 def _run_dev(args: argparse.Namespace) -> int:
     from portico.dev import lab
     from portico.dev.state import LabState, default_state_dir
@@ -62,9 +76,11 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="portico", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _dev_parser(sub)
+    _gen_parser(sub)
     args = parser.parse_args(argv)
+    commands = {"dev": _run_dev, "gen": _run_gen}
     try:
-        code = _run_dev(args)
+        code = commands[args.command](args)
     except LabError as e:
         print(f"portico: error: {e}", file=sys.stderr)
         code = 2

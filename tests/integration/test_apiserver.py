@@ -7,7 +7,6 @@ import json
 import subprocess
 import uuid
 from pathlib import Path
-from typing import cast
 
 import pytest
 from lightkube import AsyncClient
@@ -20,6 +19,7 @@ from lightkube.resources.core_v1 import Namespace, Service, ServiceStatus
 from lightkube.types import PatchType
 
 from portico.dev.controlplane import BUILD_SCRIPT, ControlPlaneConfig
+from tests.integration.conftest import ensure_crd
 
 KUBE_VERSION = "v1.36.3"
 ETCD_VERSION = "3.6.8"
@@ -106,16 +106,10 @@ WIDGET_CRD = {
 
 
 async def test_crd_cel_validation_rejects_bad_object(client: AsyncClient) -> None:
-    await client.create(cast(CustomResourceDefinition, CustomResourceDefinition.from_dict(WIDGET_CRD)))
+    await ensure_crd(client, WIDGET_CRD)
     Widget = create_namespaced_resource("test.portico.io", "v1", "Widget", "widgets")
     ns = await _namespace(client)
     try:
-        for _ in range(100):  # the CRD serves once Established
-            got = await client.get(CustomResourceDefinition, "widgets.test.portico.io")
-            conditions = got.status.conditions if got.status else None
-            if any(c.type == "Established" and c.status == "True" for c in conditions or []):
-                break
-            await asyncio.sleep(0.1)
         good = Widget(metadata=ObjectMeta(name="ok", namespace=ns), spec={"minReplicas": 1, "maxReplicas": 3})
         await client.create(good)
         bad = Widget(metadata=ObjectMeta(name="bad", namespace=ns), spec={"minReplicas": 5, "maxReplicas": 3})

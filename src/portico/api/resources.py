@@ -1,0 +1,21 @@
+"""lightkube resource classes for Portico's CRDs (the API edge); decode `.spec`/`.status` with msgspec."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import msgspec
+from lightkube.generic_resource import create_global_resource
+
+from portico.api import v1alpha1 as api
+
+IPPoolResource = create_global_resource(api.GROUP, api.VERSION, api.IPPool.KIND, api.IPPool.PLURAL)
+IPAllocationResource = create_global_resource(api.GROUP, api.VERSION, api.IPAllocation.KIND,
+                                              api.IPAllocation.PLURAL)
+
+T = TypeVar("T")
+
+
+def decode(value: Any, kind: type[T]) -> T:
+    """A generic resource's spec/status (plain data) as our typed struct."""
+    return msgspec.convert(value, kind)

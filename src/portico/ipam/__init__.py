@@ -1,0 +1,1 @@
+"""Address management for LoadBalancer Services: pure functions and plain data, no I/O."""

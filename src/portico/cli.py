@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 from portico.dev.shell import LabError
 
@@ -24,6 +26,34 @@ def _dev_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     ex = dev_sub.add_parser("exec", help="run a command inside a lab host: portico dev exec HOST -- CMD...")
     ex.add_argument("host")
     ex.add_argument("argv", nargs=argparse.REMAINDER)
+
+
+def _controller_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    ctl = sub.add_parser("controller", help="run the controller: addresses for Services of type LoadBalancer")
+    ctl.add_argument("--kubeconfig", type=Path, help="default: $KUBECONFIG, ~/.kube/config, else in-cluster")
+    ctl.add_argument("--default-class", action="store_true",
+                     help="also own LoadBalancer Services that set no spec.loadBalancerClass")
+    ctl.add_argument("--no-leader-elect", dest="leader_elect", action="store_false",
+                     help="run without the Lease (only one replica may run then)")
+    ctl.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "portico-system"),
+                     help="namespace of the leader-election Lease (default $POD_NAMESPACE or portico-system)")
+    ctl.add_argument("--workers", type=int, default=8, help="concurrent reconciles (default 8)")
+
+
+def _run_controller(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvloop
+
+    from portico.controller.manager import run_controller
+    from portico.kube.client import async_client
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    client = async_client(args.kubeconfig, field_manager="portico-controller")
+    uvloop.run(run_controller(client, default_class=args.default_class, leader_elect=args.leader_elect,
+                              namespace=args.namespace, workers=args.workers))
+    return 0
 
 
 def _gen_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -77,8 +107,9 @@ def main(argv: list[str] | None = None) -> None:
     sub = parser.add_subparsers(dest="command", required=True)
     _dev_parser(sub)
     _gen_parser(sub)
+    _controller_parser(sub)
     args = parser.parse_args(argv)
-    commands = {"dev": _run_dev, "gen": _run_gen}
+    commands = {"dev": _run_dev, "gen": _run_gen, "controller": _run_controller}
     try:
         code = commands[args.command](args)
     except LabError as e:

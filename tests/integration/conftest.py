@@ -6,6 +6,7 @@ It listens on 127.0.0.1 with free ports, apart from any lab, and is stopped at t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -65,3 +66,31 @@ async def ensure_crd(client: AsyncClient, manifest: dict[str, Any]) -> None:
             return
         await asyncio.sleep(0.1)
     raise AssertionError(f"CRD {manifest['metadata']['name']} not established")
+
+
+@pytest.fixture(scope="session")
+async def portico_crds(controlplane: ControlPlaneConfig) -> None:
+    import yaml
+
+    from portico.api.crds import CRD_DIR
+
+    client = async_client(controlplane.admin_kubeconfig, field_manager="portico-tests")
+    for path in sorted(CRD_DIR.glob("*.yaml")):
+        await ensure_crd(client, yaml.safe_load(path.read_text()))
+    await client.close()
+
+
+@pytest.fixture(scope="module")
+async def controller(controlplane: ControlPlaneConfig, portico_crds: None) -> AsyncIterator[Any]:
+    """The real controller, in this process, against the real API server (not the default class).
+    Per module: tests elsewhere that write IPAllocations by hand must not see it clean them up."""
+    from portico.controller.manager import Controller
+
+    client = async_client(controlplane.admin_kubeconfig, field_manager="portico-controller")
+    ctl = Controller(client, default_class=False, workers=4)
+    task = asyncio.create_task(ctl.run())
+    yield ctl
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await client.close()

@@ -1,0 +1,1 @@
+"""The Portico controller: external addresses for Services of type LoadBalancer."""

@@ -1,0 +1,168 @@
+"""Wiring of the controller process: informers -> work queue -> reconcilers, under leader election."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+from typing import Any
+
+from lightkube import AsyncClient
+from lightkube.core.exceptions import ApiError
+from lightkube.resources.core_v1 import Namespace, Service
+
+from portico.api.resources import IPAllocationResource, IPPoolResource
+from portico.controller.allocations import allocation_from_object
+from portico.controller.pools import PoolReconciler
+from portico.controller.services import Conflict, ServiceReconciler, service_exists
+from portico.ipam.allocator import Allocator, ServiceKey
+from portico.ipam.blocks import allocation_name
+from portico.kube.informer import Informer, object_key
+from portico.kube.leader import LeaderElector
+from portico.kube.workqueue import WorkQueue
+
+log = logging.getLogger(__name__)
+
+SERVICE, POOL = "service", "pool"
+POOL_STATUS_DELAY = 1.0  # coalesce usage updates of a pool under a burst of allocations
+ORPHAN_SWEEP_INTERVAL = 60.0
+Item = tuple[str, str]
+
+
+class Controller:
+    def __init__(self, client: AsyncClient, *, default_class: bool = False, workers: int = 8) -> None:
+        self.client = client
+        self.workers = workers
+        self.allocator = Allocator()
+        self.queue: WorkQueue[Item] = WorkQueue()
+        self.services = Informer(client, Service, self._on_service)
+        self.allocations = Informer(client, IPAllocationResource, self._on_allocation)
+        self.pools = Informer(client, IPPoolResource, self._on_pool)
+        self.namespaces = Informer(client, Namespace, self._on_namespace)
+        self.service_reconciler = ServiceReconciler(client, self.allocator, self.services.cache,
+                                                    self._namespace_labels, default_class=default_class)
+        self.pool_reconciler = PoolReconciler(client, self.allocator, self.pools.cache)
+
+    # -- informer callbacks: update the mirror, enqueue keys; never block ---------------------------------
+    def _on_service(self, old: Any, new: Any) -> None:
+        self.queue.add((SERVICE, object_key(new or old)))
+
+    def _on_allocation(self, old: Any, new: Any) -> None:
+        touched: set[ServiceKey] = set()
+        for obj in (old, new):
+            allocation = allocation_from_object(obj) if obj is not None else None
+            if allocation is not None:
+                touched |= allocation.owners
+                self.queue.add_after((POOL, allocation.pool), POOL_STATUS_DELAY)
+        if new is None and old is not None:
+            before = allocation_from_object(old)
+            if before is not None and allocation_name(before.address) == old.metadata.name:
+                self.allocator.forget(before.address)
+            self._retry_waiting()
+        elif new is not None:
+            allocation = allocation_from_object(new)
+            if allocation is not None:
+                self.allocator.record(allocation)
+        for key in touched:
+            self.queue.add((SERVICE, f"{key.namespace}/{key.name}"))
+
+    def _on_pool(self, old: Any, new: Any) -> None:
+        for name in self.pools.cache:  # overlaps are between pools: every pool's status may change
+            self.queue.add((POOL, name))
+        if new is None and old is not None:
+            self.queue.add((POOL, old.metadata.name))
+        self.pool_reconciler.sync_allocator()
+        self._retry_waiting()
+
+    def _on_namespace(self, old: Any, new: Any) -> None:
+        if old is not None and new is not None and old.metadata.labels == new.metadata.labels:
+            return
+        self._retry_waiting(namespace=(new or old).metadata.name)
+
+    def _namespace_labels(self, namespace: str) -> dict[str, str]:
+        ns = self.namespaces.cache.get(namespace)
+        return dict(ns.metadata.labels or {}) if ns is not None and ns.metadata is not None else {}
+
+    def _retry_waiting(self, namespace: str | None = None) -> None:
+        """Services refused an address may be served now (a pool grew, an address was freed)."""
+        for key in self.service_reconciler.waiting:
+            if namespace is None or key.startswith(namespace + "/"):
+                self.queue.add((SERVICE, key))
+
+    # -- running ----------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        informers: list[Informer[Any]] = [self.namespaces, self.pools, self.allocations, self.services]
+        tasks = [asyncio.create_task(i.run(), name=f"informer {type(i).__name__}") for i in informers]
+        try:
+            await asyncio.gather(*(i.synced.wait() for i in informers))
+            self.pool_reconciler.sync_allocator()
+            log.info("caches synced: %d services, %d allocations, %d pools", len(self.services.cache),
+                     len(self.allocations.cache), len(self.pools.cache))
+            tasks += [asyncio.create_task(self._worker()) for _ in range(self.workers)]
+            tasks.append(asyncio.create_task(self._sweep_orphans_forever()))
+            await asyncio.gather(*tasks)
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _worker(self) -> None:
+        while True:
+            item = await self.queue.get()
+            kind, key = item
+            try:
+                if kind == SERVICE:
+                    await self.service_reconciler.reconcile(key)
+                else:
+                    await self.pool_reconciler.reconcile(key)
+                self.queue.forget(item)
+            except Conflict as e:
+                log.debug("%s %s: %s; retrying", kind, key, e)
+                self.queue.retry(item)
+            except ApiError as e:
+                delay = self.queue.retry(item)
+                log.warning("%s %s: %s (retry in %.2fs)", kind, key, e.status.message, delay)
+            except Exception:
+                delay = self.queue.retry(item)
+                log.exception("%s %s failed (retry in %.2fs)", kind, key, delay)
+            finally:
+                self.queue.done(item)
+
+    async def _sweep_orphans_forever(self) -> None:
+        while True:
+            try:
+                await self.sweep_orphans()
+            except Exception:
+                log.exception("orphan sweep failed")
+            await asyncio.sleep(ORPHAN_SWEEP_INTERVAL)
+
+    async def sweep_orphans(self) -> None:
+        """Delete IPAllocations whose every owner is gone (a cluster-scoped object cannot have a namespaced
+        owner reference, so garbage collection cannot do it). Each owner is checked live before deleting."""
+        live_uids = {s.metadata.uid for s in self.services.cache.values() if s.metadata is not None}
+        for name, obj in list(self.allocations.cache.items()):
+            allocation = allocation_from_object(obj)
+            if allocation is None or any(o.uid in live_uids for o in allocation.owners):
+                continue
+            if any([await service_exists(self.client, o) for o in allocation.owners]):
+                continue
+            log.info("deleting orphaned IPAllocation %s (owners gone: %s)", name,
+                     ", ".join(sorted(str(o) for o in allocation.owners)))
+            try:
+                await self.client.delete(IPAllocationResource, name)
+            except ApiError as e:
+                if e.status.code != 404:
+                    raise
+            self.allocator.forget(allocation.address)
+
+
+async def run_controller(client: AsyncClient, *, default_class: bool, leader_elect: bool, namespace: str,
+                         workers: int = 8) -> None:
+    controller = Controller(client, default_class=default_class, workers=workers)
+    if not leader_elect:
+        await controller.run()
+        return
+    identity = f"{socket.gethostname()}_{os.getpid()}"
+    elector = LeaderElector(client, namespace=namespace, name="portico-controller", identity=identity)
+    await elector.run(controller.run)

@@ -1,0 +1,274 @@
+"""The Service reconciler: finalizer, IPAllocation objects, status, conditions and events.
+
+Level-triggered and idempotent: from the cached Service and the allocator's mirror of the
+IPAllocations it computes what the Service should hold and makes the API say so, in an order
+that is safe to interrupt anywhere (kill -9 included):
+
+  1. finalizer on the Service   (so a deletion always gives us the chance to release)
+  2. IPAllocation created        (the API server's name uniqueness makes the address ours)
+  3. status.loadBalancer written (only addresses we hold are ever published)
+  4. addresses no longer wanted released (after the new ones are published)
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lightkube import AsyncClient
+from lightkube.core.exceptions import ApiError
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Service, ServiceStatus
+from lightkube.types import PatchType
+
+from portico.api.resources import IPAllocationResource
+from portico.controller.annotations import FINALIZER, InvalidAnnotation
+from portico.controller.conditions import remove_condition, same_conditions, set_condition
+from portico.controller.requests import allocation_request, is_ours, service_key, sharing_profile
+from portico.ipam.allocator import Allocation, Allocator, Assignment, Reason, Refusal, ServiceKey
+from portico.ipam.blocks import IPAddress, allocation_name
+from portico.kube.events import record_event
+
+log = logging.getLogger(__name__)
+
+CONDITION = "portico.io/AddressAssigned"
+COMPONENT = "portico-controller"
+
+
+class Conflict(Exception):
+    """Our view was stale (someone else wrote first); retry after the informers catch up."""
+
+
+@dataclass
+class ServiceReconciler:
+    client: AsyncClient
+    allocator: Allocator
+    services: Mapping[str, Service]  # informer cache, "namespace/name" -> Service
+    namespace_labels: Callable[[str], Mapping[str, str]]
+    default_class: bool = False
+    waiting: set[str] = field(default_factory=set)  # keys refused an address, retried when things change
+
+    async def reconcile(self, key: str) -> None:
+        svc = self.services.get(key)
+        if svc is None:
+            self.waiting.discard(key)
+            await self._release_gone(key)
+            return
+        skey = service_key(svc)
+        assert svc.metadata is not None
+        if not is_ours(svc, default_class=self.default_class) or svc.metadata.deletionTimestamp is not None:
+            await self._release(svc, skey)
+            return
+        self.allocator.profiles[skey] = sharing_profile(svc)
+        await self._ensure_finalizer(svc)
+        try:
+            request = allocation_request(svc, self.namespace_labels(skey.namespace))
+        except InvalidAnnotation as e:
+            await self._report(svc, reason=Reason.INVALID_ANNOTATION, message=str(e))
+            return
+        result = self.allocator.assign(request)
+        if isinstance(result, Refusal):
+            await self._report(svc, reason=result.reason, message=result.message)
+            return
+        await self._claim(svc, skey, request.sharing_key, result)
+        await self._publish(svc, [a for a, _ in result.addresses])
+        await self._release_others(skey, {a for a, _ in result.addresses})
+
+    # -- holding addresses ---------------------------------------------------------------------------
+    async def _claim(self, svc: Service, skey: ServiceKey, sharing_key: str, assignment: Assignment) -> None:
+        """Make the API hold `assignment` for this Service. The new addresses are reserved in the allocator
+        before the first await, so concurrent reconciles never pick them too; a failure rolls back."""
+        new = [(a, p) for a, p in assignment.addresses
+               if (held := self.allocator.allocations.get(a)) is None or skey not in held.owners]
+        previous = {a: self.allocator.allocations.get(a) for a, _ in new}
+        for address, pool in new:
+            before = previous[address]
+            self.allocator.record(Allocation(address, pool, (before.owners if before else frozenset()) | {skey},
+                                             sharing_key))
+        confirmed: set[IPAddress] = set()
+        try:
+            for address, pool in new:
+                if previous[address] is None:
+                    await self._create_allocation(address, pool, skey, sharing_key)
+                else:
+                    await self._join_allocation(address, skey, sharing_key)
+                confirmed.add(address)
+                await record_event(self.client, svc, type="Normal", reason="IPAllocated",
+                                   message=f"Assigned IP {address} from pool {pool}", component=COMPONENT)
+        except BaseException:
+            for address, _ in new:
+                if address not in confirmed:
+                    before = previous[address]
+                    self.allocator.record(before) if before is not None else self.allocator.forget(address)
+            raise
+
+    async def _create_allocation(self, address: IPAddress, pool: str, skey: ServiceKey, sharing_key: str) -> None:
+        name = allocation_name(address)
+        obj = IPAllocationResource(metadata=ObjectMeta(name=name), spec={
+            "address": str(address), "pool": pool, "services": [_ref(skey)], "sharingKey": sharing_key})
+        try:
+            await self.client.create(obj)
+        except ApiError as e:
+            if e.status.code == 409:  # another writer took it first
+                raise Conflict(f"{address} was just taken") from None
+            raise
+
+    async def _join_allocation(self, address: IPAddress, skey: ServiceKey, sharing_key: str) -> None:
+        """Add this Service to a shared address's owners, guarded by resourceVersion."""
+        current = await self.client.get(IPAllocationResource, allocation_name(address))
+        if current.spec.get("sharingKey", "") != sharing_key:
+            raise Conflict(f"{address} changed hands")
+        current.spec["services"] = [o for o in current.spec["services"] if o["uid"] != skey.uid] + [_ref(skey)]
+        try:
+            await self.client.replace(current)
+        except ApiError as e:
+            if e.status.code == 409:
+                raise Conflict(f"{address} changed meanwhile") from None
+            raise
+
+    async def _release_others(self, skey: ServiceKey, keep: set[IPAddress]) -> None:
+        for allocation in self.allocator.owned_by(skey):
+            if allocation.address not in keep:
+                await self._give_up(skey, allocation)
+
+    async def _give_up(self, skey: ServiceKey, allocation: Allocation) -> None:
+        name = allocation_name(allocation.address)
+        rest = self.allocator.without(skey, allocation)
+        try:
+            if rest is None:
+                await self.client.delete(IPAllocationResource, name)
+                self.allocator.forget(allocation.address)
+            else:
+                current = await self.client.get(IPAllocationResource, name)
+                current.spec["services"] = [o for o in current.spec["services"] if o["uid"] != skey.uid]
+                await self.client.replace(current)
+                self.allocator.record(rest)
+        except ApiError as e:
+            if e.status.code == 404:
+                self.allocator.forget(allocation.address)
+            elif e.status.code == 409:
+                raise Conflict(f"{allocation.address} changed meanwhile") from None
+            else:
+                raise
+
+    # -- the Service object ----------------------------------------------------------------------------
+    async def _ensure_finalizer(self, svc: Service) -> None:
+        assert svc.metadata is not None
+        finalizers = list(svc.metadata.finalizers or [])
+        if FINALIZER in finalizers:
+            return
+        await self._patch_finalizers(svc, [*finalizers, FINALIZER])
+
+    async def _patch_finalizers(self, svc: Service, finalizers: list[str]) -> None:
+        assert svc.metadata is not None
+        patch = {"metadata": {"finalizers": finalizers, "resourceVersion": svc.metadata.resourceVersion}}
+        try:
+            await self.client.patch(Service, svc.metadata.name or "", patch, namespace=svc.metadata.namespace,
+                                    patch_type=PatchType.MERGE)
+        except ApiError as e:
+            if e.status.code == 409:
+                raise Conflict("Service changed meanwhile") from None
+            if e.status.code != 404:
+                raise
+
+    async def _publish(self, svc: Service, addresses: list[IPAddress]) -> None:
+        assert svc.metadata is not None
+        self.waiting.discard(f"{svc.metadata.namespace}/{svc.metadata.name}")
+        ingress = [{"ip": str(a), "ipMode": "VIP"} for a in addresses]
+        shown = ", ".join(str(a) for a in addresses)
+        changed = await self._write_status(svc, ingress, ok=True, reason="Assigned", message=f"assigned {shown}")
+        if changed:
+            await record_event(self.client, svc, type="Normal", reason="EnsuredLoadBalancer",
+                               message=f"Ensured load balancer: {shown}", component=COMPONENT)
+
+    async def _report(self, svc: Service, *, reason: str, message: str) -> None:
+        """A refusal: say why on the Service; whatever it already holds stays published."""
+        assert svc.metadata is not None
+        self.waiting.add(f"{svc.metadata.namespace}/{svc.metadata.name}")
+        changed = await self._write_status(svc, None, ok=False, reason=reason, message=message)
+        if changed:
+            await record_event(self.client, svc, type="Warning", reason="AllocationFailed",
+                               message=f"{reason}: {message}", component=COMPONENT)
+
+    async def _write_status(self, svc: Service, ingress: list[dict[str, str]] | None, *, ok: bool,
+                            reason: str, message: str) -> bool:
+        """Patch status if it differs; None ingress leaves the published addresses as they are."""
+        assert svc.metadata is not None
+        current = svc.status.to_dict() if svc.status is not None else {}
+        old_ingress = current.get("loadBalancer", {}).get("ingress", [])
+        old_conditions: list[dict[str, Any]] = current.get("conditions", [])
+        conditions = set_condition(old_conditions, type=CONDITION, status=ok, reason=reason, message=message,
+                                   generation=svc.metadata.generation)
+        new_ingress = old_ingress if ingress is None else ingress
+        if _same_ingress(old_ingress, new_ingress) and same_conditions(old_conditions, conditions):
+            return False
+        patch = {"status": {"loadBalancer": {"ingress": new_ingress or None}, "conditions": conditions}}
+        try:
+            await self.client.patch(ServiceStatus, svc.metadata.name or "", patch,
+                                    namespace=svc.metadata.namespace, patch_type=PatchType.MERGE)
+        except ApiError as e:
+            if e.status.code != 404:
+                raise
+        return True
+
+    # -- releasing -------------------------------------------------------------------------------------
+    async def _release(self, svc: Service, skey: ServiceKey) -> None:
+        """Not (or no longer) ours: give every address back, clear what we wrote, drop the finalizer."""
+        assert svc.metadata is not None
+        self.waiting.discard(f"{svc.metadata.namespace}/{svc.metadata.name}")
+        held = self.allocator.owned_by(skey)
+        for allocation in held:
+            await self._give_up(skey, allocation)
+        if held:
+            released = ", ".join(str(a.address) for a in held)
+            await record_event(self.client, svc, type="Normal", reason="IPReleased",
+                               message=f"Released {released}", component=COMPONENT)
+        deleting = svc.metadata.deletionTimestamp is not None
+        current = svc.status.to_dict() if svc.status is not None else {}
+        ours = any(c.get("type") == CONDITION for c in current.get("conditions", []))
+        if ours and not deleting:
+            patch = {"status": {"loadBalancer": {"ingress": None},
+                                "conditions": remove_condition(current.get("conditions", []), CONDITION) or None}}
+            try:
+                await self.client.patch(ServiceStatus, svc.metadata.name or "", patch,
+                                        namespace=svc.metadata.namespace, patch_type=PatchType.MERGE)
+            except ApiError as e:
+                if e.status.code != 404:
+                    raise
+        finalizers = list(svc.metadata.finalizers or [])
+        if FINALIZER in finalizers:
+            await self._patch_finalizers(svc, [f for f in finalizers if f != FINALIZER])
+        self.allocator.profiles.pop(skey, None)
+
+    async def _release_gone(self, key: str) -> None:
+        """Not in our cache, yet holding addresses: the Service was deleted without our finalizer (forced, or
+        while not ours), or it is too new for our cache (another controller allocated it). Ask the API."""
+        namespace, _, name = key.partition("/")
+        for skey in [k for k in self.allocator.services_by_uid().values()
+                     if k.namespace == namespace and k.name == name]:
+            if await service_exists(self.client, skey):
+                raise Conflict(f"{skey} is not in the cache yet")
+            for allocation in self.allocator.owned_by(skey):
+                await self._give_up(skey, allocation)
+            self.allocator.profiles.pop(skey, None)
+
+
+async def service_exists(client: AsyncClient, key: ServiceKey) -> bool:
+    """Whether this very Service (same UID) exists, asked of the API server rather than a cache."""
+    try:
+        svc = await client.get(Service, key.name, namespace=key.namespace)
+    except ApiError as e:
+        if e.status.code == 404:
+            return False
+        raise
+    return svc.metadata is not None and svc.metadata.uid == key.uid
+
+
+def _ref(skey: ServiceKey) -> dict[str, str]:
+    return {"namespace": skey.namespace, "name": skey.name, "uid": skey.uid}
+
+
+def _same_ingress(a: list[dict[str, Any]], b: list[dict[str, Any]]) -> bool:
+    return [(i.get("ip"), i.get("ipMode")) for i in a] == [(i.get("ip"), i.get("ipMode")) for i in b]

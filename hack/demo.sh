@@ -5,9 +5,13 @@ cd "$(dirname "$0")/.."
 portico=.venv/bin/portico
 
 export KUBECONFIG=$($portico dev up)
-kubectl apply -f examples/echo.yaml
+kubectl apply -f examples/pool.yaml -f examples/echo.yaml
 kubectl rollout status deployment/echo --timeout=60s
+kubectl wait --for=jsonpath='{.status.loadBalancer.ingress[0].ip}' service/echo --timeout=30s >/dev/null
 kubectl get pods -o wide
+echo
+kubectl get service echo
+kubectl get ippools
 echo
 udp_probe='import socket,sys; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2); s.sendto(b"hi",(sys.argv[1],9090)); print(s.recv(4096).decode(), end="")'
 for ip in $(kubectl get pods -l app=echo -o jsonpath='{.items[*].status.podIP}'); do

@@ -163,6 +163,6 @@ async def run_controller(client: AsyncClient, *, default_class: bool, leader_ele
     if not leader_elect:
         await controller.run()
         return
-    identity = f"{socket.gethostname()}_{os.getpid()}"
+    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}_{os.getpid()}"
     elector = LeaderElector(client, namespace=namespace, name="portico-controller", identity=identity)
     await elector.run(controller.run)

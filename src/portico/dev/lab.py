@@ -13,6 +13,7 @@ import httpx2 as httpx
 from portico.dev import netns
 from portico.dev.controlplane import ControlPlane
 from portico.dev.daemons import Daemons
+from portico.dev.install import install_portico
 from portico.dev.kubelet.pods import SA_MOUNT
 from portico.dev.pki import write_kubeconfig
 from portico.dev.shell import LabError, require_commands
@@ -72,6 +73,7 @@ def _start(state: LabState, timeout: float) -> None:
     if not daemons.alive(KUBELET):
         daemons.start(KUBELET, [sys.executable, "-m", "portico.dev.kubelet", "--state-dir", str(state.directory)])
     _wait_for_nodes(state, daemons, deadline)
+    install_portico(state.kubeconfig, deadline)
 
 
 def _wait_for_nodes(state: LabState, daemons: Daemons, deadline: float) -> None:

@@ -38,6 +38,7 @@ def _controller_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     ctl.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "portico-system"),
                      help="namespace of the leader-election Lease (default $POD_NAMESPACE or portico-system)")
     ctl.add_argument("--workers", type=int, default=8, help="concurrent reconciles (default 8)")
+    ctl.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
 def _run_controller(args: argparse.Namespace) -> int:
@@ -48,7 +49,7 @@ def _run_controller(args: argparse.Namespace) -> int:
     from portico.controller.manager import run_controller
     from portico.kube.client import async_client
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     client = async_client(args.kubeconfig, field_manager="portico-controller")
     uvloop.run(run_controller(client, default_class=args.default_class, leader_elect=args.leader_elect,

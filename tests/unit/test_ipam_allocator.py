@@ -236,3 +236,13 @@ def test_large_pool_stays_linear(count: int) -> None:
         take(alloc, Request(svc(f"s{i}")))
     assert len(alloc.allocations) == count
     assert str(max(alloc.allocations)) == "198.18.3.231"  # dense from the start
+
+
+def test_a_service_holding_two_addresses_of_one_family_keeps_the_lowest() -> None:
+    # Two controllers without leader election can each give a Service an address; both must agree.
+    alloc = allocator(("p", {"addresses": ["198.18.100.0/24"]}))
+    a = svc("a")
+    for address in ("198.18.100.9", "198.18.100.4"):
+        alloc.record(Allocation(ip(address), "p", frozenset({a})))
+    result = alloc.assign(Request(a))
+    assert isinstance(result, Assignment) and [str(x) for x, _ in result.addresses] == ["198.18.100.4"]

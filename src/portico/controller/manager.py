@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import signal
 import socket
 from typing import Any
 
@@ -17,7 +18,6 @@ from portico.controller.allocations import allocation_from_object
 from portico.controller.pools import PoolReconciler
 from portico.controller.services import Conflict, ServiceReconciler, service_exists
 from portico.ipam.allocator import Allocator, ServiceKey
-from portico.ipam.blocks import allocation_name
 from portico.kube.informer import Informer, object_key
 from portico.kube.leader import LeaderElector
 from portico.kube.workqueue import WorkQueue
@@ -41,7 +41,8 @@ class Controller:
         self.pools = Informer(client, IPPoolResource, self._on_pool)
         self.namespaces = Informer(client, Namespace, self._on_namespace)
         self.service_reconciler = ServiceReconciler(client, self.allocator, self.services.cache,
-                                                    self._namespace_labels, default_class=default_class)
+                                                    self.allocations.cache, self._namespace_labels,
+                                                    default_class=default_class)
         self.pool_reconciler = PoolReconciler(client, self.allocator, self.pools.cache)
 
     # -- informer callbacks: update the mirror, enqueue keys; never block ---------------------------------
@@ -57,7 +58,8 @@ class Controller:
                 self.queue.add_after((POOL, allocation.pool), POOL_STATUS_DELAY)
         if new is None and old is not None:
             before = allocation_from_object(old)
-            if before is not None and allocation_name(before.address) == old.metadata.name:
+            # Forget it only if the mirror still shows this very allocation, not a newer reservation.
+            if before is not None and self.allocator.allocations.get(before.address) == before:
                 self.allocator.forget(before.address)
             self._retry_waiting()
         elif new is not None:
@@ -157,8 +159,22 @@ class Controller:
             self.allocator.forget(allocation.address)
 
 
+def _dump_tasks() -> None:
+    """SIGUSR1: log what every task is waiting on (for a controller that seems stuck)."""
+    for task in asyncio.all_tasks():
+        where: list[str] = []
+        coro: Any = task.get_coro()
+        while coro is not None and len(where) < 30:  # follow the await chain down to where it waits
+            frame = getattr(coro, "cr_frame", None) or getattr(coro, "ag_frame", None)
+            if frame is not None:
+                where.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+            coro = getattr(coro, "cr_await", None) or getattr(coro, "ag_await", None)
+        log.warning("task %s: %s", task.get_name(), " > ".join(where) or "(no frames)")
+
+
 async def run_controller(client: AsyncClient, *, default_class: bool, leader_elect: bool, namespace: str,
                          workers: int = 8) -> None:
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)
     controller = Controller(client, default_class=default_class, workers=workers)
     if not leader_elect:
         await controller.run()

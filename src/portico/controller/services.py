@@ -24,6 +24,7 @@ from lightkube.resources.core_v1 import Service, ServiceStatus
 from lightkube.types import PatchType
 
 from portico.api.resources import IPAllocationResource
+from portico.controller.allocations import allocation_from_object
 from portico.controller.annotations import FINALIZER, InvalidAnnotation
 from portico.controller.conditions import remove_condition, same_conditions, set_condition
 from portico.controller.requests import allocation_request, is_ours, service_key, sharing_profile
@@ -46,6 +47,7 @@ class ServiceReconciler:
     client: AsyncClient
     allocator: Allocator
     services: Mapping[str, Service]  # informer cache, "namespace/name" -> Service
+    allocation_objects: Mapping[str, Any]  # informer cache of IPAllocations, by name
     namespace_labels: Callable[[str], Mapping[str, str]]
     default_class: bool = False
     waiting: set[str] = field(default_factory=set)  # keys refused an address, retried when things change
@@ -83,10 +85,9 @@ class ServiceReconciler:
         new = [(a, p) for a, p in assignment.addresses
                if (held := self.allocator.allocations.get(a)) is None or skey not in held.owners]
         previous = {a: self.allocator.allocations.get(a) for a, _ in new}
-        for address, pool in new:
-            before = previous[address]
-            self.allocator.record(Allocation(address, pool, (before.owners if before else frozenset()) | {skey},
-                                             sharing_key))
+        reserved = {a: Allocation(a, p, _owners(previous[a]) | {skey}, sharing_key) for a, p in new}
+        for allocation in reserved.values():
+            self.allocator.record(allocation)
         confirmed: set[IPAddress] = set()
         try:
             for address, pool in new:
@@ -99,10 +100,21 @@ class ServiceReconciler:
                                    message=f"Assigned IP {address} from pool {pool}", component=COMPONENT)
         except BaseException:
             for address, _ in new:
-                if address not in confirmed:
+                if address in confirmed:
+                    continue
+                # Undo only our own reservation: the informer may have brought the truth meanwhile.
+                if self.allocator.allocations.get(address) is reserved[address]:
                     before = previous[address]
                     self.allocator.record(before) if before is not None else self.allocator.forget(address)
+                self._learn(address)
             raise
+
+    def _learn(self, address: IPAddress) -> None:
+        """Take the informer's word for an address (after a conflict, our mirror may lag)."""
+        obj = self.allocation_objects.get(allocation_name(address))
+        allocation = allocation_from_object(obj) if obj is not None else None
+        if allocation is not None:
+            self.allocator.record(allocation)
 
     async def _create_allocation(self, address: IPAddress, pool: str, skey: ServiceKey, sharing_key: str) -> None:
         name = allocation_name(address)
@@ -264,6 +276,10 @@ async def service_exists(client: AsyncClient, key: ServiceKey) -> bool:
             return False
         raise
     return svc.metadata is not None and svc.metadata.uid == key.uid
+
+
+def _owners(allocation: Allocation | None) -> frozenset[ServiceKey]:
+    return allocation.owners if allocation is not None else frozenset()
 
 
 def _ref(skey: ServiceKey) -> dict[str, str]:

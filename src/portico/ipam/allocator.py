@@ -152,7 +152,8 @@ class Allocator:
         return Allocation(allocation.address, allocation.pool, rest, allocation.sharing_key) if rest else None
 
     def owned_by(self, service: ServiceKey) -> list[Allocation]:
-        return sorted((self.allocations[a] for a in self._owned.get(service, ())), key=lambda a: a.address.version)
+        return sorted((self.allocations[a] for a in self._owned.get(service, ())),
+                      key=lambda a: (a.address.version, int(a.address)))
 
     def services_by_uid(self) -> dict[str, ServiceKey]:
         return {k.uid: k for k in self._owned}
@@ -162,9 +163,12 @@ class Allocator:
         wanted = self._wanted_families(request)
         if isinstance(wanted, Refusal):
             return wanted
-        kept: dict[int, tuple[IPAddress, str]] = {
-            a.address.version: (a.address, a.pool) for a in self.owned_by(request.service)
-                if self._still_wanted(a, request, wanted)}
+        # One address per family; if it somehow holds two (two controllers raced), every controller
+        # keeps the lowest, so they converge instead of each releasing the other's choice.
+        kept: dict[int, tuple[IPAddress, str]] = {}
+        for a in self.owned_by(request.service):
+            if self._still_wanted(a, request, wanted):
+                kept.setdefault(a.address.version, (a.address, a.pool))
         if request.requested:
             return self._assign_requested(request, kept)
         missing = [f for f in wanted if f not in kept]

@@ -12,7 +12,7 @@ test: deps lint typecheck
 	.venv/bin/pytest
 
 lint:
-	.venv/bin/ruff check src tests
+	.venv/bin/ruff check src tests bench
 
 typecheck:
 	.venv/bin/mypy

@@ -11,15 +11,14 @@ import ipaddress
 import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from lightkube import AsyncClient
-from lightkube.core.exceptions import ApiError
-from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
 
 from portico.dev.controlplane import ControlPlane, ControlPlaneConfig
 from portico.kube.client import async_client
+from portico.kube.crds import ensure_crd
 
 
 def _free_port() -> int:
@@ -49,23 +48,6 @@ async def client(controlplane: ControlPlaneConfig) -> AsyncIterator[AsyncClient]
     c = async_client(controlplane.admin_kubeconfig, field_manager="portico-tests")
     yield c
     await c.close()
-
-
-async def ensure_crd(client: AsyncClient, manifest: dict[str, Any]) -> None:
-    """Create the CRD (if absent) and wait until the API server serves it."""
-    crd = cast(CustomResourceDefinition, CustomResourceDefinition.from_dict(manifest))
-    try:
-        await client.create(crd)
-    except ApiError as e:
-        if e.status.code != 409:
-            raise
-    for _ in range(100):
-        got = await client.get(CustomResourceDefinition, manifest["metadata"]["name"])
-        conditions = got.status.conditions if got.status else None
-        if any(c.type == "Established" and c.status == "True" for c in conditions or []):
-            return
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"CRD {manifest['metadata']['name']} not established")
 
 
 @pytest.fixture(scope="session")

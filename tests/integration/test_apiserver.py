@@ -19,7 +19,7 @@ from lightkube.resources.core_v1 import Namespace, Service, ServiceStatus
 from lightkube.types import PatchType
 
 from portico.dev.controlplane import BUILD_SCRIPT, ControlPlaneConfig
-from tests.integration.conftest import ensure_crd
+from portico.kube.crds import ensure_crd
 
 KUBE_VERSION = "v1.36.3"
 ETCD_VERSION = "3.6.8"

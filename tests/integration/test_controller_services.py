@@ -32,7 +32,7 @@ async def test_allocates_writes_status_and_releases_on_delete(client: AsyncClien
         assert allocation.spec["pool"] == pool
         assert allocation.spec["services"] == [{"namespace": s.ns, "name": "web", "uid": svc.metadata.uid}]
         reasons = {r for _, r, _ in await s.events("web")}
-        assert {"IPAllocated", "EnsuredLoadBalancer"} <= reasons
+        assert "IPAllocated" in reasons
 
         await client.delete(Service, "web", namespace=s.ns)
         await wait_until(lambda: _gone(client, s.ns, "web"), 10, "service deleted (finalizer removed)")

@@ -18,7 +18,7 @@ from lightkube.types import PatchType
 from portico.api.crds import CRD_DIR
 from portico.api.resources import IPAllocationResource, IPPoolResource
 from portico.dev.controlplane import ControlPlaneConfig
-from tests.integration.conftest import ensure_crd
+from portico.kube.crds import ensure_crd
 
 
 async def install_crds(client: AsyncClient) -> None:

@@ -190,10 +190,7 @@ class ServiceReconciler:
         self.waiting.discard(f"{svc.metadata.namespace}/{svc.metadata.name}")
         ingress = [{"ip": str(a), "ipMode": "VIP"} for a in addresses]
         shown = ", ".join(str(a) for a in addresses)
-        changed = await self._write_status(svc, ingress, ok=True, reason="Assigned", message=f"assigned {shown}")
-        if changed:
-            await record_event(self.client, svc, type="Normal", reason="EnsuredLoadBalancer",
-                               message=f"Ensured load balancer: {shown}", component=COMPONENT)
+        await self._write_status(svc, ingress, ok=True, reason="Assigned", message=f"assigned {shown}")
 
     async def _report(self, svc: Service, *, reason: str, message: str) -> None:
         """A refusal: say why on the Service; whatever it already holds stays published."""

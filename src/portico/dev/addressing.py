@@ -4,7 +4,8 @@ Only 198.18.0.0/15 (RFC 2544) and fd00:198:18::/48 are used, and only inside nam
 lab creates (plus one veth end in the host namespace, which carries the API server address).
 
     198.18.0.0/24      fd00:198:18::/64        the lab LAN: API server side, nodes, client
-    198.18.16.0/20     fd00:198:18:ff::/108    ClusterIPs (allocated by the API server, not routed)
+    198.18.100.0/24    fd00:198:18:f00::/120   the example VIP pool (examples/pool.yaml); tests use 198.18.101-191.x
+    198.18.192.0/18    fd00:198:18:ff::/108    ClusterIPs (allocated by the API server, not routed; 16k of them)
     198.19.N.0/24      fd00:198:18:1NN::/64    pods of node-N (N = 1..200, NN its two hex digits)
 """
 
@@ -18,7 +19,7 @@ LAB_V6 = ipaddress.IPv6Network("fd00:198:18::/48")
 
 LAN_V4 = ipaddress.IPv4Network("198.18.0.0/24")
 LAN_V6 = ipaddress.IPv6Network("fd00:198:18::/64")
-SERVICE_CIDR_V4 = ipaddress.IPv4Network("198.18.16.0/20")
+SERVICE_CIDR_V4 = ipaddress.IPv4Network("198.18.192.0/18")
 SERVICE_CIDR_V6 = ipaddress.IPv6Network("fd00:198:18:ff::/108")
 
 API_ADDRESS = ipaddress.IPv4Address("198.18.0.1")  # on the host end of the API veth

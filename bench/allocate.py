@@ -1,0 +1,152 @@
+"""How fast does the controller give 10,000 Services their addresses, next to bare API writes?
+
+In one run, against one real control plane (the lab's, started here on loopback):
+  baseline  create N Services of type ClusterIP            -> time for N bare writes
+  portico   create N Services of type LoadBalancer while the controller runs (a real process)
+            -> time from the first create to the last status.loadBalancer write, and the
+               controller's peak RSS (VmHWM)
+and prints the ratio. Both phases create with the same client and concurrency.
+
+    .venv/bin/python bench/allocate.py [--services 10000] [--concurrency 32] [--workers 16]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, cast
+
+import yaml
+from lightkube import AsyncClient
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Namespace, Service
+
+from portico.api.crds import rendered_crds
+from portico.api.resources import IPPoolResource
+from portico.controller.annotations import LOAD_BALANCER_CLASS
+from portico.dev.controlplane import ControlPlane, ControlPlaneConfig
+from portico.kube.client import async_client
+from portico.kube.crds import ensure_crd
+
+PORTICO = str(Path(sys.executable).parent / "portico")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def service(ns: str, i: int, lb: bool) -> Service:
+    spec: dict[str, Any] = {"ports": [{"port": 80, "protocol": "TCP"}], "selector": {"app": f"a{i}"}}
+    if lb:  # Portico delivers to pods directly: no NodePorts needed
+        spec |= {"type": "LoadBalancer", "loadBalancerClass": LOAD_BALANCER_CLASS,
+                 "allocateLoadBalancerNodePorts": False}
+    return cast(Service, Service.from_dict({"metadata": {"name": f"s{i:05d}", "namespace": ns}, "spec": spec}))
+
+
+async def create_all(client: AsyncClient, ns: str, n: int, lb: bool, concurrency: int) -> float:
+    await client.create(Namespace(metadata=ObjectMeta(name=ns)))
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        async with gate:
+            await client.create(service(ns, i, lb))
+    start = time.monotonic()
+    await asyncio.gather(*(one(i) for i in range(n)))
+    return time.monotonic() - start
+
+
+async def delete_all(client: AsyncClient, ns: str, n: int, concurrency: int) -> None:
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(i: int) -> None:
+        async with gate:
+            await client.delete(Service, f"s{i:05d}", namespace=ns)
+    await asyncio.gather(*(one(i) for i in range(n)))
+
+
+async def wait_all_published(client: AsyncClient, ns: str, n: int) -> float:
+    """Watch until every Service in `ns` has an address; return the monotonic time of the last one."""
+    published: set[str] = set()
+    last = time.monotonic()
+    async for _, svc in client.watch(Service, namespace=ns):
+        lb = svc.status.loadBalancer if svc.status else None
+        if lb and lb.ingress and svc.metadata.name not in published:
+            published.add(svc.metadata.name)
+            last = time.monotonic()
+            if len(published) == n:
+                return last
+    return last
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def bench(config: ControlPlaneConfig, n: int, concurrency: int, workers: int) -> dict[str, float]:
+    client = async_client(config.admin_kubeconfig, field_manager="bench")
+    for text in rendered_crds().values():
+        await ensure_crd(client, yaml.safe_load(text.split("\n", 1)[1]))
+    await client.create(IPPoolResource(metadata=ObjectMeta(name="bench"), spec={"addresses": ["198.18.128.0/18"]}))
+
+    bare = await create_all(client, "bare", n, lb=False, concurrency=concurrency)
+    await delete_all(client, "bare", n, concurrency)  # give their ClusterIPs back (the range holds 16k)
+
+    log = (config.state_dir / "controller.log").open("wb")
+    ctl = await asyncio.create_subprocess_exec(
+        PORTICO, "controller", "--kubeconfig", str(config.admin_kubeconfig), "--no-leader-elect",
+        f"--workers={workers}", stdout=log, stderr=subprocess.STDOUT)
+    try:
+        await asyncio.sleep(2)  # started and synced (the caches hold N bare Services already)
+        watcher = asyncio.create_task(wait_all_published(client, "lb", n))
+        start = time.monotonic()
+        await asyncio.sleep(0)
+        created = await create_all(client, "lb", n, lb=True, concurrency=concurrency)
+        last = await watcher
+        rss = peak_rss_mb(ctl.pid)
+    finally:
+        ctl.kill()
+        await ctl.wait()
+        log.close()
+    await client.close()
+    return {"bare": bare, "created": created, "portico": last - start, "rss_mb": rss}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--services", type=int, default=10_000)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--workers", type=int, default=16)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="portico-bench-") as tmp:
+        config = ControlPlaneConfig(state_dir=Path(tmp), api_address=ipaddress.IPv4Address("127.0.0.1"),
+                                    api_port=free_port(), etcd_client_port=free_port(), etcd_peer_port=free_port(),
+                                    controller_manager_port=free_port())
+        cp = ControlPlane(config)
+        cp.start()
+        try:
+            r = asyncio.run(bench(config, args.services, args.concurrency, args.workers))
+        finally:
+            cp.stop()
+    n = args.services
+    print(f"services                         {n}")
+    print(f"bare writes ({n} ClusterIP)      {r['bare']:.1f} s  ({n / r['bare']:.0f}/s)")
+    print(f"LoadBalancer creates alone       {r['created']:.1f} s")
+    print(f"to last status write (portico)   {r['portico']:.1f} s  ({n / r['portico']:.0f}/s)")
+    print(f"ratio portico / bare             {r['portico'] / r['bare']:.2f}   (goal <= 1.5)")
+    print(f"controller peak RSS              {r['rss_mb']:.0f} MB  (goal < 300)")
+
+
+if __name__ == "__main__":
+    main()

@@ -17,7 +17,7 @@ from portico.api.resources import IPAllocationResource, IPPoolResource
 from portico.controller.allocations import allocation_from_object
 from portico.controller.pools import PoolReconciler
 from portico.controller.services import Conflict, ServiceReconciler, service_exists
-from portico.ipam.allocator import Allocator, ServiceKey
+from portico.ipam.allocator import Allocator
 from portico.kube.informer import Informer, object_key
 from portico.kube.leader import LeaderElector
 from portico.kube.workqueue import WorkQueue
@@ -50,24 +50,19 @@ class Controller:
         self.queue.add((SERVICE, object_key(new or old)))
 
     def _on_allocation(self, old: Any, new: Any) -> None:
-        touched: set[ServiceKey] = set()
-        for obj in (old, new):
-            allocation = allocation_from_object(obj) if obj is not None else None
+        before = allocation_from_object(old) if old is not None else None
+        after = allocation_from_object(new) if new is not None else None
+        if after is not None:
+            self.allocator.record(after)
+        elif before is not None and self.allocator.allocations.get(before.address) == before:
+            self.allocator.forget(before.address)  # this very allocation, not a newer reservation
+        if new is None:
+            self._retry_waiting()  # an address came free
+        for allocation in (before, after):
             if allocation is not None:
-                touched |= allocation.owners
                 self.queue.add_after((POOL, allocation.pool), POOL_STATUS_DELAY)
-        if new is None and old is not None:
-            before = allocation_from_object(old)
-            # Forget it only if the mirror still shows this very allocation, not a newer reservation.
-            if before is not None and self.allocator.allocations.get(before.address) == before:
-                self.allocator.forget(before.address)
-            self._retry_waiting()
-        elif new is not None:
-            allocation = allocation_from_object(new)
-            if allocation is not None:
-                self.allocator.record(allocation)
-        for key in touched:
-            self.queue.add((SERVICE, f"{key.namespace}/{key.name}"))
+                for owner in allocation.owners:
+                    self.queue.add((SERVICE, f"{owner.namespace}/{owner.name}"))
 
     def _on_pool(self, old: Any, new: Any) -> None:
         for name in self.pools.cache:  # overlaps are between pools: every pool's status may change

@@ -31,6 +31,7 @@ from portico.controller.requests import allocation_request, is_ours, service_key
 from portico.ipam.allocator import Allocation, Allocator, Assignment, Reason, Refusal, ServiceKey
 from portico.ipam.blocks import IPAddress, allocation_name
 from portico.kube.events import record_event
+from portico.kube.informer import object_key
 
 log = logging.getLogger(__name__)
 
@@ -186,16 +187,14 @@ class ServiceReconciler:
                 raise
 
     async def _publish(self, svc: Service, addresses: list[IPAddress]) -> None:
-        assert svc.metadata is not None
-        self.waiting.discard(f"{svc.metadata.namespace}/{svc.metadata.name}")
+        self.waiting.discard(object_key(svc))
         ingress = [{"ip": str(a), "ipMode": "VIP"} for a in addresses]
         shown = ", ".join(str(a) for a in addresses)
         await self._write_status(svc, ingress, ok=True, reason="Assigned", message=f"assigned {shown}")
 
     async def _report(self, svc: Service, *, reason: str, message: str) -> None:
         """A refusal: say why on the Service; whatever it already holds stays published."""
-        assert svc.metadata is not None
-        self.waiting.add(f"{svc.metadata.namespace}/{svc.metadata.name}")
+        self.waiting.add(object_key(svc))
         changed = await self._write_status(svc, None, ok=False, reason=reason, message=message)
         if changed:
             await record_event(self.client, svc, type="Warning", reason="AllocationFailed",
@@ -213,20 +212,23 @@ class ServiceReconciler:
         new_ingress = old_ingress if ingress is None else ingress
         if _same_ingress(old_ingress, new_ingress) and same_conditions(old_conditions, conditions):
             return False
-        patch = {"status": {"loadBalancer": {"ingress": new_ingress or None}, "conditions": conditions}}
+        await self._patch_status(svc, {"loadBalancer": {"ingress": new_ingress or None}, "conditions": conditions})
+        return True
+
+    async def _patch_status(self, svc: Service, status: dict[str, Any]) -> None:
+        assert svc.metadata is not None
         try:
-            await self.client.patch(ServiceStatus, svc.metadata.name or "", patch,
+            await self.client.patch(ServiceStatus, svc.metadata.name or "", {"status": status},
                                     namespace=svc.metadata.namespace, patch_type=PatchType.MERGE)
         except ApiError as e:
-            if e.status.code != 404:
+            if e.status.code != 404:  # deleted meanwhile: nothing left to say
                 raise
-        return True
 
     # -- releasing -------------------------------------------------------------------------------------
     async def _release(self, svc: Service, skey: ServiceKey) -> None:
         """Not (or no longer) ours: give every address back, clear what we wrote, drop the finalizer."""
         assert svc.metadata is not None
-        self.waiting.discard(f"{svc.metadata.namespace}/{svc.metadata.name}")
+        self.waiting.discard(object_key(svc))
         held = self.allocator.owned_by(skey)
         for allocation in held:
             await self._give_up(skey, allocation)
@@ -238,14 +240,8 @@ class ServiceReconciler:
         current = svc.status.to_dict() if svc.status is not None else {}
         ours = any(c.get("type") == CONDITION for c in current.get("conditions", []))
         if ours and not deleting:
-            patch = {"status": {"loadBalancer": {"ingress": None},
-                                "conditions": remove_condition(current.get("conditions", []), CONDITION) or None}}
-            try:
-                await self.client.patch(ServiceStatus, svc.metadata.name or "", patch,
-                                        namespace=svc.metadata.namespace, patch_type=PatchType.MERGE)
-            except ApiError as e:
-                if e.status.code != 404:
-                    raise
+            await self._patch_status(svc, {"loadBalancer": {"ingress": None}, "conditions": remove_condition(
+                current.get("conditions", []), CONDITION) or None})
         finalizers = list(svc.metadata.finalizers or [])
         if FINALIZER in finalizers:
             await self._patch_finalizers(svc, [f for f in finalizers if f != FINALIZER])

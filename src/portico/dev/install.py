@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from lightkube import Client, KubeConfig, codecs
@@ -42,8 +43,7 @@ def _available(client: Client, name: str) -> bool:
     return bool(status and (status.availableReplicas or 0) >= 1)
 
 
-def _wait(deadline: float, what: str, check: object) -> None:
-    assert callable(check)
+def _wait(deadline: float, what: str, check: Callable[[], bool]) -> None:
     while time.monotonic() < deadline:
         if check():
             return

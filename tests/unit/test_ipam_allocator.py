@@ -246,3 +246,15 @@ def test_a_service_holding_two_addresses_of_one_family_keeps_the_lowest() -> Non
         alloc.record(Allocation(ip(address), "p", frozenset({a})))
     result = alloc.assign(Request(a))
     assert isinstance(result, Assignment) and [str(x) for x, _ in result.addresses] == ["198.18.100.4"]
+
+
+def test_holders_by_name_follow_records_and_releases() -> None:
+    alloc = allocator(("p", {"addresses": ["198.18.100.0/24"]}))
+    old, new = ServiceKey("ns", "web", "uid-1"), ServiceKey("ns", "web", "uid-2")  # recreated Service
+    take(alloc, Request(old))
+    take(alloc, Request(new))
+    assert alloc.holders_named("ns", "web") == [old, new]
+    release(alloc, old)
+    assert alloc.holders_named("ns", "web") == [new]
+    release(alloc, new)
+    assert alloc.holders_named("ns", "web") == [] and alloc.holders_named("ns", "other") == []

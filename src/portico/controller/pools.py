@@ -57,11 +57,11 @@ class PoolReconciler:
             self.allocator.remove_pool(name)
 
     async def reconcile(self, name: str) -> None:
-        self.sync_allocator()
         obj = self.pools.get(name)
         if obj is None:
             return
-        holders = sorted({str(o) for a in self.allocator.allocations.values() if a.pool == name for o in a.owners})
+        mine = [a for a in self.allocator.allocations.values() if a.pool == name]
+        holders = sorted({str(o) for a in mine for o in a.owners})
         finalizers = list(obj.metadata.finalizers or [])
         if obj.metadata.deletionTimestamp is not None:
             if not holders:
@@ -83,8 +83,8 @@ class PoolReconciler:
             return
         valid = [p for p in (parse_pool(o) for o in self.pools.values()) if isinstance(p, Pool)]
         others = overlapping_pools(valid).get(name, [])
-        stranded = sorted({str(o) for a in self.allocator.allocations.values()
-                           if a.pool == name and a.address not in parsed for o in a.owners})
+        inside = [a for a in mine if a.address in parsed]
+        stranded = sorted({str(o) for a in mine if a.address not in parsed for o in a.owners})
         conditions = [
             ("Ready", True, "Ready", f"{len(holders)} Service(s) hold addresses from this pool"),
             ("Conflict", bool(others), "Overlap" if others else "NoOverlap",
@@ -96,8 +96,7 @@ class PoolReconciler:
         usage = {}
         for family in (4, 6):
             if family in parsed.families:
-                used = sum(1 for a in self.allocator.allocations.values()
-                           if a.pool == name and a.address.version == family and a.address in parsed)
+                used = sum(1 for a in inside if a.address.version == family)
                 total = parsed.total(family)
                 usage[f"ipv{family}"] = {"total": total, "used": used, "available": max(total - used, 0)}
         changed = await self._status(obj, conditions, stranded, usage)

@@ -251,8 +251,7 @@ class ServiceReconciler:
         """Not in our cache, yet holding addresses: the Service was deleted without our finalizer (forced, or
         while not ours), or it is too new for our cache (another controller allocated it). Ask the API."""
         namespace, _, name = key.partition("/")
-        for skey in [k for k in self.allocator.services_by_uid().values()
-                     if k.namespace == namespace and k.name == name]:
+        for skey in self.allocator.holders_named(namespace, name):
             if await service_exists(self.client, skey):
                 raise Conflict(f"{skey} is not in the cache yet")
             for allocation in self.allocator.owned_by(skey):

@@ -110,6 +110,7 @@ class Allocator:
         self.profiles: dict[ServiceKey, SharingProfile] = {}
         self._owned: dict[ServiceKey, set[IPAddress]] = {}
         self._by_sharing_key: dict[str, set[IPAddress]] = {}
+        self._by_name: dict[tuple[str, str], set[ServiceKey]] = {}  # releasing a vanished Service is O(1)
         self._free_hint: dict[tuple[str, int], int] = {}  # (pool, family): no free address below this index
 
     # -- the mirror of the API -------------------------------------------------------------------
@@ -127,6 +128,7 @@ class Allocator:
             self._by_sharing_key.setdefault(allocation.sharing_key, set()).add(allocation.address)
         for owner in allocation.owners:
             self._owned.setdefault(owner, set()).add(allocation.address)
+            self._by_name.setdefault((owner.namespace, owner.name), set()).add(owner)
 
     def forget(self, address: IPAddress) -> None:
         old = self.allocations.pop(address, None)
@@ -138,6 +140,10 @@ class Allocator:
                 owned.discard(address)
                 if not owned:
                     del self._owned[owner]
+                    named = self._by_name[(owner.namespace, owner.name)]
+                    named.discard(owner)
+                    if not named:
+                        del self._by_name[(owner.namespace, owner.name)]
         if old.sharing_key:
             self._by_sharing_key[old.sharing_key].discard(address)
         pool = self.pools.get(old.pool)
@@ -155,8 +161,9 @@ class Allocator:
         return sorted((self.allocations[a] for a in self._owned.get(service, ())),
                       key=lambda a: (a.address.version, int(a.address)))
 
-    def services_by_uid(self) -> dict[str, ServiceKey]:
-        return {k.uid: k for k in self._owned}
+    def holders_named(self, namespace: str, name: str) -> list[ServiceKey]:
+        """Services of this name holding addresses (more than one UID if it was recreated meanwhile)."""
+        return sorted(self._by_name.get((namespace, name), ()))
 
     # -- the question ------------------------------------------------------------------------------
     def assign(self, request: Request) -> Assignment | Refusal:

@@ -15,11 +15,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ipaddress
+import os
+import re
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,6 +30,7 @@ import yaml
 from lightkube import AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Service
+from lightkube.resources.discovery_v1 import EndpointSlice
 
 from portico.api.crds import rendered_crds
 from portico.api.resources import IPPoolResource
@@ -87,6 +91,60 @@ async def wait_all_published(client: AsyncClient, ns: str, n: int) -> float:
     return last
 
 
+CPU_ACCOUNTED = ("kube-apiserver", "etcd", "kube-controller", "portico")  # comm names (15 chars max)
+
+
+async def settle(client: AsyncClient, ns: str) -> None:
+    """Wait out the controller-manager's tail of a phase (its EndpointSlice writes are rate-limited to
+    20/s, so they trail the creates): the next phase must not pay for the previous one."""
+    for _ in range(600):
+        if not [s async for s in client.list(EndpointSlice, namespace=ns)]:
+            return
+        await asyncio.sleep(1)
+    raise TimeoutError(f"EndpointSlices of namespace {ns} still present after 10 minutes")
+
+
+def cpu_seconds() -> dict[str, float]:
+    """CPU time (user + system) used so far by the processes that share the machine during a phase."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used = dict.fromkeys((*CPU_ACCOUNTED, "bench"), 0.0)
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        comm = text[text.index("(") + 1:text.rindex(")")]
+        fields = text[text.rindex(")") + 2:].split()
+        seconds = (int(fields[11]) + int(fields[12])) / tick
+        if int(stat.parent.name) == os.getpid():
+            used["bench"] += seconds
+        elif name := next((n for n in CPU_ACCOUNTED if comm.startswith(n)), None):
+            used[name] += seconds
+    return used
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {k: after[k] - before[k] for k in before}
+
+
+WRITE_VERBS = ("POST", "PUT", "PATCH", "DELETE")
+
+
+def write_requests(config: ControlPlaneConfig) -> Counter[str]:
+    """The API server's own count of write requests so far, by verb and resource (its /metrics)."""
+    text = subprocess.run(["kubectl", "--kubeconfig", str(config.admin_kubeconfig), "get", "--raw", "/metrics"],
+                          check=True, capture_output=True, text=True).stdout
+    counts: Counter[str] = Counter()
+    for line in text.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+        if labels.get("verb") in WRITE_VERBS:
+            what = labels["resource"] + (f"/{labels['subresource']}" if labels.get("subresource") else "")
+            counts[f"{labels['verb']} {what}"] += int(float(line.rsplit(" ", 1)[1]))
+    return counts
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -94,14 +152,17 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
-async def bench(config: ControlPlaneConfig, n: int, concurrency: int, workers: int) -> dict[str, float]:
+async def bench(config: ControlPlaneConfig, n: int, concurrency: int, workers: int) -> dict[str, Any]:
     client = async_client(config.admin_kubeconfig, field_manager="bench")
     for text in rendered_crds().values():
         await ensure_crd(client, yaml.safe_load(text.split("\n", 1)[1]))
     await client.create(IPPoolResource(metadata=ObjectMeta(name="bench"), spec={"addresses": ["198.18.128.0/18"]}))
 
+    cpu0, writes0 = cpu_seconds(), write_requests(config)
     bare = await create_all(client, "bare", n, lb=False, concurrency=concurrency)
+    cpu_bare, writes_bare = cpu_delta(cpu0, cpu_seconds()), write_requests(config) - writes0
     await delete_all(client, "bare", n, concurrency)  # give their ClusterIPs back (the range holds 16k)
+    await settle(client, "bare")
 
     log = (config.state_dir / "controller.log").open("wb")
     ctl = await asyncio.create_subprocess_exec(
@@ -110,17 +171,21 @@ async def bench(config: ControlPlaneConfig, n: int, concurrency: int, workers: i
     try:
         await asyncio.sleep(2)  # started and synced (the caches hold N bare Services already)
         watcher = asyncio.create_task(wait_all_published(client, "lb", n))
+        cpu0, writes0 = cpu_seconds(), write_requests(config)
         start = time.monotonic()
         await asyncio.sleep(0)
         created = await create_all(client, "lb", n, lb=True, concurrency=concurrency)
         last = await watcher
+        cpu_portico, writes_portico = cpu_delta(cpu0, cpu_seconds()), write_requests(config) - writes0
         rss = peak_rss_mb(ctl.pid)
     finally:
         ctl.kill()
         await ctl.wait()
         log.close()
     await client.close()
-    return {"bare": bare, "created": created, "portico": last - start, "rss_mb": rss}
+    return {"bare": bare, "created": created, "portico": last - start, "rss_mb": rss,
+            "cpu_bare": cpu_bare, "cpu_portico": cpu_portico,
+            "writes_bare": writes_bare, "writes_portico": writes_portico}
 
 
 def main() -> None:
@@ -146,6 +211,12 @@ def main() -> None:
     print(f"to last status write (portico)   {r['portico']:.1f} s  ({n / r['portico']:.0f}/s)")
     print(f"ratio portico / bare             {r['portico'] / r['bare']:.2f}   (goal <= 1.5)")
     print(f"controller peak RSS              {r['rss_mb']:.0f} MB  (goal < 300)")
+    print("CPU seconds by process           bare    portico")
+    for name in r["cpu_bare"]:
+        print(f"  {name:<30} {r['cpu_bare'][name]:6.1f}  {r['cpu_portico'][name]:6.1f}")
+    print("API writes per Service           bare    portico")
+    for what in sorted(r["writes_bare"].keys() | r["writes_portico"].keys()):
+        print(f"  {what:<30} {r['writes_bare'][what] / n:6.2f}  {r['writes_portico'][what] / n:6.2f}")
 
 
 if __name__ == "__main__":

@@ -101,10 +101,10 @@ async def test_kill_9_while_allocating_500_keeps_every_address(client: AsyncClie
     start = controllers[0]
     async with Scope(client) as s:
         await s.pool(["198.18.128.0/22"])
-        first = start()
         await create_services(s, [(f"svc-{i:03d}", {}) for i in range(500)])
-        await wait_until(lambda: _count_published(client, s.ns, at_least=150), 120, "150 services allocated")
-        first.kill()
+        first = start()
+        await asyncio.wait_for(_watch_until_published(client, s.ns, at_least=150), 120)
+        first.kill()  # a watch sees the 150th address within milliseconds: the controller is mid-way
         before = await snapshot(client, s.ns)
         had = {n: ips for n, ips in before.items() if ips}
         assert 150 <= len(had) < 500, "the kill landed mid-allocation"
@@ -115,6 +115,15 @@ async def test_kill_9_while_allocating_500_keeps_every_address(client: AsyncClie
         assert all(len(ips) == 1 for ips in after.values())
         assert {n: after[n] for n in had} == had  # nobody's address changed
         assert len({ips[0] for ips in after.values()}) == 500
+
+
+async def _watch_until_published(client: AsyncClient, ns: str, at_least: int) -> None:
+    published: set[str] = set()
+    async for _, svc in client.watch(Service, namespace=ns):
+        if svc.status and svc.status.loadBalancer and svc.status.loadBalancer.ingress:
+            published.add(svc.metadata.name)
+            if len(published) >= at_least:
+                return
 
 
 async def _count_published(client: AsyncClient, ns: str, at_least: int) -> bool:

@@ -76,7 +76,7 @@ def address_options(annotations: Mapping[str, str], load_balancer_ip: str | None
     if LOAD_BALANCER_IPS in annotations:
         requested = parse_requested_ips(annotations[LOAD_BALANCER_IPS])
         if legacy and legacy[0] not in requested:
-            raise InvalidAnnotation(f"spec.loadBalancerIP {legacy[0]} disagrees with {LOAD_BALANCER_IPS}; "
+            raise InvalidAnnotation(f"spec.loadBalancerIP: {legacy[0]} disagrees with {LOAD_BALANCER_IPS}; "
                                     "use only the annotation (spec.loadBalancerIP is deprecated)")
     pool = parse_pool_name(annotations[IP_POOL]) if IP_POOL in annotations else None
     key = parse_sharing_key(annotations[ALLOW_SHARED_IP]) if ALLOW_SHARED_IP in annotations else ""

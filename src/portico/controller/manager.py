@@ -18,12 +18,14 @@ from portico.controller.allocations import allocation_from_object
 from portico.controller.pools import PoolReconciler
 from portico.controller.services import Conflict, ServiceReconciler, service_exists
 from portico.ipam.allocator import Allocator
+from portico.kube.events import EventRecorder
 from portico.kube.informer import Informer, object_key
 from portico.kube.leader import LeaderElector
 from portico.kube.workqueue import WorkQueue
 
 log = logging.getLogger(__name__)
 
+COMPONENT = "portico-controller"  # the source of our Events
 SERVICE, POOL = "service", "pool"
 POOL_STATUS_DELAY = 1.0  # coalesce usage updates of a pool under a burst of allocations
 ORPHAN_SWEEP_INTERVAL = 60.0
@@ -40,10 +42,11 @@ class Controller:
         self.allocations = Informer(client, IPAllocationResource, self._on_allocation)
         self.pools = Informer(client, IPPoolResource, self._on_pool)
         self.namespaces = Informer(client, Namespace, self._on_namespace)
-        self.service_reconciler = ServiceReconciler(client, self.allocator, self.services.cache,
+        self.events = EventRecorder(client, component=COMPONENT)
+        self.service_reconciler = ServiceReconciler(client, self.events, self.allocator, self.services.cache,
                                                     self.allocations.cache, self._namespace_labels,
                                                     default_class=default_class)
-        self.pool_reconciler = PoolReconciler(client, self.allocator, self.pools.cache)
+        self.pool_reconciler = PoolReconciler(client, self.events, self.allocator, self.pools.cache)
 
     # -- informer callbacks: update the mirror, enqueue keys; never block ---------------------------------
     def _on_service(self, old: Any, new: Any) -> None:
@@ -52,6 +55,8 @@ class Controller:
     def _on_allocation(self, old: Any, new: Any) -> None:
         before = allocation_from_object(old) if old is not None else None
         after = allocation_from_object(new) if new is not None else None
+        # The echo of our own write changes nothing in the mirror: its owners need no second look.
+        news = after is None or self.allocator.allocations.get(after.address) != after
         if after is not None:
             self.allocator.record(after)
         elif before is not None and self.allocator.allocations.get(before.address) == before:
@@ -61,10 +66,12 @@ class Controller:
         for allocation in (before, after):
             if allocation is not None:
                 self.queue.add_after((POOL, allocation.pool), POOL_STATUS_DELAY)
-                for owner in allocation.owners:
+                for owner in allocation.owners if news else ():
                     self.queue.add((SERVICE, f"{owner.namespace}/{owner.name}"))
 
     def _on_pool(self, old: Any, new: Any) -> None:
+        if old is not None and new is not None and _only_status_changed(old, new):
+            return  # our own usage report coming back: nothing to reconcile
         for name in self.pools.cache:  # overlaps are between pools: every pool's status may change
             self.queue.add((POOL, name))
         if new is None and old is not None:
@@ -91,6 +98,7 @@ class Controller:
     async def run(self) -> None:
         informers: list[Informer[Any]] = [self.namespaces, self.pools, self.allocations, self.services]
         tasks = [asyncio.create_task(i.run(), name=f"informer {type(i).__name__}") for i in informers]
+        tasks.append(asyncio.create_task(self.events.run(), name="events"))
         try:
             await asyncio.gather(*(i.synced.wait() for i in informers))
             self.pool_reconciler.sync_allocator()
@@ -152,6 +160,12 @@ class Controller:
                 if e.status.code != 404:
                     raise
             self.allocator.forget(allocation.address)
+
+
+def _only_status_changed(old: Any, new: Any) -> bool:
+    """Custom resources bump metadata.generation on spec changes only; deletion and finalizers are metadata."""
+    a, b = old.metadata, new.metadata
+    return (a.generation, a.deletionTimestamp, a.finalizers) == (b.generation, b.deletionTimestamp, b.finalizers)
 
 
 def _dump_tasks() -> None:

@@ -17,12 +17,11 @@ from portico.api.v1alpha1 import IPPoolSpec
 from portico.controller.conditions import same_conditions, set_condition
 from portico.ipam.allocator import Allocator
 from portico.ipam.pools import InvalidPool, Pool, overlapping_pools, pool_from_spec
-from portico.kube.events import record_event
+from portico.kube.events import EventRecorder
 
 log = logging.getLogger(__name__)
 
 POOL_FINALIZER = "portico.io/pool-protection"
-COMPONENT = "portico-controller"
 MAX_LISTED = 10  # Services named in a message before "and N more"
 
 
@@ -42,6 +41,7 @@ def _listing(names: list[str]) -> str:
 @dataclass
 class PoolReconciler:
     client: AsyncClient
+    events: EventRecorder
     allocator: Allocator
     pools: Mapping[str, Any]  # informer cache of IPPool objects
 
@@ -71,8 +71,7 @@ class PoolReconciler:
                 return
             message = f"{len(holders)} Service(s) still hold addresses: {_listing(holders)}"
             if await self._status(obj, [("Ready", False, "DeletionBlocked", message)], []):
-                await record_event(self.client, obj, type="Warning", reason="DeletionBlocked", message=message,
-                                   component=COMPONENT)
+                self.events.record(obj, type="Warning", reason="DeletionBlocked", message=message)
             return
         if POOL_FINALIZER not in finalizers:
             await self._patch(name, {"metadata": {"finalizers": [*finalizers, POOL_FINALIZER]}})
@@ -101,8 +100,7 @@ class PoolReconciler:
                 usage[f"ipv{family}"] = {"total": total, "used": used, "available": max(total - used, 0)}
         changed = await self._status(obj, conditions, stranded, usage)
         if changed and others:
-            await record_event(self.client, obj, type="Warning", reason="Conflict",
-                               message=f"overlaps IPPool {', '.join(others)}", component=COMPONENT)
+            self.events.record(obj, type="Warning", reason="Conflict", message=f"overlaps IPPool {', '.join(others)}")
 
     async def _status(self, obj: Any, conditions: list[tuple[str, bool, str, str]], stranded: list[str],
                       usage: dict[str, Any] | None = None) -> bool:

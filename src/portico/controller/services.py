@@ -1,13 +1,18 @@
-"""The Service reconciler: finalizer, IPAllocation objects, status, conditions and events.
+"""The Service reconciler: IPAllocation objects, status and finalizer, conditions and events.
 
 Level-triggered and idempotent: from the cached Service and the allocator's mirror of the
 IPAllocations it computes what the Service should hold and makes the API say so, in an order
 that is safe to interrupt anywhere (kill -9 included):
 
-  1. finalizer on the Service   (so a deletion always gives us the chance to release)
-  2. IPAllocation created        (the API server's name uniqueness makes the address ours)
-  3. status.loadBalancer written (only addresses we hold are ever published)
-  4. addresses no longer wanted released (after the new ones are published)
+  1. IPAllocation created   (the API server's name uniqueness makes the address ours)
+  2. one status write       (status.loadBalancer and our condition, with the finalizer added in the
+                             same write: an address is never visible on a Service that lacks it.
+                             The API server applies metadata on Service status writes -- its status
+                             strategy only resets spec -- so one write does what took two.)
+  3. addresses no longer wanted released (after the new ones are published)
+
+Interrupted between 1 and 2, the allocation's owner either still exists (the next reconcile
+publishes the same address) or is gone (its delete event, or the orphan sweep, releases it).
 """
 
 from __future__ import annotations
@@ -30,13 +35,12 @@ from portico.controller.conditions import remove_condition, same_conditions, set
 from portico.controller.requests import allocation_request, is_ours, service_key, sharing_profile
 from portico.ipam.allocator import Allocation, Allocator, Assignment, Reason, Refusal, ServiceKey
 from portico.ipam.blocks import IPAddress, allocation_name
-from portico.kube.events import record_event
+from portico.kube.events import EventRecorder
 from portico.kube.informer import object_key
 
 log = logging.getLogger(__name__)
 
 CONDITION = "portico.io/AddressAssigned"
-COMPONENT = "portico-controller"
 
 
 class Conflict(Exception):
@@ -46,6 +50,7 @@ class Conflict(Exception):
 @dataclass
 class ServiceReconciler:
     client: AsyncClient
+    events: EventRecorder
     allocator: Allocator
     services: Mapping[str, Service]  # informer cache, "namespace/name" -> Service
     allocation_objects: Mapping[str, Any]  # informer cache of IPAllocations, by name
@@ -65,7 +70,6 @@ class ServiceReconciler:
             await self._release(svc, skey)
             return
         self.allocator.profiles[skey] = sharing_profile(svc)
-        await self._ensure_finalizer(svc)
         try:
             request = allocation_request(svc, self.namespace_labels(skey.namespace))
         except InvalidAnnotation as e:
@@ -97,8 +101,8 @@ class ServiceReconciler:
                 else:
                     await self._join_allocation(address, skey, sharing_key)
                 confirmed.add(address)
-                await record_event(self.client, svc, type="Normal", reason="IPAllocated",
-                                   message=f"Assigned IP {address} from pool {pool}", component=COMPONENT)
+                self.events.record(svc, type="Normal", reason="IPAllocated",
+                                   message=f"Assigned IP {address} from pool {pool}")
         except BaseException:
             for address, _ in new:
                 if address in confirmed:
@@ -167,25 +171,6 @@ class ServiceReconciler:
                 raise
 
     # -- the Service object ----------------------------------------------------------------------------
-    async def _ensure_finalizer(self, svc: Service) -> None:
-        assert svc.metadata is not None
-        finalizers = list(svc.metadata.finalizers or [])
-        if FINALIZER in finalizers:
-            return
-        await self._patch_finalizers(svc, [*finalizers, FINALIZER])
-
-    async def _patch_finalizers(self, svc: Service, finalizers: list[str]) -> None:
-        assert svc.metadata is not None
-        patch = {"metadata": {"finalizers": finalizers, "resourceVersion": svc.metadata.resourceVersion}}
-        try:
-            await self.client.patch(Service, svc.metadata.name or "", patch, namespace=svc.metadata.namespace,
-                                    patch_type=PatchType.MERGE)
-        except ApiError as e:
-            if e.status.code == 409:
-                raise Conflict("Service changed meanwhile") from None
-            if e.status.code != 404:
-                raise
-
     async def _publish(self, svc: Service, addresses: list[IPAddress]) -> None:
         self.waiting.discard(object_key(svc))
         ingress = [{"ip": str(a), "ipMode": "VIP"} for a in addresses]
@@ -197,12 +182,12 @@ class ServiceReconciler:
         self.waiting.add(object_key(svc))
         changed = await self._write_status(svc, None, ok=False, reason=reason, message=message)
         if changed:
-            await record_event(self.client, svc, type="Warning", reason="AllocationFailed",
-                               message=f"{reason}: {message}", component=COMPONENT)
+            self.events.record(svc, type="Warning", reason="AllocationFailed", message=f"{reason}: {message}")
 
     async def _write_status(self, svc: Service, ingress: list[dict[str, str]] | None, *, ok: bool,
                             reason: str, message: str) -> bool:
-        """Patch status if it differs; None ingress leaves the published addresses as they are."""
+        """Patch status (and our finalizer) if they differ; None ingress leaves the published addresses as
+        they are."""
         assert svc.metadata is not None
         current = svc.status.to_dict() if svc.status is not None else {}
         old_ingress = current.get("loadBalancer", {}).get("ingress", [])
@@ -210,17 +195,28 @@ class ServiceReconciler:
         conditions = set_condition(old_conditions, type=CONDITION, status=ok, reason=reason, message=message,
                                    generation=svc.metadata.generation)
         new_ingress = old_ingress if ingress is None else ingress
-        if _same_ingress(old_ingress, new_ingress) and same_conditions(old_conditions, conditions):
+        finalizers = list(svc.metadata.finalizers or [])
+        has_finalizer = FINALIZER in finalizers
+        if has_finalizer and _same_ingress(old_ingress, new_ingress) and same_conditions(old_conditions, conditions):
             return False
-        await self._patch_status(svc, {"loadBalancer": {"ingress": new_ingress or None}, "conditions": conditions})
+        await self._patch_status(svc, {"loadBalancer": {"ingress": new_ingress or None}, "conditions": conditions},
+                                 finalizers=None if has_finalizer else [*finalizers, FINALIZER])
         return True
 
-    async def _patch_status(self, svc: Service, status: dict[str, Any]) -> None:
+    async def _patch_status(self, svc: Service, status: dict[str, Any] | None, *,
+                            finalizers: list[str] | None = None) -> None:
+        """One write to the status subresource; a finalizer change is guarded by resourceVersion, since a
+        merge patch replaces the whole list."""
         assert svc.metadata is not None
+        patch: dict[str, Any] = {"status": status} if status is not None else {}
+        if finalizers is not None:
+            patch["metadata"] = {"finalizers": finalizers, "resourceVersion": svc.metadata.resourceVersion}
         try:
-            await self.client.patch(ServiceStatus, svc.metadata.name or "", {"status": status},
+            await self.client.patch(ServiceStatus, svc.metadata.name or "", patch,
                                     namespace=svc.metadata.namespace, patch_type=PatchType.MERGE)
         except ApiError as e:
+            if e.status.code == 409:
+                raise Conflict("Service changed meanwhile") from None
             if e.status.code != 404:  # deleted meanwhile: nothing left to say
                 raise
 
@@ -234,17 +230,18 @@ class ServiceReconciler:
             await self._give_up(skey, allocation)
         if held:
             released = ", ".join(str(a.address) for a in held)
-            await record_event(self.client, svc, type="Normal", reason="IPReleased",
-                               message=f"Released {released}", component=COMPONENT)
+            self.events.record(svc, type="Normal", reason="IPReleased", message=f"Released {released}")
         deleting = svc.metadata.deletionTimestamp is not None
         current = svc.status.to_dict() if svc.status is not None else {}
         ours = any(c.get("type") == CONDITION for c in current.get("conditions", []))
+        status = None
         if ours and not deleting:
-            await self._patch_status(svc, {"loadBalancer": {"ingress": None}, "conditions": remove_condition(
-                current.get("conditions", []), CONDITION) or None})
+            status = {"loadBalancer": {"ingress": None},
+                      "conditions": remove_condition(current.get("conditions", []), CONDITION) or None}
         finalizers = list(svc.metadata.finalizers or [])
-        if FINALIZER in finalizers:
-            await self._patch_finalizers(svc, [f for f in finalizers if f != FINALIZER])
+        keep = [f for f in finalizers if f != FINALIZER] if FINALIZER in finalizers else None
+        if status is not None or keep is not None:
+            await self._patch_status(svc, status, finalizers=keep)
         self.allocator.profiles.pop(skey, None)
 
     async def _release_gone(self, key: str) -> None:

@@ -30,7 +30,6 @@ import yaml
 from lightkube import AsyncClient
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Namespace, Service
-from lightkube.resources.discovery_v1 import EndpointSlice
 
 from portico.api.crds import rendered_crds
 from portico.api.resources import IPPoolResource
@@ -49,7 +48,9 @@ def free_port() -> int:
 
 
 def service(ns: str, i: int, lb: bool) -> Service:
-    spec: dict[str, Any] = {"ports": [{"port": 80, "protocol": "TCP"}], "selector": {"app": f"a{i}"}}
+    # No selector: the controller-manager's EndpointSlice controller (rate-limited to 20 writes/s) would
+    # otherwise trail each phase by minutes and bill its tail to the next one.
+    spec: dict[str, Any] = {"ports": [{"port": 80, "protocol": "TCP"}]}
     if lb:  # Portico delivers to pods directly: no NodePorts needed
         spec |= {"type": "LoadBalancer", "loadBalancerClass": LOAD_BALANCER_CLASS,
                  "allocateLoadBalancerNodePorts": False}
@@ -92,16 +93,6 @@ async def wait_all_published(client: AsyncClient, ns: str, n: int) -> float:
 
 
 CPU_ACCOUNTED = ("kube-apiserver", "etcd", "kube-controller", "portico")  # comm names (15 chars max)
-
-
-async def settle(client: AsyncClient, ns: str) -> None:
-    """Wait out the controller-manager's tail of a phase (its EndpointSlice writes are rate-limited to
-    20/s, so they trail the creates): the next phase must not pay for the previous one."""
-    for _ in range(600):
-        if not [s async for s in client.list(EndpointSlice, namespace=ns)]:
-            return
-        await asyncio.sleep(1)
-    raise TimeoutError(f"EndpointSlices of namespace {ns} still present after 10 minutes")
 
 
 def cpu_seconds() -> dict[str, float]:
@@ -162,7 +153,6 @@ async def bench(config: ControlPlaneConfig, n: int, concurrency: int, workers: i
     bare = await create_all(client, "bare", n, lb=False, concurrency=concurrency)
     cpu_bare, writes_bare = cpu_delta(cpu0, cpu_seconds()), write_requests(config) - writes0
     await delete_all(client, "bare", n, concurrency)  # give their ClusterIPs back (the range holds 16k)
-    await settle(client, "bare")
 
     log = (config.state_dir / "controller.log").open("wb")
     ctl = await asyncio.create_subprocess_exec(

@@ -57,6 +57,32 @@ def _run_controller(args: argparse.Namespace) -> int:
     return 0
 
 
+def _agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    agent = sub.add_parser("agent", help="run the node agent: forwarding from Service addresses to pods (nftables)")
+    agent.add_argument("--kubeconfig", type=Path, help="default: $KUBECONFIG, ~/.kube/config, else in-cluster")
+    agent.add_argument("--node-name", default=os.environ.get("NODE_NAME"),
+                       help="this node's name (default $NODE_NAME, set from spec.nodeName in the DaemonSet)")
+    agent.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def _run_agent(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvloop
+
+    from portico.agent.agent import Agent
+    from portico.kube.client import async_client
+
+    if not args.node_name:
+        print("portico agent: error: no node name (--node-name or $NODE_NAME)", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    client = async_client(args.kubeconfig, field_manager="portico-agent")
+    uvloop.run(Agent(client, args.node_name).run())
+    return 0
+
+
 def _gen_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gen = sub.add_parser("gen", help="regenerate files derived from the code")
     gen_sub = gen.add_subparsers(dest="gen_command", required=True)
@@ -109,8 +135,9 @@ def main(argv: list[str] | None = None) -> None:
     _dev_parser(sub)
     _gen_parser(sub)
     _controller_parser(sub)
+    _agent_parser(sub)
     args = parser.parse_args(argv)
-    commands = {"dev": _run_dev, "gen": _run_gen, "controller": _run_controller}
+    commands = {"dev": _run_dev, "gen": _run_gen, "controller": _run_controller, "agent": _run_agent}
     try:
         code = commands[args.command](args)
     except LabError as e:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from lightkube import Client, KubeConfig, codecs
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
-from lightkube.resources.apps_v1 import Deployment
+from lightkube.resources.apps_v1 import DaemonSet, Deployment
 
 from portico.dev.controlplane import REPO_ROOT
 from portico.dev.shell import LabError
@@ -19,7 +19,7 @@ FIELD_MANAGER = "portico-dev"
 
 def manifests() -> list[Path]:
     """CRDs first (what follows may use them), then the components."""
-    return [*sorted((DEPLOY_DIR / "crds").glob("*.yaml")), DEPLOY_DIR / "controller.yaml"]
+    return [*sorted((DEPLOY_DIR / "crds").glob("*.yaml")), DEPLOY_DIR / "controller.yaml", DEPLOY_DIR / "agent.yaml"]
 
 
 def install_portico(kubeconfig: Path, deadline: float) -> None:
@@ -31,6 +31,7 @@ def install_portico(kubeconfig: Path, deadline: float) -> None:
                 _wait(deadline, f"CRD {obj.metadata.name} established",
                       lambda name=obj.metadata.name: _established(client, name))
     _wait(deadline, "portico-controller available", lambda: _available(client, "portico-controller"))
+    _wait(deadline, "portico-agent ready on every node", lambda: _daemonset_ready(client, "portico-agent"))
 
 
 def _established(client: Client, name: str) -> bool:
@@ -41,6 +42,11 @@ def _established(client: Client, name: str) -> bool:
 def _available(client: Client, name: str) -> bool:
     status = client.get(Deployment, name, namespace="portico-system").status
     return bool(status and (status.availableReplicas or 0) >= 1)
+
+
+def _daemonset_ready(client: Client, name: str) -> bool:
+    status = client.get(DaemonSet, name, namespace="portico-system").status
+    return bool(status and status.desiredNumberScheduled and status.numberReady == status.desiredNumberScheduled)
 
 
 def _wait(deadline: float, what: str, check: Callable[[], bool]) -> None:

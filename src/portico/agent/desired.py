@@ -1,0 +1,114 @@
+"""From one Service, its EndpointSlices and its addresses to its frontends (pure).
+
+What a platform engineer expects from the Service spec, as kube-proxy does it:
+  * one frontend per address x port; the endpoint's port is the slice port of the same name
+    (a named targetPort resolves per endpoint, so pods may differ);
+  * only ready endpoints take new flows (terminating ones keep theirs through conntrack);
+  * externalTrafficPolicy Local: this node's endpoints only (and the client address is kept);
+  * loadBalancerSourceRanges, sessionAffinity ClientIP, and the `portico.io/lb-algorithm` annotation.
+What cannot be honoured is reported as a problem, never raised: the rest of the Service still works.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from lightkube.models.core_v1 import Service
+from lightkube.models.discovery_v1 import EndpointSlice
+
+from portico.dataplane.model import Algorithm, Backend, Frontend, FrontendPolicy, IPNetwork
+from portico.ipam.blocks import IPAddress
+
+LB_ALGORITHM = "portico.io/lb-algorithm"
+DEFAULT_AFFINITY_TIMEOUT = 10800  # Kubernetes' default for sessionAffinity ClientIP
+FAMILY_OF_ADDRESS_TYPE = {"IPv4": 4, "IPv6": 6}
+
+
+@dataclass
+class ServiceFrontends:
+    frontends: dict[Frontend, FrontendPolicy] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)  # for an event on the Service and a metric
+
+
+def _algorithm(svc: Service, problems: list[str]) -> Algorithm:
+    value = ((svc.metadata.annotations if svc.metadata else None) or {}).get(LB_ALGORITHM)
+    if value is None:
+        return Algorithm.RANDOM
+    try:
+        return Algorithm(value)
+    except ValueError:
+        choices = ", ".join(a.value for a in Algorithm)
+        problems.append(f"{LB_ALGORITHM}: unknown algorithm {value!r} (one of {choices}); using random")
+        return Algorithm.RANDOM
+
+
+def _source_ranges(ranges: Iterable[str], problems: list[str]) -> tuple[IPNetwork, ...]:
+    out: list[IPNetwork] = []
+    for text in ranges:
+        try:
+            out.append(ipaddress.ip_network(text.strip(), strict=False))
+        except ValueError:
+            problems.append(f"spec.loadBalancerSourceRanges: {text!r} is not a CIDR; ignored")
+    return tuple(out)
+
+
+def service_frontends(svc: Service, vips: Iterable[IPAddress], slices: Iterable[EndpointSlice],
+                      node: str) -> ServiceFrontends:
+    spec, meta = svc.spec, svc.metadata
+    assert spec is not None and meta is not None
+    result = ServiceFrontends()
+    name = f"{meta.namespace}/{meta.name}"
+    algorithm = _algorithm(svc, result.problems)
+    ranges = _source_ranges(spec.loadBalancerSourceRanges or [], result.problems)
+    if any(r.prefixlen == 0 for r in ranges):
+        ranges = ()  # one that allows everyone: no filtering
+    affinity = None
+    if spec.sessionAffinity == "ClientIP":
+        config = spec.sessionAffinityConfig
+        timeout = config.clientIP.timeoutSeconds if config and config.clientIP else None
+        affinity = timeout or DEFAULT_AFFINITY_TIMEOUT
+    local_only = spec.externalTrafficPolicy == "Local"
+    slices = list(slices)
+    unresolved: set[str] = set()
+    for port in spec.ports or []:
+        protocol = (port.protocol or "TCP").lower()
+        for family in (4, 6):
+            backends = _backends(slices, family, port_name=port.name or "", protocol=port.protocol or "TCP",
+                                 local_only=local_only, node=node, unresolved=unresolved)
+            for vip in vips:
+                if vip.version != family:
+                    continue
+                result.frontends[Frontend(vip, protocol, port.port)] = FrontendPolicy(
+                    service=name, backends=backends, algorithm=algorithm, source_ranges=ranges,
+                    affinity_timeout=affinity)
+    for port_name in sorted(unresolved):
+        result.problems.append(f"port {port_name or '(unnamed)'}: some endpoints have no such port; skipped")
+    return result
+
+
+def _backends(slices: list[EndpointSlice], family: int, *, port_name: str, protocol: str, local_only: bool,
+              node: str, unresolved: set[str]) -> tuple[Backend, ...]:
+    found: set[Backend] = set()  # a set: duplicate endpoints (in one slice or across slices) count once
+    for eps in slices:
+        if FAMILY_OF_ADDRESS_TYPE.get(eps.addressType) != family:
+            continue
+        target = next((p.port for p in eps.ports or [] if (p.name or "") == port_name
+                       and (p.protocol or "TCP") == protocol and p.port is not None), None)
+        if target is None:
+            if eps.endpoints:
+                unresolved.add(port_name)
+            continue
+        for ep in eps.endpoints or []:
+            conditions = ep.conditions
+            ready = conditions is None or conditions.ready is None or conditions.ready
+            terminating = conditions is not None and bool(conditions.terminating)
+            if not ready or terminating or (local_only and ep.nodeName != node):
+                continue
+            for address in ep.addresses[:1]:  # the API allows one; more would be a bug upstream
+                try:
+                    found.add(Backend(ipaddress.ip_address(address), target))
+                except ValueError:
+                    continue
+    return tuple(sorted(found, key=lambda b: (int(b.ip), b.port)))

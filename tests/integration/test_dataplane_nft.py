@@ -1,0 +1,214 @@
+"""The nftables data plane in the kernel, with real packets: client -> node (our table) -> pods.
+
+A small topology of its own (namespaces `ptdp-*`, addresses inside 198.19.240.0/20 and
+fd00:198:18:f0::/60, away from the lab's) with echo servers in pod namespaces.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from portico.dataplane.model import Algorithm, Backend, Frontend, FrontendPolicy
+from portico.dataplane.nft import Nft
+from portico.dataplane.nftables import NODE, node_fragment, render_frontend
+from portico.dataplane.syncer import Syncer
+
+ip = ipaddress.ip_address
+NS = ("ptdp-client", "ptdp-node", "ptdp-pod1", "ptdp-pod2")
+CLIENT4, NODE_LAN4, NODE_PODS4 = "198.19.240.2", "198.19.240.1", "198.19.241.1"
+PODS4 = {"ptdp-pod1": "198.19.241.2", "ptdp-pod2": "198.19.241.3"}
+PODS6 = {"ptdp-pod1": "fd00:198:18:f1::2", "ptdp-pod2": "fd00:198:18:f1::3"}
+VIP4, VIP6 = ipaddress.IPv4Address("198.19.242.1"), ipaddress.IPv6Address("fd00:198:18:f2::1")
+
+
+def sh(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True)
+
+
+def in_ns(ns: str, *argv: str) -> list[str]:
+    return ["ip", "netns", "exec", ns, *argv]
+
+
+@dataclass
+class Topology:
+    echo: list[subprocess.Popen[bytes]]
+
+
+@pytest.fixture(scope="module")
+def topology() -> Iterator[Topology]:
+    for ns in NS:
+        subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+        sh("ip", "netns", "add", ns)
+        sh(*in_ns(ns, "ip", "link", "set", "lo", "up"))
+    sh("ip", "-n", "ptdp-node", "link", "add", "lan", "type", "veth", "peer", "eth0", "netns", "ptdp-client")
+    sh("ip", "-n", "ptdp-node", "link", "add", "pods", "type", "bridge")
+    for ns, (dev, addr4, addr6) in {"ptdp-node": ("lan", NODE_LAN4, "fd00:198:18:f0::1"),
+                                    "ptdp-client": ("eth0", CLIENT4, "fd00:198:18:f0::2")}.items():
+        sh("ip", "-n", ns, "addr", "add", f"{addr4}/24", "dev", dev)
+        sh("ip", "-n", ns, "addr", "add", f"{addr6}/64", "dev", dev, "nodad")
+        sh("ip", "-n", ns, "link", "set", dev, "up")
+    sh("ip", "-n", "ptdp-client", "route", "add", "198.19.242.0/24", "via", NODE_LAN4)
+    sh("ip", "-n", "ptdp-client", "route", "add", "fd00:198:18:f2::/64", "via", "fd00:198:18:f0::1")
+    sh("ip", "-n", "ptdp-node", "addr", "add", f"{NODE_PODS4}/24", "dev", "pods")
+    sh("ip", "-n", "ptdp-node", "addr", "add", "fd00:198:18:f1::1/64", "dev", "pods", "nodad")
+    sh("ip", "-n", "ptdp-node", "link", "set", "pods", "up")
+    for key in ("net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"):
+        sh(*in_ns("ptdp-node", "sysctl", "-qw", key))
+    echo = []
+    for i, pod in enumerate(PODS4, 1):
+        sh("ip", "-n", "ptdp-node", "link", "add", f"veth{i}", "master", "pods", "type", "veth", "peer", "eth0",
+           "netns", pod)
+        sh("ip", "-n", "ptdp-node", "link", "set", f"veth{i}", "up")
+        sh("ip", "-n", pod, "addr", "add", f"{PODS4[pod]}/24", "dev", "eth0")
+        sh("ip", "-n", pod, "addr", "add", f"{PODS6[pod]}/64", "dev", "eth0", "nodad")
+        sh("ip", "-n", pod, "link", "set", "eth0", "up")
+        sh("ip", "-n", pod, "route", "add", "default", "via", NODE_PODS4)
+        sh("ip", "-n", pod, "route", "add", "default", "via", "fd00:198:18:f1::1")
+        echo.append(subprocess.Popen(in_ns(pod, sys.executable, "-m", "portico.dev.echo", "--pod", pod,
+                                           "--node", "ptdp-node", "--listen", "8080/TCP", "--listen", "9090/UDP")))
+    for pod, addr in PODS4.items():  # the echo servers listen before any test starts
+        deadline = time.monotonic() + 10
+        while subprocess.run(in_ns("ptdp-node", "curl", "-s", "--max-time", "1", f"http://{addr}:8080/"),
+                             capture_output=True, check=False).returncode != 0:
+            assert time.monotonic() < deadline, f"echo in {pod} did not start"
+            time.sleep(0.1)
+    try:
+        yield Topology(echo)
+    finally:
+        for p in echo:
+            p.kill()
+            p.wait()
+        for ns in NS:
+            subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
+
+
+def client(*argv: str, timeout: float = 5) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(in_ns("ptdp-client", *argv), capture_output=True, text=True, timeout=timeout, check=False)
+
+
+def http(vip: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int = 80) -> dict[str, str] | None:
+    host = f"[{vip}]" if vip.version == 6 else str(vip)
+    r = client("curl", "-s", "--max-time", "2", f"http://{host}:{port}/")
+    return json.loads(r.stdout) if r.returncode == 0 else None
+
+
+def spread(vip: ipaddress.IPv4Address | ipaddress.IPv6Address, n: int) -> Counter[str]:
+    """`n` fresh TCP connections from the client, by the pod that answered."""
+    code = ("import socket,sys,json,collections; c=collections.Counter()\n"
+            "for _ in range(int(sys.argv[2])):\n"
+            "  s=socket.create_connection((sys.argv[1],80),timeout=2); s.sendall(b'GET / HTTP/1.1\\r\\nHost: x\\r\\n"
+            "Connection: close\\r\\n\\r\\n'); d=b''\n"
+            "  while (b:=s.recv(4096)): d+=b\n"
+            "  s.close(); c[json.loads(d.split(b'\\r\\n\\r\\n',1)[1])['pod']]+=1\n"
+            "print(json.dumps(c))")
+    r = client(sys.executable, "-c", code, str(vip), str(n), timeout=60)
+    assert r.returncode == 0, r.stderr
+    return Counter(json.loads(r.stdout))
+
+
+def policy(*pods: str, family: int = 4, **kw: object) -> FrontendPolicy:
+    addrs = PODS4 if family == 4 else PODS6
+    return FrontendPolicy("t/echo", tuple(Backend(ip(addrs[p]), 8080) for p in pods), **kw)  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def syncer(topology: Topology) -> AsyncIterator[Syncer]:
+    nft = Nft(netns="ptdp-node")
+    s = Syncer(nft)
+    await s.sync({NODE: node_fragment([ipaddress.ip_network("198.19.241.0/24"),
+                                       ipaddress.ip_network("fd00:198:18:f1::/64")])})
+    yield s
+    await nft.delete_table()
+
+
+WEB4, WEB6 = Frontend(VIP4, "tcp", 80), Frontend(VIP6, "tcp", 80)
+
+
+async def test_tcp_reaches_every_pod_and_follows_endpoint_changes(syncer: Syncer) -> None:
+    result = await syncer.sync({WEB4: render_frontend(WEB4, policy("ptdp-pod1", "ptdp-pod2"))})
+    assert result.kind == "partial"
+    seen = spread(VIP4, 200)
+    assert set(seen) == {"ptdp-pod1", "ptdp-pod2"} and min(seen.values()) > 60, seen
+    got = http(VIP4)
+    assert got is not None and got["client"] == CLIENT4  # local pod: the client's address is kept
+    await syncer.sync({WEB4: render_frontend(WEB4, policy("ptdp-pod2"))})
+    assert set(spread(VIP4, 30)) == {"ptdp-pod2"}
+
+
+async def test_no_ready_endpoint_refuses_at_once(syncer: Syncer) -> None:
+    await syncer.sync({WEB4: render_frontend(WEB4, policy())})
+    r = client("curl", "-s", "-o", "/dev/null", "-w", "%{time_total}", "--max-time", "3", f"http://{VIP4}/")
+    assert r.returncode == 7, r  # "couldn't connect": a TCP reset, not a 3 s timeout
+    code = ("import socket,sys; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2);"
+            "s.connect((sys.argv[1],9090)); s.send(b'x');\n"
+            "try: s.recv(100)\nexcept ConnectionRefusedError: print('refused')")
+    udp = client(sys.executable, "-c", code, str(VIP4))
+    assert udp.stdout.strip() == "refused"  # ICMP port unreachable
+
+
+async def test_udp_ipv6_and_round_robin(syncer: Syncer) -> None:
+    dns = Frontend(VIP6, "udp", 9090)
+    await syncer.sync({WEB6: render_frontend(WEB6, policy("ptdp-pod1", "ptdp-pod2", family=6,
+                                                          algorithm=Algorithm.ROUND_ROBIN)),
+                       dns: render_frontend(dns, FrontendPolicy("t/dns", (Backend(ip(PODS6["ptdp-pod1"]), 9090),)))})
+    seen = spread(VIP6, 40)
+    assert seen == Counter({"ptdp-pod1": 20, "ptdp-pod2": 20})  # strict alternation
+    code = ("import socket,sys; s=socket.socket(socket.AF_INET6,socket.SOCK_DGRAM); s.settimeout(2);"
+            "s.sendto(b'x',(sys.argv[1],9090)); print(s.recv(4096).decode())")
+    r = client(sys.executable, "-c", code, str(VIP6))
+    assert json.loads(r.stdout)["pod"] == "ptdp-pod1", r.stderr
+
+
+async def test_maglev_pins_a_client_and_source_ranges_drop(syncer: Syncer) -> None:
+    await syncer.sync({WEB4: render_frontend(WEB4, policy("ptdp-pod1", "ptdp-pod2", algorithm=Algorithm.MAGLEV))})
+    assert len(spread(VIP4, 30)) == 1  # one client address: one pod, every time
+    only_others = (ipaddress.ip_network("198.19.250.0/24"),)
+    await syncer.sync({WEB4: render_frontend(WEB4, policy("ptdp-pod1", source_ranges=only_others))})
+    assert http(VIP4) is None
+
+
+def long_lived_client(vip: ipaddress.IPv4Address) -> subprocess.Popen[str]:
+    """One TCP connection that sends a request now and another after a line on its stdin."""
+    code = ("import socket,sys,time\ns=socket.create_connection((sys.argv[1],80),timeout=5)\n"
+            "for i in range(2):\n"
+            "  s.sendall(b'GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'); print(s.recv(4096).split(b'\\r\\n\\r\\n')[1]"
+            ".decode().strip(), flush=True); sys.stdin.readline()\n")
+    return subprocess.Popen(in_ns("ptdp-client", sys.executable, "-c", code, str(vip)), stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True)
+
+
+async def test_a_new_agent_adopts_the_table_without_breaking_established_flows(syncer: Syncer) -> None:
+    await syncer.sync({WEB4: render_frontend(WEB4, policy("ptdp-pod1"))})
+    proc = long_lived_client(VIP4)
+    try:
+        assert proc.stdout is not None and proc.stdin is not None
+        assert json.loads(proc.stdout.readline())["pod"] == "ptdp-pod1"
+        fresh = Syncer(Nft(netns="ptdp-node"))  # a restarted agent: knows nothing, finds the table
+        fresh.kernel.apply({})
+        result = await fresh.sync({WEB4: render_frontend(WEB4, policy("ptdp-pod2")),
+                                   NODE: node_fragment([ipaddress.ip_network("198.19.241.0/24")])})
+        assert result.kind == "full"
+        assert set(spread(VIP4, 10)) == {"ptdp-pod2"}  # new flows: the new state
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline())["pod"] == "ptdp-pod1"  # the old flow: still its pod
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+async def test_a_refused_partial_sync_is_repaired_by_a_full_one(syncer: Syncer) -> None:
+    await syncer.sync({WEB4: render_frontend(WEB4, policy("ptdp-pod1"))})
+    sh(*in_ns("ptdp-node", "nft", "flush", "map", "inet", "portico", "backends4"))  # someone meddles
+    result = await syncer.sync({WEB4: render_frontend(WEB4, policy("ptdp-pod2"))})  # deleting a missing element
+    assert (result.kind, result.fallback) == ("full", True)
+    assert set(spread(VIP4, 10)) == {"ptdp-pod2"}

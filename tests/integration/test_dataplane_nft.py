@@ -49,6 +49,8 @@ def topology() -> Iterator[Topology]:
         subprocess.run(["ip", "netns", "del", ns], capture_output=True, check=False)
         sh("ip", "netns", "add", ns)
         sh(*in_ns(ns, "ip", "link", "set", "lo", "up"))
+        for key in ("net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"):
+            sh(*in_ns(ns, "sysctl", "-qw", key))  # no duplicate address detection delaying the first packets
     sh("ip", "-n", "ptdp-node", "link", "add", "lan", "type", "veth", "peer", "eth0", "netns", "ptdp-client")
     sh("ip", "-n", "ptdp-node", "link", "add", "pods", "type", "bridge")
     for ns, (dev, addr4, addr6) in {"ptdp-node": ("lan", NODE_LAN4, "fd00:198:18:f0::1"),
@@ -75,7 +77,7 @@ def topology() -> Iterator[Topology]:
         sh("ip", "-n", pod, "route", "add", "default", "via", "fd00:198:18:f1::1")
         echo.append(subprocess.Popen(in_ns(pod, sys.executable, "-m", "portico.dev.echo", "--pod", pod,
                                            "--node", "ptdp-node", "--listen", "8080/TCP", "--listen", "9090/UDP")))
-    for pod, addr in PODS4.items():  # the echo servers listen before any test starts
+    for pod, addr in [*PODS4.items(), *((p, f"[{a}]") for p, a in PODS6.items())]:  # echo answers, both families
         deadline = time.monotonic() + 10
         while subprocess.run(in_ns("ptdp-node", "curl", "-s", "--max-time", "1", f"http://{addr}:8080/"),
                              capture_output=True, check=False).returncode != 0:
@@ -192,11 +194,15 @@ async def test_a_new_agent_adopts_the_table_without_breaking_established_flows(s
     try:
         assert proc.stdout is not None and proc.stdin is not None
         assert json.loads(proc.stdout.readline())["pod"] == "ptdp-pod1"
+        sh(*in_ns("ptdp-node", "nft", "add map inet portico backends4 { type ipv4_addr : ipv4_addr; }; "
+                               "add chain inet portico pick4-random-1 { ip daddr @backends4 drop; }"))  # older agent
         fresh = Syncer(Nft(netns="ptdp-node"))  # a restarted agent: knows nothing, finds the table
         fresh.kernel.apply({})
         result = await fresh.sync({WEB4: render_frontend(WEB4, policy("ptdp-pod2")),
                                    NODE: node_fragment([ipaddress.ip_network("198.19.241.0/24")])})
         assert result.kind == "full"
+        chains, sets = await fresh.nft.existing()
+        assert "pick4-random-1" not in chains and "backends4" not in sets  # what an older agent left: gone
         assert set(spread(VIP4, 10)) == {"ptdp-pod2"}  # new flows: the new state
         proc.stdin.write("\n")
         proc.stdin.flush()
@@ -208,7 +214,7 @@ async def test_a_new_agent_adopts_the_table_without_breaking_established_flows(s
 
 async def test_a_refused_partial_sync_is_repaired_by_a_full_one(syncer: Syncer) -> None:
     await syncer.sync({WEB4: render_frontend(WEB4, policy("ptdp-pod1"))})
-    sh(*in_ns("ptdp-node", "nft", "flush", "map", "inet", "portico", "backends4"))  # someone meddles
+    sh(*in_ns("ptdp-node", "nft", "flush", "map", "inet", "portico", "backends4_tcp"))  # someone meddles
     result = await syncer.sync({WEB4: render_frontend(WEB4, policy("ptdp-pod2"))})  # deleting a missing element
     assert (result.kind, result.fallback) == ("full", True)
     assert set(spread(VIP4, 10)) == {"ptdp-pod2"}

@@ -30,20 +30,21 @@ def state(**frontends: FrontendPolicy) -> DesiredState:
 
 def test_plain_frontends_share_a_dispatch_chain_per_algorithm_and_slot_count() -> None:
     rs = render(state(web=FrontendPolicy("a/web", pods(2, 3)), dns=FrontendPolicy("a/dns", pods(4, 5, port=53))))
-    assert rs.elements["frontends4"] == {"198.18.100.1 . tcp . 80": "goto pick4-random-2",
-                                         "198.18.100.1 . udp . 53": "goto pick4-random-2"}
-    assert rs.chains["pick4-random-2"] == (
-        "dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 2 map @backends4",)
-    assert rs.elements["backends4"] == {
-        "198.18.100.1 . tcp . 80 . 0": "198.19.1.2 . 8080", "198.18.100.1 . tcp . 80 . 1": "198.19.1.3 . 8080",
-        "198.18.100.1 . udp . 53 . 0": "198.19.1.4 . 53", "198.18.100.1 . udp . 53 . 1": "198.19.1.5 . 53"}
+    assert rs.elements["frontends4"] == {"198.18.100.1 . tcp . 80": "goto pick4-tcp-random-2",
+                                         "198.18.100.1 . udp . 53": "goto pick4-udp-random-2"}
+    assert rs.chains["pick4-tcp-random-2"] == (
+        "meta l4proto tcp dnat ip to ip daddr . th dport . numgen random mod 2 map @backends4_tcp",)
+    assert rs.elements["backends4_tcp"] == {"198.18.100.1 . 80 . 0": "198.19.1.2 . 8080",
+                                            "198.18.100.1 . 80 . 1": "198.19.1.3 . 8080"}
+    assert rs.elements["backends4_udp"] == {"198.18.100.1 . 53 . 0": "198.19.1.4 . 53",
+                                            "198.18.100.1 . 53 . 1": "198.19.1.5 . 53"}
     assert rs.elements["vips4"] == {"198.18.100.1": None}
     assert rs.elements["local_pods4"] == {"198.19.1.0/24": None}
 
 
 def test_no_ready_backend_keeps_the_vip_but_no_dnat_so_it_is_refused() -> None:
     rs = render(state(web=FrontendPolicy("a/web", ())))
-    assert rs.elements["frontends4"] == {} and rs.elements["backends4"] == {}
+    assert rs.elements["frontends4"] == {} and rs.elements["backends4_tcp"] == {}
     assert rs.elements["vips4"] == {"198.18.100.1": None}
     assert any("reject with tcp reset" in r for r in rs.chains["refuse"])
 
@@ -55,7 +56,7 @@ def test_round_robin_and_source_ranges_get_a_chain_of_their_own() -> None:
     assert rs.elements["frontends4"] == {"198.18.100.1 . tcp . 80": f"goto {chain}"}
     assert rs.chains[chain] == (
         "ip saddr != { 198.18.0.0/24 } counter drop",
-        "dnat ip to ip daddr . meta l4proto . th dport . numgen inc mod 2 map @backends4")
+        "meta l4proto tcp dnat ip to ip daddr . th dport . numgen inc mod 2 map @backends4_tcp")
 
 
 def test_source_ranges_of_the_other_family_only_drop_everyone() -> None:
@@ -66,19 +67,19 @@ def test_source_ranges_of_the_other_family_only_drop_everyone() -> None:
 def test_weights_take_slots_and_maglev_fills_its_table() -> None:
     weighted = (Backend(ip("198.19.1.2"), 80, weight=2), Backend(ip("198.19.1.3"), 80))
     rs = render(state(web=FrontendPolicy("a/web", weighted)))
-    assert sorted(rs.elements["backends4"].values()) == ["198.19.1.2 . 80"] * 2 + ["198.19.1.3 . 80"]
+    assert sorted(rs.elements["backends4_tcp"].values()) == ["198.19.1.2 . 80"] * 2 + ["198.19.1.3 . 80"]
     rs = render(state(web=FrontendPolicy("a/web", pods(2, 3), Algorithm.MAGLEV)))
-    assert rs.elements["frontends4"]["198.18.100.1 . tcp . 80"] == "goto pick4-maglev-1009"
-    assert len(rs.elements["backends4"]) == 1009
-    assert "jhash ip saddr mod 1009 seed 0x5eed" in rs.chains["pick4-maglev-1009"][0]
+    assert rs.elements["frontends4"]["198.18.100.1 . tcp . 80"] == "goto pick4-tcp-maglev-1009"
+    assert len(rs.elements["backends4_tcp"]) == 1009
+    assert "jhash ip saddr mod 1009 seed 0x5eed" in rs.chains["pick4-tcp-maglev-1009"][0]
 
 
 def test_ipv6_frontends_use_the_ipv6_maps() -> None:
     rs = render(state(v6=FrontendPolicy("a/v6", pods(2, net="fd00:198:18:101::"))))
-    assert rs.elements["frontends6"] == {"fd00:198:18:f00::1 . tcp . 80": "goto pick6-random-1"}
-    assert rs.elements["backends6"] == {"fd00:198:18:f00::1 . tcp . 80 . 0": "fd00:198:18:101::2 . 8080"}
-    assert rs.chains["pick6-random-1"] == (
-        "dnat ip6 to ip6 daddr . meta l4proto . th dport . numgen random mod 1 map @backends6",)
+    assert rs.elements["frontends6"] == {"fd00:198:18:f00::1 . tcp . 80": "goto pick6-tcp-random-1"}
+    assert rs.elements["backends6_tcp"] == {"fd00:198:18:f00::1 . 80 . 0": "fd00:198:18:101::2 . 8080"}
+    assert rs.chains["pick6-tcp-random-1"] == (
+        "meta l4proto tcp dnat ip6 to ip6 daddr . th dport . numgen random mod 1 map @backends6_tcp",)
 
 
 def kernel(**frontends: FrontendPolicy) -> KernelState:
@@ -91,38 +92,43 @@ def test_incremental_touches_only_what_changed() -> None:
     k = kernel(web=FrontendPolicy("a/web", pods(2, 3)), dns=FrontendPolicy("a/dns", pods(4, 5, port=53)))
     delta = k.apply({WEB: render_frontend(WEB, FrontendPolicy("a/web", pods(2, 6)))})
     assert incremental_transaction(delta).splitlines() == [
-        "delete element inet portico backends4 { 198.18.100.1 . tcp . 80 . 1 }",
-        "add element inet portico backends4 { 198.18.100.1 . tcp . 80 . 1 : 198.19.1.6 . 8080 }",
+        "delete element inet portico backends4_tcp { 198.18.100.1 . 80 . 1 }",
+        "add element inet portico backends4_tcp { 198.18.100.1 . 80 . 1 : 198.19.1.6 . 8080 }",
     ]
     assert not k.apply({WEB: render_frontend(WEB, FrontendPolicy("a/web", pods(2, 6)))})
 
 
 def test_shared_chains_and_vips_stay_while_anyone_uses_them() -> None:
+    web2 = Frontend(VIP, "tcp", 8080)
     k = kernel(web=FrontendPolicy("a/web", pods(2, 3)), dns=FrontendPolicy("a/dns", pods(4, 5, port=53)))
-    delta = k.apply({WEB: None})  # dns still uses pick4-random-2 and the VIP
+    k.apply({web2: render_frontend(web2, FrontendPolicy("a/web2", pods(6, 7)))})
+    delta = k.apply({WEB: None})  # web2 still uses pick4-tcp-random-2, and the VIP is dns's and web2's too
     assert delta.chains_removed == [] and "vips4" not in delta.elements_removed
-    assert sorted(delta.elements_removed) == ["backends4", "frontends4"]
+    assert sorted(delta.elements_removed) == ["backends4_tcp", "frontends4"]
+    delta = k.apply({web2: None})
+    assert delta.chains_removed == ["pick4-tcp-random-2"]
     delta = k.apply({DNS: None})
-    assert delta.chains_removed == ["pick4-random-2"]
     assert delta.elements_removed["vips4"] == ["198.18.100.1"]
-    assert k.ruleset().elements["backends4"] == {}
+    assert k.ruleset().elements["backends4_udp"] == {}
 
 
 def test_a_batch_nets_out_swaps() -> None:
-    k = kernel(web=FrontendPolicy("a/web", pods(2, 3)), dns=FrontendPolicy("a/dns", pods(4, 5, 6, port=53)))
+    web2 = Frontend(VIP, "tcp", 8080)
+    k = kernel(web=FrontendPolicy("a/web", pods(2, 3)))
+    k.apply({web2: render_frontend(web2, FrontendPolicy("a/web2", pods(4, 5, 6)))})
     delta = k.apply({WEB: render_frontend(WEB, FrontendPolicy("a/web", pods(2, 3, 7))),
-                     DNS: render_frontend(DNS, FrontendPolicy("a/dns", pods(4, 5, port=53)))})
+                     web2: render_frontend(web2, FrontendPolicy("a/web2", pods(4, 5)))})
     assert not delta.chains_added and not delta.chains_removed  # both chains still used, by the other one
 
 
 def test_incremental_orders_chain_creation_before_use_and_deletion_after() -> None:
     k = kernel(web=FrontendPolicy("a/web", pods(2, 3)))
     lines = incremental_transaction(k.apply({WEB: render_frontend(WEB, FrontendPolicy("a/web", pods(2, 3, 4)))}))
-    add_chain = lines.splitlines().index("add chain inet portico pick4-random-3")
-    repoint = next(i for i, line in enumerate(lines.splitlines()) if "goto pick4-random-3" in line)
-    drop_chain = lines.splitlines().index("delete chain inet portico pick4-random-2")
+    add_chain = lines.splitlines().index("add chain inet portico pick4-tcp-random-3")
+    repoint = next(i for i, line in enumerate(lines.splitlines()) if "goto pick4-tcp-random-3" in line)
+    drop_chain = lines.splitlines().index("delete chain inet portico pick4-tcp-random-2")
     assert add_chain < repoint < drop_chain
-    assert lines.splitlines()[drop_chain - 1] == "flush chain inet portico pick4-random-2"
+    assert lines.splitlines()[drop_chain - 1] == "flush chain inet portico pick4-tcp-random-2"
 
 
 def test_render_equals_the_incremental_result() -> None:
@@ -139,9 +145,9 @@ def test_render_equals_the_incremental_result() -> None:
 
 def test_full_transaction_adopts_and_deletes_stale_chains() -> None:
     rs = render(state(web=FrontendPolicy("a/web", pods(2))))
-    text = full_transaction(rs, existing_chains=["pick4-random-1", "fe-old", "prerouting"])
+    text = full_transaction(rs, existing_chains=["pick4-tcp-random-1", "fe-old", "prerouting"])
     assert "delete chain inet portico fe-old" in text
-    assert "delete chain inet portico pick4-random-1" not in text
+    assert "delete chain inet portico pick4-tcp-random-1" not in text
     assert "delete chain inet portico prerouting" not in text
     assert text.index("flush map inet portico frontends4") < text.index("add element inet portico frontends4")
 

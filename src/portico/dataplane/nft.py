@@ -35,14 +35,21 @@ class Nft:
         if script:
             await self._run("-f", "-", script=script)
 
-    async def chains(self) -> list[str]:
-        """Chains of our table as the kernel has them (once, when adopting; never on the hot path)."""
+    async def existing(self) -> tuple[list[str], list[str]]:
+        """Chains, and sets and maps, of our table as the kernel has them (when adopting; never on the hot
+        path)."""
         try:
-            listing = json.loads(await self._run("-j", "list", "chains", FAMILY))
+            listing = json.loads(await self._run("-j", "list", "table", FAMILY, TABLE))
         except NftError:
-            return []
-        return [item["chain"]["name"] for item in listing.get("nftables", [])
-                if "chain" in item and item["chain"]["table"] == TABLE]
+            return [], []  # no table yet
+        chains, sets = [], []
+        for item in listing.get("nftables", []):
+            kind, body = next(iter(item.items()))
+            if kind == "chain":
+                chains.append(body["name"])
+            elif kind in ("set", "map"):
+                sets.append(body["name"])
+        return chains, sets
 
     async def delete_table(self) -> None:
         with contextlib.suppress(NftError):  # not there

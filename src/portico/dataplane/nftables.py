@@ -3,10 +3,10 @@
 Layout, chosen by measurement (docs/dataplane.md; a chain per endpoint is 40x slower to load):
 
   prerouting/output (nat)   ip daddr . l4proto . dport  vmap @frontends4  -> a dispatch chain
-  dispatch chain            dnat to  ip daddr . l4proto . dport . <slot>  map @backends4
+  dispatch chain            dnat to  ip daddr . dport . <slot>  map @backends4_tcp (one per protocol)
   slot                      numgen random mod N | numgen inc mod N | jhash(<flow>) mod M (Maglev)
 
-Frontends with the same algorithm and slot count share one dispatch chain, so 10,000 plain
+Frontends with the same protocol, algorithm and slot count share one dispatch chain, so 10,000 plain
 Services load as ~110,000 map elements and a handful of chains. A frontend gets a chain of its
 own only when its rules are its own: round-robin (its own counter), source ranges, affinity.
 
@@ -22,7 +22,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from portico.dataplane.maglev import maglev_table, table_size
-from portico.dataplane.model import Algorithm, Backend, DesiredState, Frontend, FrontendPolicy, IPNetwork
+from portico.dataplane.model import PROTOCOLS, Algorithm, Backend, DesiredState, Frontend, FrontendPolicy, IPNetwork
 from portico.ipam.blocks import allocation_name
 
 TABLE = "portico"
@@ -32,7 +32,7 @@ ELEMENTS_PER_STATEMENT = 1000  # nft parses long element lists far faster than m
 
 IP = {4: "ip", 6: "ip6"}
 FRONTENDS = {4: "frontends4", 6: "frontends6"}
-BACKENDS = {4: "backends4", 6: "backends6"}
+BACKENDS = {(v, proto): f"backends{v}_{proto}" for v in (4, 6) for proto in PROTOCOLS}
 VIPS = {4: "vips4", 6: "vips6"}
 LOCAL_PODS = {4: "local_pods4", 6: "local_pods6"}
 ADDR_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
@@ -41,9 +41,9 @@ ADDR_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
 STATIC_SETS = tuple(
     line for v in (4, 6) for line in (
         f"map {FRONTENDS[v]} {{ type {ADDR_TYPE[v]} . inet_proto . inet_service : verdict; }}",
-        # (`tcp dport` in the value only names the type: nft 1.0.6 cannot re-read `th` there)
-        f"map {BACKENDS[v]} {{ typeof {IP[v]} daddr . meta l4proto . th dport . numgen random mod 1 : "
-        f"{IP[v]} daddr . tcp dport; }}",
+        # One per protocol: nft derives the DNAT's protocol from the value's type (`th` cannot be re-read).
+        *(f"map {BACKENDS[v, proto]} {{ typeof {IP[v]} daddr . th dport . numgen random mod 1 : "
+          f"{IP[v]} daddr . {proto} dport; }}" for proto in PROTOCOLS),
         f"set {VIPS[v]} {{ type {ADDR_TYPE[v]}; }}",
         f"set {LOCAL_PODS[v]} {{ type {ADDR_TYPE[v]}; flags interval; }}",
     ))
@@ -108,10 +108,10 @@ def slot_expression(family: int, algorithm: Algorithm, n: int) -> str:
             return f"jhash {ip} saddr . th sport mod {n} seed {MAGLEV_SEED:#x}"
 
 
-def dnat_rule(family: int, algorithm: Algorithm, n: int) -> str:
+def dnat_rule(family: int, protocol: str, algorithm: Algorithm, n: int) -> str:
     ip = IP[family]
-    return (f"dnat {ip} to {ip} daddr . meta l4proto . th dport . {slot_expression(family, algorithm, n)} "
-            f"map @{BACKENDS[family]}")
+    return (f"meta l4proto {protocol} dnat {ip} to {ip} daddr . th dport . {slot_expression(family, algorithm, n)} "
+            f"map @{BACKENDS[family, protocol]}")
 
 
 def render_frontend(fe: Frontend, policy: FrontendPolicy) -> Ruleset:
@@ -121,9 +121,9 @@ def render_frontend(fe: Frontend, policy: FrontendPolicy) -> Ruleset:
     table = slots(policy)
     if not table:
         return Ruleset(elements=elements)  # no ready endpoint: not DNATed, so refused
-    key = frontend_key(fe)
-    elements[BACKENDS[v]] = {f"{key} . {i}": f"{backend.ip} . {backend.port}" for i, backend in enumerate(table)}
-    dnat = dnat_rule(v, policy.algorithm, len(table))
+    elements[BACKENDS[v, fe.protocol]] = {f"{fe.vip} . {fe.port} . {i}": f"{backend.ip} . {backend.port}"
+                                         for i, backend in enumerate(table)}
+    dnat = dnat_rule(v, fe.protocol, policy.algorithm, len(table))
     if policy.algorithm == Algorithm.ROUND_ROBIN or policy.source_ranges:
         chain = frontend_chain(fe)
         rules = []
@@ -132,9 +132,9 @@ def render_frontend(fe: Frontend, policy: FrontendPolicy) -> Ruleset:
             rules.append(f"{IP[v]} saddr != {{ {allowed} }} counter drop" if allowed else "counter drop")
         chains = {chain: (*rules, dnat)}
     else:
-        chain = f"pick{v}-{policy.algorithm}-{len(table)}"
+        chain = f"pick{v}-{fe.protocol}-{policy.algorithm}-{len(table)}"
         chains = {chain: (dnat,)}
-    elements[FRONTENDS[v]] = {key: f"goto {chain}"}
+    elements[FRONTENDS[v]] = {frontend_key(fe): f"goto {chain}"}
     return Ruleset(chains=chains, elements=elements)
 
 
@@ -250,9 +250,10 @@ def _fill_chain(name: str, rules: tuple[str, ...]) -> Iterator[str]:
         yield f"add rule {FAMILY} {TABLE} {name} {rule}"
 
 
-def full_transaction(new: Ruleset, existing_chains: Iterable[str] = ()) -> str:
-    """Everything from scratch, adopting a table a previous agent left: declare, flush, refill, and delete
-    chains nobody wants any more. Established flows live in conntrack and are untouched."""
+def full_transaction(new: Ruleset, existing_chains: Iterable[str] = (), existing_sets: Iterable[str] = ()) -> str:
+    """Everything from scratch, adopting a table a previous agent (perhaps an older version) left: declare,
+    flush, refill, and delete the chains, sets and maps nobody wants any more. Established flows live in
+    conntrack and are untouched."""
     lines = [f"add table {FAMILY} {TABLE}"]
     lines += [f"add {decl.split(' ', 1)[0]} {FAMILY} {TABLE} {decl.split(' ', 1)[1]}" for decl in STATIC_SETS]
     lines += [f"flush {decl.split()[0]} {FAMILY} {TABLE} {decl.split()[1]}" for decl in STATIC_SETS]
@@ -267,6 +268,8 @@ def full_transaction(new: Ruleset, existing_chains: Iterable[str] = ()) -> str:
         lines += _element_statements("add", name, elements.items())
     for name in sorted(set(existing_chains) - set(new.chains) - set(BASE_CHAINS)):
         lines += [_t("flush chain", name), _t("delete chain", name)]
+    for name in sorted(set(existing_sets) - set(STATIC_SET_NAMES)):
+        lines.append(_t("delete set", name))  # `delete set` removes maps too
     return "\n".join(lines) + "\n"
 
 

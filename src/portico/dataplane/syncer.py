@@ -50,6 +50,6 @@ class Syncer:
             return SyncResult("full", time.monotonic() - start, fallback=True)
 
     async def _full(self) -> None:
-        existing = await self.nft.chains()
-        await self.nft.apply(full_transaction(self.kernel.ruleset(), existing))
+        chains, sets = await self.nft.existing()
+        await self.nft.apply(full_transaction(self.kernel.ruleset(), chains, sets))
         self._needs_full = False

@@ -85,6 +85,9 @@ class LabKubelet:
                 },
             }
             await self.client.patch(NodeStatus, node.name, status, patch_type=PatchType.MERGE)
+            # The API server taints new Nodes not-ready; the node lifecycle controller (not run in the lab:
+            # it would want node Leases) lifts the taint once Ready. The DaemonSet controller honours it.
+            await self.client.patch(Node, node.name, {"spec": {"taints": None}}, patch_type=PatchType.MERGE)
 
     # -- informer callback: cheap, never blocks --------------------------------------------------
     def _on_pod(self, old: Pod | None, new: Pod | None) -> None:

@@ -14,13 +14,17 @@ kubectl get service echo
 kubectl get ippools
 echo
 udp_probe='import socket,sys; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2); s.sendto(b"hi",(sys.argv[1],9090)); print(s.recv(4096).decode(), end="")'
-for ip in $(kubectl get pods -l app=echo -o jsonpath='{.items[*].status.podIP}'); do
-  printf 'client -> %-12s HTTP: ' "$ip"
-  $portico dev exec client -- curl -s --max-time 2 "http://$ip:8080/"
-  printf 'client -> %-12s UDP:  ' "$ip"
-  $portico dev exec client -- python3 -c "$udp_probe" "$ip"
+vip=$(kubectl get service echo -o jsonpath='{.status.loadBalancer.ingress[0].ip}')
+# No announcements yet (ARP/BGP come next): the client reaches the pool through node-1 by a static route.
+$portico dev exec client -- ip route replace 198.18.100.0/24 via 198.18.0.11
+echo "client -> $vip (through node-1's nftables, straight to the pods):"
+for i in 1 2 3 4 5 6; do
+  printf '  HTTP: '
+  $portico dev exec client -- curl -s --max-time 2 "http://$vip/"
 done
+printf '  UDP:  '
+$portico dev exec client -- python3 -c "$udp_probe" "$vip"
 echo
 echo "The lab keeps running. Try: KUBECONFIG=$KUBECONFIG kubectl get endpointslices"
-echo "                            .venv/bin/portico dev exec client -- curl -s http://<pod-ip>:8080/"
+echo "                            .venv/bin/portico dev exec node-1 -- nft list table inet portico"
 echo "Stop it with:               .venv/bin/portico dev down"

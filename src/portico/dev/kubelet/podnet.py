@@ -24,6 +24,10 @@ def create_pod_network(pod_uid: str, node: a.NodeAddressing, v4: a.Address, v6: 
         ["ip", "-n", netns, "link", "set", "eth0", "up"],
         ["ip", "-n", netns, "route", "add", "default", "via", str(gw4)],
         ["ip", "-n", netns, "-6", "route", "add", "default", "via", str(gw6)],
+        # A reused address may still sit in the node's neighbour cache with the previous pod's MAC (30 s and
+        # more of "unreachable"); real CNIs announce the new pod, the lab forgets the old entry.
+        ["ip", "-n", node_ns, "neigh", "flush", "to", str(v4)],
+        ["ip", "-n", node_ns, "-6", "neigh", "flush", "to", str(v6)],
     ):
         run(argv)
     return netns

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import logging
+from collections.abc import Coroutine
 from typing import Any
 
 from lightkube import AsyncClient
@@ -25,7 +26,7 @@ from portico.dataplane.nftables import NODE, Ruleset, node_fragment, render_fron
 from portico.dataplane.syncer import Syncer
 from portico.ipam.blocks import IPAddress
 from portico.kube.events import EventRecorder
-from portico.kube.informer import Informer, object_key
+from portico.kube.informer import Informer, object_key, run_synced
 
 log = logging.getLogger(__name__)
 
@@ -87,19 +88,11 @@ class Agent:
 
     # -- running --------------------------------------------------------------------------------------
     async def run(self) -> None:
-        informers: list[Informer[Any]] = [self.nodes, self.allocations, self.services, self.slices]
-        tasks = [asyncio.create_task(i.run(), name=f"informer {type(i).__name__}") for i in informers]
-        tasks.append(asyncio.create_task(self.events.run(), name="events"))
-        try:
-            await asyncio.gather(*(i.synced.wait() for i in informers))
+        def started() -> list[Coroutine[Any, Any, None]]:
             log.info("caches synced: %d services, %d endpoint slices, %d allocations", len(self.services.cache),
                      len(self.slices.cache), len(self.allocations.cache))
-            tasks.append(asyncio.create_task(self._sync_forever(), name="sync"))
-            await asyncio.gather(*tasks)
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            return [self._sync_forever()]
+        await run_synced([self.nodes, self.allocations, self.services, self.slices], [self.events.run()], started)
 
     async def _sync_forever(self) -> None:
         while True:

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import socket
+from collections.abc import Coroutine
 from typing import Any
 
 from lightkube import AsyncClient
@@ -19,7 +20,7 @@ from portico.controller.pools import PoolReconciler
 from portico.controller.services import Conflict, ServiceReconciler, service_exists
 from portico.ipam.allocator import Allocator
 from portico.kube.events import EventRecorder
-from portico.kube.informer import Informer, object_key
+from portico.kube.informer import Informer, object_key, run_synced
 from portico.kube.leader import LeaderElector
 from portico.kube.workqueue import WorkQueue
 
@@ -96,21 +97,13 @@ class Controller:
 
     # -- running ----------------------------------------------------------------------------------------
     async def run(self) -> None:
-        informers: list[Informer[Any]] = [self.namespaces, self.pools, self.allocations, self.services]
-        tasks = [asyncio.create_task(i.run(), name=f"informer {type(i).__name__}") for i in informers]
-        tasks.append(asyncio.create_task(self.events.run(), name="events"))
-        try:
-            await asyncio.gather(*(i.synced.wait() for i in informers))
+        def started() -> list[Coroutine[Any, Any, None]]:
             self.pool_reconciler.sync_allocator()
             log.info("caches synced: %d services, %d allocations, %d pools", len(self.services.cache),
                      len(self.allocations.cache), len(self.pools.cache))
-            tasks += [asyncio.create_task(self._worker()) for _ in range(self.workers)]
-            tasks.append(asyncio.create_task(self._sweep_orphans_forever()))
-            await asyncio.gather(*tasks)
-        finally:
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            return [*(self._worker() for _ in range(self.workers)), self._sweep_orphans_forever()]
+        await run_synced([self.namespaces, self.pools, self.allocations, self.services], [self.events.run()],
+                         started)
 
     async def _worker(self) -> None:
         while True:

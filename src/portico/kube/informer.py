@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterable
 from typing import Any, Generic, TypeVar
 
 from lightkube import AsyncClient
@@ -94,3 +94,20 @@ class Informer(Generic[R]):
                 old = self.cache.get(key)
                 self.cache[key] = obj
                 self._handler(old, obj)
+
+
+async def run_synced(informers: Iterable[Informer[Any]], background: Iterable[Coroutine[Any, Any, None]],
+                     after_sync: Callable[[], Iterable[Coroutine[Any, Any, None]]]) -> None:
+    """Run the informers and `background`; once every cache is synced, also what `after_sync()` returns.
+    Ends (or raises) when any of them does, cancelling the rest."""
+    informers = list(informers)
+    tasks = [asyncio.create_task(i.run(), name=f"informer {type(i).__name__}") for i in informers]
+    tasks += [asyncio.create_task(c) for c in background]
+    try:
+        await asyncio.gather(*(i.synced.wait() for i in informers))
+        tasks += [asyncio.create_task(c) for c in after_sync()]
+        await asyncio.gather(*tasks)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

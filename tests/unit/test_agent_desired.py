@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import ipaddress
+from typing import Any, cast
+
+from lightkube.models.core_v1 import Service
+from lightkube.models.discovery_v1 import EndpointSlice
+
+from portico.agent.desired import LB_ALGORITHM, service_frontends
+from portico.dataplane.model import Algorithm, Backend, Frontend
+
+ip = ipaddress.ip_address
+VIP4, VIP6 = ip("198.18.100.1"), ip("fd00:198:18:f00::1")
+
+
+def svc(annotations: dict[str, str] | None = None, **spec: Any) -> Service:
+    spec.setdefault("ports", [{"name": "http", "port": 80, "protocol": "TCP", "targetPort": "http"},
+                              {"name": "dns", "port": 53, "protocol": "UDP", "targetPort": 5353}])
+    return cast(Service, Service.from_dict({"metadata": {"name": "web", "namespace": "shop",
+                                                          "annotations": annotations or {}}, "spec": spec}))
+
+
+def eps(*endpoints: dict[str, Any], ports: list[dict[str, Any]] | None = None, family: str = "IPv4") -> EndpointSlice:
+    ports = ports if ports is not None else [{"name": "http", "port": 8080, "protocol": "TCP"},
+                                             {"name": "dns", "port": 5353, "protocol": "UDP"}]
+    return cast(EndpointSlice, EndpointSlice.from_dict(
+        {"metadata": {"name": "web-x", "namespace": "shop"}, "addressType": family, "ports": ports,
+         "endpoints": list(endpoints)}))
+
+
+def ep(address: str, node: str = "node-1", ready: bool | None = True, terminating: bool = False) -> dict[str, Any]:
+    return {"addresses": [address], "nodeName": node,
+            "conditions": {"ready": ready, "serving": ready, "terminating": terminating}}
+
+
+def test_one_frontend_per_address_and_port_with_ports_resolved_by_name() -> None:
+    out = service_frontends(svc(), [VIP4], [eps(ep("198.19.1.2"), ep("198.19.2.2", "node-2"))], "node-1")
+    assert set(out.frontends) == {Frontend(VIP4, "tcp", 80), Frontend(VIP4, "udp", 53)}
+    web = out.frontends[Frontend(VIP4, "tcp", 80)]
+    assert web.backends == (Backend(ip("198.19.1.2"), 8080), Backend(ip("198.19.2.2"), 8080))
+    assert out.frontends[Frontend(VIP4, "udp", 53)].backends[0].port == 5353
+    assert web.service == "shop/web" and web.algorithm == Algorithm.RANDOM and out.problems == []
+
+
+def test_only_ready_endpoints_take_new_flows() -> None:
+    slices = [eps(ep("198.19.1.2"), ep("198.19.1.3", ready=False), ep("198.19.1.4", terminating=True),
+                  ep("198.19.1.5", ready=None))]
+    backends = service_frontends(svc(), [VIP4], slices, "node-1").frontends[Frontend(VIP4, "tcp", 80)].backends
+    assert [str(b.ip) for b in backends] == ["198.19.1.2", "198.19.1.5"]  # unknown readiness counts as ready
+
+
+def test_local_policy_keeps_this_nodes_endpoints_only() -> None:
+    slices = [eps(ep("198.19.1.2", "node-1"), ep("198.19.2.2", "node-2"))]
+    out = service_frontends(svc(externalTrafficPolicy="Local"), [VIP4], slices, "node-2")
+    assert [str(b.ip) for b in out.frontends[Frontend(VIP4, "tcp", 80)].backends] == ["198.19.2.2"]
+
+
+def test_dual_stack_pairs_families() -> None:
+    slices = [eps(ep("198.19.1.2")), eps(ep("fd00:198:18:101::2"), family="IPv6")]
+    out = service_frontends(svc(), [VIP4, VIP6], slices, "node-1")
+    assert [str(b.ip) for b in out.frontends[Frontend(VIP6, "tcp", 80)].backends] == ["fd00:198:18:101::2"]
+    assert [str(b.ip) for b in out.frontends[Frontend(VIP4, "tcp", 80)].backends] == ["198.19.1.2"]
+
+
+def test_duplicates_across_slices_count_once() -> None:
+    out = service_frontends(svc(), [VIP4], [eps(ep("198.19.1.2"), ep("198.19.1.2")), eps(ep("198.19.1.2"))], "n")
+    assert len(out.frontends[Frontend(VIP4, "tcp", 80)].backends) == 1
+
+
+def test_bad_input_is_reported_and_the_rest_still_works() -> None:
+    service = svc({LB_ALGORITHM: "fastest"}, loadBalancerSourceRanges=["10.0.0.0/8", "not-a-cidr"])
+    slices = [eps(ep("198.19.1.2"), ports=[{"name": "dns", "port": 5353, "protocol": "UDP"}])]  # no "http"
+    out = service_frontends(service, [VIP4], slices, "node-1")
+    assert out.frontends[Frontend(VIP4, "tcp", 80)].backends == ()  # refused, not black-holed
+    assert len(out.frontends[Frontend(VIP4, "udp", 53)].backends) == 1
+    assert out.frontends[Frontend(VIP4, "udp", 53)].source_ranges == (ipaddress.ip_network("10.0.0.0/8"),)
+    assert out.frontends[Frontend(VIP4, "udp", 53)].algorithm == Algorithm.RANDOM
+    assert any("fastest" in p for p in out.problems)
+    assert any("not-a-cidr" in p for p in out.problems)
+    assert any(p.startswith("port http") for p in out.problems)
+
+
+def test_algorithm_affinity_and_open_source_ranges() -> None:
+    service = svc({LB_ALGORITHM: "maglev"}, sessionAffinity="ClientIP", loadBalancerSourceRanges=["0.0.0.0/0"])
+    policy = service_frontends(service, [VIP4], [eps(ep("198.19.1.2"))], "node-1").frontends[
+        Frontend(VIP4, "tcp", 80)]
+    assert policy.algorithm == Algorithm.MAGLEV
+    assert policy.affinity_timeout == 10800
+    assert policy.source_ranges == ()  # everyone allowed: no filter at all

@@ -147,6 +147,7 @@ def node_fragment(local_pod_cidrs: Iterable[IPNetwork]) -> Ruleset:
 
 
 def render(state: DesiredState) -> Ruleset:
+    """The whole table at once, from scratch: the reference the incremental path must equal (tests, benches)."""
     kernel = KernelState()
     kernel.apply({NODE: node_fragment(state.local_pod_cidrs)})
     kernel.apply({fe: render_frontend(fe, policy) for fe, policy in state.frontends.items()})
@@ -191,18 +192,20 @@ class KernelState:
                     held = self._chains.get(name)
                     chains_before.setdefault(name, held[0] if held else None)
                     count = (held[1] if held else 0) + step
-                    self._chains[name] = (rules, count)
                     if count == 0:
                         del self._chains[name]
+                    else:
+                        self._chains[name] = (rules if step > 0 or held is None else held[0], count)
                 for set_name, items in fragment.elements.items():
                     table = self._elements[set_name]
                     for key, value in items.items():
                         entry = table.get(key)
                         elements_before.setdefault((set_name, key), (entry[0],) if entry else None)
                         count = (entry[1] if entry else 0) + step
-                        table[key] = (value if step > 0 else entry[0] if entry else value, count)
                         if count == 0:
                             del table[key]
+                        else:  # a removal leaves the value the remaining users put there
+                            table[key] = (value if step > 0 or entry is None else entry[0], count)
             if new is not None:
                 self.fragments[owner] = new
         delta = Delta()

@@ -178,6 +178,37 @@ async def test_maglev_pins_a_client_and_source_ranges_drop(syncer: Syncer) -> No
     assert http(VIP4) is None
 
 
+async def test_client_ip_affinity_pins_a_client_until_its_pod_goes(syncer: Syncer) -> None:
+    both = policy("ptdp-pod1", "ptdp-pod2", affinity_timeout=600)
+    await syncer.sync({WEB4: render_frontend(WEB4, both)})
+    first = spread(VIP4, 20)
+    assert len(first) == 1, first  # random picks, the pin holds
+    pinned = next(iter(first))
+    other = "ptdp-pod2" if pinned == "ptdp-pod1" else "ptdp-pod1"
+    await syncer.sync({WEB4: render_frontend(WEB4, policy(other, affinity_timeout=600))})
+    assert set(spread(VIP4, 5)) == {other}  # its pod left: the pin went with it
+    await syncer.sync({WEB4: render_frontend(WEB4, both)})
+    assert set(spread(VIP4, 20)) == {other}  # and the new pin holds though the old pod is back
+
+
+async def test_counters_for_frontends_refusals_and_source_range_drops(syncer: Syncer) -> None:
+    nft = syncer.nft
+    await syncer.sync({WEB4: render_frontend(WEB4, policy("ptdp-pod1"))})
+    before = nft.read_counters(["frontend_counters4"])
+    spread(VIP4, 5)
+    after = nft.read_counters(["frontend_counters4"])
+    key = f"{VIP4} . tcp . 80"
+    packets = after.elements["frontend_counters4"][key][0] - before.elements["frontend_counters4"].get(key, (0, 0))[0]
+    assert packets >= 5 * 4, after  # every packet of 5 connections from the client (SYN, ACK, request, FIN...)
+    await syncer.sync({WEB4: render_frontend(WEB4, policy())})
+    http(VIP4)
+    assert nft.read_counters([]).named["refused4"][0] > after.named["refused4"][0]
+    await syncer.sync({WEB4: render_frontend(WEB4, policy("ptdp-pod1", source_ranges=(
+        ipaddress.ip_network("198.19.250.0/24"),)))})
+    client("curl", "-s", "--max-time", "1", f"http://{VIP4}/")
+    assert nft.read_counters([]).named["dropped-198-19-242-1-tcp-80"][0] >= 1
+
+
 def long_lived_client(vip: ipaddress.IPv4Address) -> subprocess.Popen[str]:
     """One TCP connection that sends a request now and another after a line on its stdin."""
     code = ("import socket,sys,time\ns=socket.create_connection((sys.argv[1],80),timeout=5)\n"
@@ -201,8 +232,8 @@ async def test_a_new_agent_adopts_the_table_without_breaking_established_flows(s
         result = await fresh.sync({WEB4: render_frontend(WEB4, policy("ptdp-pod2")),
                                    NODE: node_fragment([ipaddress.ip_network("198.19.241.0/24")])})
         assert result.kind == "full"
-        chains, sets = await fresh.nft.existing()
-        assert "pick4-random-1" not in chains and "backends4" not in sets  # what an older agent left: gone
+        chains, objects = await fresh.nft.existing()
+        assert "pick4-random-1" not in chains and "backends4" not in objects  # what an older agent left: gone
         assert set(spread(VIP4, 10)) == {"ptdp-pod2"}  # new flows: the new state
         proc.stdin.write("\n")
         proc.stdin.flush()

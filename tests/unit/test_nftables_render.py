@@ -54,14 +54,15 @@ def test_round_robin_and_source_ranges_get_a_chain_of_their_own() -> None:
     rs = render(state(web=FrontendPolicy("a/web", pods(2, 3), Algorithm.ROUND_ROBIN, ranges)))
     chain = "fe-198-18-100-1-tcp-80"
     assert rs.elements["frontends4"] == {"198.18.100.1 . tcp . 80": f"goto {chain}"}
+    assert rs.objects == {"dropped-198-18-100-1-tcp-80": "counter dropped-198-18-100-1-tcp-80"}
     assert rs.chains[chain] == (
-        "ip saddr != { 198.18.0.0/24 } counter drop",
+        'ip saddr != { 198.18.0.0/24 } counter name "dropped-198-18-100-1-tcp-80" drop',
         "meta l4proto tcp dnat ip to ip daddr . th dport . numgen inc mod 2 map @backends4_tcp")
 
 
 def test_source_ranges_of_the_other_family_only_drop_everyone() -> None:
     rs = render(state(web=FrontendPolicy("a/web", pods(2), source_ranges=(ipaddress.ip_network("fd00::/8"),))))
-    assert rs.chains["fe-198-18-100-1-tcp-80"][0] == "counter drop"
+    assert rs.chains["fe-198-18-100-1-tcp-80"][0] == 'counter name "dropped-198-18-100-1-tcp-80" drop'
 
 
 def test_weights_take_slots_and_maglev_fills_its_table() -> None:
@@ -72,6 +73,38 @@ def test_weights_take_slots_and_maglev_fills_its_table() -> None:
     assert rs.elements["frontends4"]["198.18.100.1 . tcp . 80"] == "goto pick4-tcp-maglev-1009"
     assert len(rs.elements["backends4_tcp"]) == 1009
     assert "jhash ip saddr mod 1009 seed 0x5eed" in rs.chains["pick4-tcp-maglev-1009"][0]
+
+
+def test_every_frontend_is_counted_even_without_backends() -> None:
+    rs = render(state(web=FrontendPolicy("a/web", pods(2)), dns=FrontendPolicy("a/dns", ())))
+    assert rs.elements["frontend_counters4"] == {"198.18.100.1 . tcp . 80": None, "198.18.100.1 . udp . 53": None}
+
+
+def test_client_ip_affinity_pins_per_backend_with_timed_sets() -> None:
+    rs = render(state(web=FrontendPolicy("a/web", pods(2, 3), affinity_timeout=60)))
+    be2, be3 = "be-198-18-100-1-tcp-80-198-19-1-2-8080", "be-198-18-100-1-tcp-80-198-19-1-3-8080"
+    aff2 = "aff-198-18-100-1-tcp-80-198-19-1-2-8080-60"
+    assert rs.elements["frontends4"] == {"198.18.100.1 . tcp . 80": "goto fe-198-18-100-1-tcp-80"}
+    assert rs.chains["fe-198-18-100-1-tcp-80"] == (
+        f"ip saddr @{aff2} goto {be2}", f"ip saddr @aff-198-18-100-1-tcp-80-198-19-1-3-8080-60 goto {be3}",
+        f"numgen random mod 2 vmap {{ 0 : goto {be2}, 1 : goto {be3} }}")
+    assert rs.chains[be2] == (f"update @{aff2} {{ ip saddr }}", "meta l4proto tcp dnat ip to 198.19.1.2:8080")
+    assert rs.objects[aff2] == f"set {aff2} {{ type ipv4_addr; flags dynamic,timeout; timeout 60s; }}"
+    assert rs.elements["backends4_tcp"] == {}  # its own chains instead of the shared map
+
+
+def test_losing_a_backend_drops_its_pins_and_keeps_the_others() -> None:
+    k = kernel(web=FrontendPolicy("a/web", pods(2, 3), affinity_timeout=60))
+    delta = k.apply({WEB: render_frontend(WEB, FrontendPolicy("a/web", pods(2), affinity_timeout=60))})
+    assert list(delta.objects_removed) == ["aff-198-18-100-1-tcp-80-198-19-1-3-8080-60"] and not delta.objects_added
+    lines = incremental_transaction(delta).splitlines()
+    assert lines.index("delete chain inet portico be-198-18-100-1-tcp-80-198-19-1-3-8080") < lines.index(
+        "delete set inet portico aff-198-18-100-1-tcp-80-198-19-1-3-8080-60")  # after the rule using it
+    assert lines[0].startswith("add chain inet portico fe-198-18-100-1-tcp-80")  # the frontend chain, refilled
+    delta = k.apply({WEB: render_frontend(WEB, FrontendPolicy("a/web", pods(2, 4), affinity_timeout=60))})
+    lines = incremental_transaction(delta).splitlines()
+    assert lines[0] == ("add set inet portico aff-198-18-100-1-tcp-80-198-19-1-4-8080-60 "
+                        "{ type ipv4_addr; flags dynamic,timeout; timeout 60s; }")  # declared before any rule
 
 
 def test_ipv6_frontends_use_the_ipv6_maps() -> None:
@@ -104,7 +137,7 @@ def test_shared_chains_and_vips_stay_while_anyone_uses_them() -> None:
     k.apply({web2: render_frontend(web2, FrontendPolicy("a/web2", pods(6, 7)))})
     delta = k.apply({WEB: None})  # web2 still uses pick4-tcp-random-2, and the VIP is dns's and web2's too
     assert delta.chains_removed == [] and "vips4" not in delta.elements_removed
-    assert sorted(delta.elements_removed) == ["backends4_tcp", "frontends4"]
+    assert sorted(delta.elements_removed) == ["backends4_tcp", "frontend_counters4", "frontends4"]
     delta = k.apply({web2: None})
     assert delta.chains_removed == ["pick4-tcp-random-2"]
     delta = k.apply({DNS: None})
@@ -145,8 +178,12 @@ def test_render_equals_the_incremental_result() -> None:
 
 def test_full_transaction_adopts_and_deletes_stale_chains() -> None:
     rs = render(state(web=FrontendPolicy("a/web", pods(2))))
-    text = full_transaction(rs, existing_chains=["pick4-tcp-random-1", "fe-old", "prerouting"])
+    text = full_transaction(rs, existing_chains=["pick4-tcp-random-1", "fe-old", "prerouting"],
+                            existing_objects={"aff-old": "set", "dropped-old": "counter", "refused4": "counter",
+                                              "frontends4": "map"})
     assert "delete chain inet portico fe-old" in text
+    assert "delete set inet portico aff-old" in text and "delete counter inet portico dropped-old" in text
+    assert "delete counter inet portico refused4" not in text and "delete map" not in text
     assert "delete chain inet portico pick4-tcp-random-1" not in text
     assert "delete chain inet portico prerouting" not in text
     assert text.index("flush map inet portico frontends4") < text.index("add element inet portico frontends4")

@@ -5,13 +5,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from dataclasses import dataclass
+import subprocess
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
 
 from portico.dataplane.nftables import FAMILY, TABLE
 
 
 class NftError(Exception):
     """nft refused a transaction; nothing of it was applied."""
+
+
+@dataclass
+class Counters:
+    elements: defaultdict[str, dict[str, tuple[int, int]]] = field(default_factory=lambda: defaultdict(dict))
+    named: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -35,21 +45,47 @@ class Nft:
         if script:
             await self._run("-f", "-", script=script)
 
-    async def existing(self) -> tuple[list[str], list[str]]:
-        """Chains, and sets and maps, of our table as the kernel has them (when adopting; never on the hot
-        path)."""
+    async def existing(self) -> tuple[list[str], dict[str, str]]:
+        """Chains, and objects (name -> set, map or counter), of our table as the kernel has them (when
+        adopting; never on the hot path)."""
         try:
             listing = json.loads(await self._run("-j", "list", "table", FAMILY, TABLE))
         except NftError:
-            return [], []  # no table yet
-        chains, sets = [], []
+            return [], {}  # no table yet
+        chains, objects = [], {}
         for item in listing.get("nftables", []):
             kind, body = next(iter(item.items()))
             if kind == "chain":
                 chains.append(body["name"])
-            elif kind in ("set", "map"):
-                sets.append(body["name"])
-        return chains, sets
+            elif kind in ("set", "map", "counter"):
+                objects[body["name"]] = kind
+        return chains, objects
+
+    def read_counters(self, sets: Iterable[str]) -> Counters:
+        """Per-element counters of these sets and every named counter, as (packets, bytes). Blocking: for
+        the metrics thread. Missing sets (no table yet) read as empty."""
+        out = Counters()
+        for name in sets:
+            listing = self._run_blocking("-j", "list", "set", FAMILY, TABLE, name)
+            for item in listing:
+                for elem in item.get("set", {}).get("elem", []):
+                    body = elem.get("elem", {}) if isinstance(elem, dict) else {}
+                    counter, value = body.get("counter"), body.get("val")
+                    if counter is not None and isinstance(value, dict) and "concat" in value:
+                        out.elements[name][" . ".join(str(v) for v in value["concat"])] = (
+                            counter["packets"], counter["bytes"])
+        for item in self._run_blocking("-j", "list", "counters", "table", FAMILY, TABLE):
+            if "counter" in item:
+                c = item["counter"]
+                out.named[c["name"]] = (c["packets"], c["bytes"])
+        return out
+
+    def _run_blocking(self, *args: str) -> list[dict[str, Any]]:
+        proc = subprocess.run(self._argv(*args), capture_output=True, text=True, check=False)
+        if proc.returncode != 0:
+            return []
+        items: list[dict[str, Any]] = json.loads(proc.stdout).get("nftables", [])
+        return items
 
     async def delete_table(self) -> None:
         with contextlib.suppress(NftError):  # not there

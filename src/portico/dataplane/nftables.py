@@ -10,6 +10,12 @@ Frontends with the same protocol, algorithm and slot count share one dispatch ch
 Services load as ~110,000 map elements and a handful of chains. A frontend gets a chain of its
 own only when its rules are its own: round-robin (its own counter), source ranges, affinity.
 
+sessionAffinity ClientIP is kube-proxy's design: a chain and a timed set per backend, so a client's
+pin disappears with its backend. It costs a chain per endpoint, paid only by the Services that ask.
+
+Counting, for metrics without a read-back on the sync path: every packet towards a frontend hits its
+element in a counting set before NAT; refusals and source-range drops have named counters.
+
 Traffic to a VIP that no rule DNATs (no ready endpoint, a port nobody serves) is refused right
 after the DNAT hook: TCP reset or ICMP port unreachable, never a black hole. Flows DNATed
 to another node's pod are masqueraded so replies come back through this node (conntrack undoes
@@ -20,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from portico.dataplane.maglev import maglev_table, table_size
 from portico.dataplane.model import PROTOCOLS, Algorithm, Backend, DesiredState, Frontend, FrontendPolicy, IPNetwork
@@ -35,12 +42,15 @@ FRONTENDS = {4: "frontends4", 6: "frontends6"}
 BACKENDS = {(v, proto): f"backends{v}_{proto}" for v in (4, 6) for proto in PROTOCOLS}
 VIPS = {4: "vips4", 6: "vips6"}
 LOCAL_PODS = {4: "local_pods4", 6: "local_pods6"}
+FRONTEND_COUNTERS = {4: "frontend_counters4", 6: "frontend_counters6"}
+REFUSED = {4: "refused4", 6: "refused6"}  # named counters
 ADDR_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
 
 # Declared once, never flushed as a whole except in a full sync; their elements are the state.
 STATIC_SETS = tuple(
     line for v in (4, 6) for line in (
         f"map {FRONTENDS[v]} {{ type {ADDR_TYPE[v]} . inet_proto . inet_service : verdict; }}",
+        f"set {FRONTEND_COUNTERS[v]} {{ type {ADDR_TYPE[v]} . inet_proto . inet_service; counter; }}",
         # One per protocol: nft derives the DNAT's protocol from the value's type (`th` cannot be re-read).
         *(f"map {BACKENDS[v, proto]} {{ typeof {IP[v]} daddr . th dport . numgen random mod 1 : "
           f"{IP[v]} daddr . {proto} dport; }}" for proto in PROTOCOLS),
@@ -48,8 +58,12 @@ STATIC_SETS = tuple(
         f"set {LOCAL_PODS[v]} {{ type {ADDR_TYPE[v]}; flags interval; }}",
     ))
 STATIC_SET_NAMES = tuple(d.split()[1] for d in STATIC_SETS)
+STATIC_COUNTERS = tuple(REFUSED.values())
 
 BASE_CHAINS: dict[str, tuple[str, tuple[str, ...]]] = {
+    # Before NAT, so the destination is still the VIP: counts every packet of every flow (client -> VIP).
+    "count-incoming": ("type filter hook prerouting priority dstnat - 10; policy accept;", tuple(
+        f"{IP[v]} daddr . meta l4proto . th dport @{FRONTEND_COUNTERS[v]}" for v in (4, 6))),
     "prerouting": ("type nat hook prerouting priority dstnat; policy accept;", tuple(
         f"{IP[v]} daddr . meta l4proto . th dport vmap @{FRONTENDS[v]}" for v in (4, 6))),
     "output": ("type nat hook output priority -100; policy accept;", tuple(  # dstnat is prerouting-only
@@ -64,16 +78,19 @@ BASE_CHAINS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 REFUSE_CHAIN = ("refuse", tuple(
     rule for v in (4, 6) for rule in (
-        f"{IP[v]} daddr @{VIPS[v]} meta l4proto tcp counter reject with tcp reset",
-        f"{IP[v]} daddr @{VIPS[v]} counter reject with icmpx port-unreachable",
+        f'{IP[v]} daddr @{VIPS[v]} meta l4proto tcp counter name "{REFUSED[v]}" reject with tcp reset',
+        f'{IP[v]} daddr @{VIPS[v]} counter name "{REFUSED[v]}" reject with icmpx port-unreachable',
     )))
 
 
 @dataclass(frozen=True)
 class Ruleset:
-    """The variable part of the table: regular chains and the elements of the static sets and maps."""
+    """The variable part of the table: regular chains, named objects (sets, counters) and the elements of
+    the static sets and maps."""
 
     chains: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # name -> declaration ("set NAME { ... }", "counter NAME"); a name never changes its declaration
+    objects: Mapping[str, str] = field(default_factory=dict)
     elements: Mapping[str, Mapping[str, str | None]] = field(default_factory=dict)  # set -> key -> value
 
 
@@ -114,28 +131,68 @@ def dnat_rule(family: int, protocol: str, algorithm: Algorithm, n: int) -> str:
             f"map @{BACKENDS[family, protocol]}")
 
 
+def dropped_counter(fe: Frontend) -> str:
+    """The named counter of what a frontend's source ranges drop."""
+    return f"dropped-{allocation_name(fe.vip)}-{fe.protocol}-{fe.port}"
+
+
 def render_frontend(fe: Frontend, policy: FrontendPolicy) -> Ruleset:
-    """The chains and elements one frontend needs. Shared chains appear in every fragment that uses them."""
-    v = fe.family
-    elements: dict[str, dict[str, str | None]] = {VIPS[v]: {str(fe.vip): None}}
+    """The chains, objects and elements one frontend needs. Shared chains appear in every fragment using them."""
+    v, key = fe.family, frontend_key(fe)
+    elements: dict[str, dict[str, str | None]] = {VIPS[v]: {str(fe.vip): None}, FRONTEND_COUNTERS[v]: {key: None}}
     table = slots(policy)
     if not table:
         return Ruleset(elements=elements)  # no ready endpoint: not DNATed, so refused
-    elements[BACKENDS[v, fe.protocol]] = {f"{fe.vip} . {fe.port} . {i}": f"{backend.ip} . {backend.port}"
-                                         for i, backend in enumerate(table)}
-    dnat = dnat_rule(v, fe.protocol, policy.algorithm, len(table))
-    if policy.algorithm == Algorithm.ROUND_ROBIN or policy.source_ranges:
-        chain = frontend_chain(fe)
-        rules = []
-        if policy.source_ranges:
-            allowed = ", ".join(str(r) for r in policy.source_ranges if r.version == v)
-            rules.append(f"{IP[v]} saddr != {{ {allowed} }} counter drop" if allowed else "counter drop")
-        chains = {chain: (*rules, dnat)}
+    chains: dict[str, tuple[str, ...]] = {}
+    objects: dict[str, str] = {}
+    own: list[str] = []  # the rules of a chain of the frontend's own, if it needs one
+    if policy.source_ranges:
+        counter = dropped_counter(fe)
+        objects[counter] = f"counter {counter}"
+        allowed = ", ".join(str(r) for r in policy.source_ranges if r.version == v)
+        match = f"{IP[v]} saddr != {{ {allowed} }} " if allowed else ""  # only the other family's: drop all
+        own.append(f'{match}counter name "{counter}" drop')
+    if policy.affinity_timeout is not None:
+        rules, per_backend = _affinity(fe, policy.algorithm, policy.affinity_timeout, table)
+        own += rules
+        chains.update(per_backend.chains)
+        objects.update(per_backend.objects)
     else:
-        chain = f"pick{v}-{fe.protocol}-{policy.algorithm}-{len(table)}"
-        chains = {chain: (dnat,)}
-    elements[FRONTENDS[v]] = {frontend_key(fe): f"goto {chain}"}
-    return Ruleset(chains=chains, elements=elements)
+        elements[BACKENDS[v, fe.protocol]] = {f"{fe.vip} . {fe.port} . {i}": f"{backend.ip} . {backend.port}"
+                                             for i, backend in enumerate(table)}
+        dnat = dnat_rule(v, fe.protocol, policy.algorithm, len(table))
+        if own or policy.algorithm == Algorithm.ROUND_ROBIN:  # round-robin: a counter of its own
+            own.append(dnat)
+        else:
+            chain = f"pick{v}-{fe.protocol}-{policy.algorithm}-{len(table)}"
+            chains[chain] = (dnat,)
+    if own:
+        chain = frontend_chain(fe)
+        chains[chain] = tuple(own)
+    elements[FRONTENDS[v]] = {key: f"goto {chain}"}
+    return Ruleset(chains=chains, objects=objects, elements=elements)
+
+
+def _affinity(fe: Frontend, algorithm: Algorithm, timeout: int, table: list[Backend]) -> tuple[list[str], Ruleset]:
+    """sessionAffinity ClientIP: a client seen within `timeout` goes back to its backend; a new one is
+    picked as usual and remembered. Returns the frontend chain's rules and the per-backend chains and sets.
+    Names carry the backend, so other backends' pins survive a change."""
+    v, ip = fe.family, IP[fe.family]
+    rules: list[str] = []
+    chains: dict[str, tuple[str, ...]] = {}
+    objects: dict[str, str] = {}
+    chain_of: dict[Backend, str] = {}
+    for backend in sorted(set(table)):
+        suffix = f"{allocation_name(fe.vip)}-{fe.protocol}-{fe.port}-{allocation_name(backend.ip)}-{backend.port}"
+        chain, pins = f"be-{suffix}", f"aff-{suffix}-{timeout}"  # the timeout in the name: declarations never change
+        objects[pins] = f"set {pins} {{ type {ADDR_TYPE[v]}; flags dynamic,timeout; timeout {timeout}s; }}"
+        target = f"[{backend.ip}]:{backend.port}" if v == 6 else f"{backend.ip}:{backend.port}"
+        chains[chain] = (f"update @{pins} {{ {ip} saddr }}", f"meta l4proto {fe.protocol} dnat {ip} to {target}")
+        rules.append(f"{ip} saddr @{pins} goto {chain}")
+        chain_of[backend] = chain
+    pick = ", ".join(f"{i} : goto {chain_of[backend]}" for i, backend in enumerate(table))
+    rules.append(f"{slot_expression(v, algorithm, len(table))} vmap {{ {pick} }}")
+    return rules, Ruleset(chains=chains, objects=objects)
 
 
 def node_fragment(local_pod_cidrs: Iterable[IPNetwork]) -> Ruleset:
@@ -155,6 +212,7 @@ def render(state: DesiredState) -> Ruleset:
 
 
 NODE = "node"  # the fragment key of node_fragment
+V = TypeVar("V")
 
 
 @dataclass
@@ -163,11 +221,44 @@ class Delta:
 
     chains_added: dict[str, tuple[str, ...]] = field(default_factory=dict)
     chains_removed: list[str] = field(default_factory=list)
+    objects_added: dict[str, str] = field(default_factory=dict)
+    objects_removed: dict[str, str] = field(default_factory=dict)  # name -> its declaration
     elements_added: dict[str, dict[str, str | None]] = field(default_factory=dict)
     elements_removed: dict[str, list[str]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.chains_added or self.chains_removed or self.elements_added or self.elements_removed)
+        return any((self.chains_added, self.chains_removed, self.objects_added, self.objects_removed,
+                    self.elements_added, self.elements_removed))
+
+
+class _Counted(Generic[V]):
+    """Named things with a value, each held while any fragment holds it; a removal leaves the value the
+    remaining holders put there. Records each name's value before the first change of a batch."""
+
+    def __init__(self) -> None:
+        self.held: dict[str, tuple[V, int]] = {}
+        self.before: dict[str, tuple[V] | None] = {}
+
+    def change(self, name: str, value: V, step: int) -> None:
+        entry = self.held.get(name)
+        self.before.setdefault(name, (entry[0],) if entry else None)
+        count = (entry[1] if entry else 0) + step
+        if count == 0:
+            del self.held[name]
+        else:
+            self.held[name] = (value if step > 0 or entry is None else entry[0], count)
+
+    def changes(self) -> Iterator[tuple[str, tuple[V] | None, tuple[V] | None]]:
+        """(name, before, now) for every name whose value changed in this batch; starts the next batch."""
+        for name, was in self.before.items():
+            entry = self.held.get(name)
+            now = (entry[0],) if entry else None
+            if now != was:
+                yield name, was, now
+        self.before = {}
+
+    def values(self) -> dict[str, V]:
+        return {name: value for name, (value, _) in self.held.items()}
 
 
 class KernelState:
@@ -177,58 +268,47 @@ class KernelState:
 
     def __init__(self) -> None:
         self.fragments: dict[object, Ruleset] = {}
-        self._chains: dict[str, tuple[tuple[str, ...], int]] = {}
-        self._elements: dict[str, dict[str, tuple[str | None, int]]] = {name: {} for name in STATIC_SET_NAMES}
+        self._chains = _Counted[tuple[str, ...]]()
+        self._objects = _Counted[str]()
+        self._elements = {name: _Counted[str | None]() for name in STATIC_SET_NAMES}
 
     def apply(self, replacements: Mapping[object, Ruleset | None]) -> Delta:
-        chains_before: dict[str, tuple[str, ...] | None] = {}
-        elements_before: dict[tuple[str, str], tuple[str | None] | None] = {}
         for owner, new in replacements.items():
             old = self.fragments.pop(owner, None)
             for fragment, step in ((old, -1), (new, 1)):
                 if fragment is None:
                     continue
                 for name, rules in fragment.chains.items():
-                    held = self._chains.get(name)
-                    chains_before.setdefault(name, held[0] if held else None)
-                    count = (held[1] if held else 0) + step
-                    if count == 0:
-                        del self._chains[name]
-                    else:
-                        self._chains[name] = (rules if step > 0 or held is None else held[0], count)
+                    self._chains.change(name, rules, step)
+                for name, declaration in fragment.objects.items():
+                    self._objects.change(name, declaration, step)
                 for set_name, items in fragment.elements.items():
-                    table = self._elements[set_name]
                     for key, value in items.items():
-                        entry = table.get(key)
-                        elements_before.setdefault((set_name, key), (entry[0],) if entry else None)
-                        count = (entry[1] if entry else 0) + step
-                        if count == 0:
-                            del table[key]
-                        else:  # a removal leaves the value the remaining users put there
-                            table[key] = (value if step > 0 or entry is None else entry[0], count)
+                        self._elements[set_name].change(key, value, step)
             if new is not None:
                 self.fragments[owner] = new
         delta = Delta()
-        for name, before in chains_before.items():
-            after = self._chains.get(name)
-            if after is None and before is not None:
+        for name, _, now in self._chains.changes():
+            if now is None:
                 delta.chains_removed.append(name)
-            elif after is not None and after[0] != before:
-                delta.chains_added[name] = after[0]
-        for (set_name, key), was in elements_before.items():
-            entry = self._elements[set_name].get(key)
-            now = (entry[0],) if entry else None
-            if now == was:
-                continue
-            if was is not None:
-                delta.elements_removed.setdefault(set_name, []).append(key)
-            if now is not None:
-                delta.elements_added.setdefault(set_name, {})[key] = now[0]
+            else:
+                delta.chains_added[name] = now[0]
+        for name, was, now in self._objects.changes():
+            if now is None and was is not None:
+                delta.objects_removed[name] = was[0]
+            else:
+                delta.objects_added[name] = now[0]
+        for set_name, counted in self._elements.items():
+            for key, was, now in counted.changes():
+                if was is not None:
+                    delta.elements_removed.setdefault(set_name, []).append(key)
+                if now is not None:
+                    delta.elements_added.setdefault(set_name, {})[key] = now[0]
         return delta
 
     def ruleset(self) -> Ruleset:
-        return Ruleset(chains={name: rules for name, (rules, _) in self._chains.items()},
-                       elements={name: {k: v for k, (v, _) in items.items()} for name, items in self._elements.items()})
+        return Ruleset(chains=self._chains.values(), objects=self._objects.values(),
+                       elements={name: counted.values() for name, counted in self._elements.items()})
 
 
 # -- ruleset -> transactions ---------------------------------------------------------------------------
@@ -253,13 +333,21 @@ def _fill_chain(name: str, rules: tuple[str, ...]) -> Iterator[str]:
         yield f"add rule {FAMILY} {TABLE} {name} {rule}"
 
 
-def full_transaction(new: Ruleset, existing_chains: Iterable[str] = (), existing_sets: Iterable[str] = ()) -> str:
+def _declare(kind_and_body: str) -> str:
+    kind, body = kind_and_body.split(" ", 1)
+    return f"add {kind} {FAMILY} {TABLE} {body}"
+
+
+def full_transaction(new: Ruleset, existing_chains: Iterable[str] = (),
+                     existing_objects: Mapping[str, str] | None = None) -> str:
     """Everything from scratch, adopting a table a previous agent (perhaps an older version) left: declare,
-    flush, refill, and delete the chains, sets and maps nobody wants any more. Established flows live in
-    conntrack and are untouched."""
+    flush, refill, and delete the chains and objects (name -> kind) nobody wants any more. Established flows
+    live in conntrack and are untouched; affinity pins that are still wanted are kept."""
     lines = [f"add table {FAMILY} {TABLE}"]
-    lines += [f"add {decl.split(' ', 1)[0]} {FAMILY} {TABLE} {decl.split(' ', 1)[1]}" for decl in STATIC_SETS]
+    lines += [_declare(decl) for decl in STATIC_SETS]
     lines += [f"flush {decl.split()[0]} {FAMILY} {TABLE} {decl.split()[1]}" for decl in STATIC_SETS]
+    lines += [_t("add counter", name) for name in STATIC_COUNTERS]
+    lines += [_declare(decl) for decl in new.objects.values()]
     for name in new.chains:
         lines.append(_t("add chain", name))
     for name, (hook, rules) in BASE_CHAINS.items():
@@ -271,15 +359,18 @@ def full_transaction(new: Ruleset, existing_chains: Iterable[str] = (), existing
         lines += _element_statements("add", name, elements.items())
     for name in sorted(set(existing_chains) - set(new.chains) - set(BASE_CHAINS)):
         lines += [_t("flush chain", name), _t("delete chain", name)]
-    for name in sorted(set(existing_sets) - set(STATIC_SET_NAMES)):
-        lines.append(_t("delete set", name))  # `delete set` removes maps too
+    keep = {*new.objects, *STATIC_SET_NAMES, *STATIC_COUNTERS}
+    for name, kind in sorted((existing_objects or {}).items()):
+        if name not in keep:
+            lines.append(_t(f"delete {kind}", name))
     return "\n".join(lines) + "\n"
 
 
 def incremental_transaction(delta: Delta) -> str:
     """Only what changed, in an order the kernel accepts within one atomic transaction: new chains exist
-    before elements point at them; chains go after the last element pointing at them."""
-    lines: list[str] = []
+    before elements point at them; chains go after the last element pointing at them; sets and counters
+    exist before rules use them and go after the last one did."""
+    lines = [_declare(decl) for decl in delta.objects_added.values()]
     for name, rules in delta.chains_added.items():
         lines += [_t("add chain", name), *_fill_chain(name, rules)]  # `add chain` is idempotent
     for name, keys in delta.elements_removed.items():
@@ -288,4 +379,6 @@ def incremental_transaction(delta: Delta) -> str:
         lines += _element_statements("add", name, items.items())
     for name in delta.chains_removed:
         lines += [_t("flush chain", name), _t("delete chain", name)]
+    for name, declaration in delta.objects_removed.items():  # after the last rule using them
+        lines.append(_t(f"delete {declaration.split()[0]}", name))
     return "\n".join(lines) + "\n" if lines else ""

@@ -50,6 +50,6 @@ class Syncer:
             return SyncResult("full", time.monotonic() - start, fallback=True)
 
     async def _full(self) -> None:
-        chains, sets = await self.nft.existing()
-        await self.nft.apply(full_transaction(self.kernel.ruleset(), chains, sets))
+        chains, objects = await self.nft.existing()
+        await self.nft.apply(full_transaction(self.kernel.ruleset(), chains, objects))
         self._needs_full = False

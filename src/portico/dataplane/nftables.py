@@ -248,14 +248,21 @@ class _Counted(Generic[V]):
         else:
             self.held[name] = (value if step > 0 or entry is None else entry[0], count)
 
-    def changes(self) -> Iterator[tuple[str, tuple[V] | None, tuple[V] | None]]:
-        """(name, before, now) for every name whose value changed in this batch; starts the next batch."""
+    def changes(self) -> tuple[dict[str, V], dict[str, V]]:
+        """What this batch removed and added (a changed value is in both), by name; starts the next batch."""
+        removed: dict[str, V] = {}
+        added: dict[str, V] = {}
         for name, was in self.before.items():
             entry = self.held.get(name)
             now = (entry[0],) if entry else None
-            if now != was:
-                yield name, was, now
+            if now == was:
+                continue
+            if was is not None:
+                removed[name] = was[0]
+            if now is not None:
+                added[name] = now[0]
         self.before = {}
+        return removed, added
 
     def values(self) -> dict[str, V]:
         return {name: value for name, (value, _) in self.held.items()}
@@ -287,23 +294,17 @@ class KernelState:
                         self._elements[set_name].change(key, value, step)
             if new is not None:
                 self.fragments[owner] = new
-        delta = Delta()
-        for name, _, now in self._chains.changes():
-            if now is None:
-                delta.chains_removed.append(name)
-            else:
-                delta.chains_added[name] = now[0]
-        for name, was, now in self._objects.changes():
-            if now is None and was is not None:
-                delta.objects_removed[name] = was[0]
-            else:
-                delta.objects_added[name] = now[0]
+        chains_removed, chains_added = self._chains.changes()
+        objects_removed, objects_added = self._objects.changes()
+        delta = Delta(chains_added=chains_added, chains_removed=[n for n in chains_removed if n not in chains_added],
+                      objects_added=objects_added,
+                      objects_removed={n: d for n, d in objects_removed.items() if n not in objects_added})
         for set_name, counted in self._elements.items():
-            for key, was, now in counted.changes():
-                if was is not None:
-                    delta.elements_removed.setdefault(set_name, []).append(key)
-                if now is not None:
-                    delta.elements_added.setdefault(set_name, {})[key] = now[0]
+            elements_removed, elements_added = counted.changes()
+            if elements_removed:
+                delta.elements_removed[set_name] = list(elements_removed)
+            if elements_added:
+                delta.elements_added[set_name] = elements_added
         return delta
 
     def ruleset(self) -> Ruleset:

@@ -3,10 +3,12 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, cast
 
+from hypothesis import given
+from hypothesis import strategies as st
 from lightkube.models.core_v1 import Service
 from lightkube.models.discovery_v1 import EndpointSlice
 
-from portico.agent.desired import LB_ALGORITHM, service_frontends
+from portico.agent.desired import ENDPOINT_WEIGHTS, LB_ALGORITHM, Weights, service_frontends, weights
 from portico.dataplane.model import Algorithm, Backend, Frontend
 
 ip = ipaddress.ip_address
@@ -28,8 +30,10 @@ def eps(*endpoints: dict[str, Any], ports: list[dict[str, Any]] | None = None, f
          "endpoints": list(endpoints)}))
 
 
-def ep(address: str, node: str = "node-1", ready: bool | None = True, terminating: bool = False) -> dict[str, Any]:
-    return {"addresses": [address], "nodeName": node,
+def ep(address: str, node: str = "node-1", ready: bool | None = True, terminating: bool = False, *,
+       pod: str | None = None, zone: str | None = None) -> dict[str, Any]:
+    return {"addresses": [address], "nodeName": node, "zone": zone,
+            "targetRef": {"kind": "Pod", "name": pod or f"web-{address}"},
             "conditions": {"ready": ready, "serving": ready, "terminating": terminating}}
 
 
@@ -87,3 +91,31 @@ def test_algorithm_affinity_and_open_source_ranges() -> None:
     assert policy.algorithm == Algorithm.MAGLEV
     assert policy.affinity_timeout == 10800
     assert policy.source_ranges == ()  # everyone allowed: no filter at all
+
+
+def test_endpoint_weights_by_pod_prefix_then_node_then_zone_in_lowest_terms() -> None:
+    slices = [eps(ep("198.19.1.2", pod="web-canary-1"), ep("198.19.1.3", pod="web-cana-2"),
+                  ep("198.19.2.2", "node-2", pod="web-2"), ep("198.19.3.2", "node-3", pod="web-3", zone="b"),
+                  ep("198.19.4.2", "node-4", pod="web-4", zone="c"), ep("198.19.5.2", "node-5", pod="web-5"))]
+    spec = "pod:web-canary-=2, pod:web-cana=4, node:node-2=6, zone:b=8, zone:c=0, default=10"
+    out = service_frontends(svc({ENDPOINT_WEIGHTS: spec}), [VIP4], slices, "node-1")
+    backends = out.frontends[Frontend(VIP4, "tcp", 80)].backends
+    assert {str(b.ip): b.weight for b in backends} == {  # halved; zone c drained
+        "198.19.1.2": 1, "198.19.1.3": 2, "198.19.2.2": 3, "198.19.3.2": 4, "198.19.5.2": 5}
+    assert out.problems == []
+
+
+def test_bad_endpoint_weights_are_reported_and_ignored() -> None:
+    for bad in ("pod:web=x", "node:=3", "rack:r1=2", "default=101", "node:a=1,,"):
+        out = service_frontends(svc({ENDPOINT_WEIGHTS: bad}), [VIP4], [eps(ep("198.19.1.2"))], "node-1")
+        assert [b.weight for b in out.frontends[Frontend(VIP4, "tcp", 80)].backends] == [1]
+        assert out.problems and ENDPOINT_WEIGHTS in out.problems[0], bad
+
+
+@given(st.text(alphabet="podenz:=,-0123456789 x", max_size=60) | st.text(max_size=30))
+def test_the_weights_parser_never_raises_and_is_all_or_nothing(text: str) -> None:
+    problems: list[str] = []
+    parsed = weights(text, problems)
+    assert all(0 <= w <= 100 for _, _, w in parsed.rules) and 0 <= parsed.default <= 100
+    if problems:
+        assert parsed == Weights() and len(problems) == 1

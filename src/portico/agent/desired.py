@@ -5,13 +5,16 @@ What a platform engineer expects from the Service spec, as kube-proxy does it:
     (a named targetPort resolves per endpoint, so pods may differ);
   * only ready endpoints take new flows (terminating ones keep theirs through conntrack);
   * externalTrafficPolicy Local: this node's endpoints only (and the client address is kept);
-  * loadBalancerSourceRanges, sessionAffinity ClientIP, and the `portico.io/lb-algorithm` annotation.
+  * loadBalancerSourceRanges, sessionAffinity ClientIP, and the `portico.io/lb-algorithm` annotation;
+  * endpoint weights from the `portico.io/endpoint-weights` annotation (`weights()` below).
 What cannot be honoured is reported as a problem, never raised: the rest of the Service still works.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -22,6 +25,9 @@ from portico.dataplane.model import Algorithm, Backend, Frontend, FrontendPolicy
 from portico.ipam.blocks import IPAddress
 
 LB_ALGORITHM = "portico.io/lb-algorithm"
+ENDPOINT_WEIGHTS = "portico.io/endpoint-weights"
+MAX_WEIGHT = 100  # a weight is a number of slots: keep tables small
+WEIGHT_KEYS = ("pod", "node", "zone")  # most specific first
 DEFAULT_AFFINITY_TIMEOUT = 10800  # Kubernetes' default for sessionAffinity ClientIP
 FAMILY_OF_ADDRESS_TYPE = {"IPv4": 4, "IPv6": 6}
 
@@ -42,6 +48,48 @@ def _algorithm(svc: Service, problems: list[str]) -> Algorithm:
         choices = ", ".join(a.value for a in Algorithm)
         problems.append(f"{LB_ALGORITHM}: unknown algorithm {value!r} (one of {choices}); using random")
         return Algorithm.RANDOM
+
+
+@dataclass(frozen=True)
+class Weights:
+    """`portico.io/endpoint-weights: "pod:web-canary-=1, node:node-2=3, zone:b=2, default=10"`: an endpoint's
+    weight comes from the longest pod-name prefix that matches, else its node, else its zone, else the
+    default (1). 0 means no new flows (drain)."""
+
+    rules: tuple[tuple[str, str, int], ...] = ()  # (key, value, weight)
+    default: int = 1
+
+    def of(self, pod: str | None, node: str | None, zone: str | None) -> int:
+        for key, value in zip(WEIGHT_KEYS, (pod, node, zone), strict=True):
+            if value is None:
+                continue
+            matches = [(len(v), w) for k, v, w in self.rules
+                       if k == key and (value.startswith(v) if key == "pod" else value == v)]
+            if matches:
+                return max(matches)[1]
+        return self.default
+
+
+def weights(text: str | None, problems: list[str]) -> Weights:
+    if not text:
+        return Weights()
+    rules: list[tuple[str, str, int]] = []
+    default = 1
+    for item in (i.strip() for i in text.split(",")):
+        selector, _, number = item.rpartition("=")
+        key, _, value = selector.partition(":")
+        valid = re.fullmatch(r"[0-9]{1,3}", number) is not None and int(number) <= MAX_WEIGHT and (
+            selector == "default" or (key in WEIGHT_KEYS and value != ""))
+        if not valid:
+            problems.append(f"{ENDPOINT_WEIGHTS}: {item!r} is not KIND:NAME=WEIGHT (KIND pod, node or zone; "
+                            f"pod names match by prefix) or default=WEIGHT, WEIGHT 0-{MAX_WEIGHT}; "
+                            "all weights ignored")
+            return Weights()
+        if selector == "default":
+            default = int(number)
+        else:
+            rules.append((key, value, int(number)))
+    return Weights(tuple(rules), default)
 
 
 def _source_ranges(ranges: Iterable[str], problems: list[str]) -> tuple[IPNetwork, ...]:
@@ -70,13 +118,14 @@ def service_frontends(svc: Service, vips: Iterable[IPAddress], slices: Iterable[
         timeout = config.clientIP.timeoutSeconds if config and config.clientIP else None
         affinity = timeout or DEFAULT_AFFINITY_TIMEOUT
     local_only = spec.externalTrafficPolicy == "Local"
+    weight_of = weights((meta.annotations or {}).get(ENDPOINT_WEIGHTS), result.problems)
     slices = list(slices)
     unresolved: set[str] = set()
     for port in spec.ports or []:
         protocol = (port.protocol or "TCP").lower()
         for family in (4, 6):
             backends = _backends(slices, family, port_name=port.name or "", protocol=port.protocol or "TCP",
-                                 local_only=local_only, node=node, unresolved=unresolved)
+                                 local_only=local_only, node=node, weights=weight_of, unresolved=unresolved)
             for vip in vips:
                 if vip.version != family:
                     continue
@@ -89,7 +138,7 @@ def service_frontends(svc: Service, vips: Iterable[IPAddress], slices: Iterable[
 
 
 def _backends(slices: list[EndpointSlice], family: int, *, port_name: str, protocol: str, local_only: bool,
-              node: str, unresolved: set[str]) -> tuple[Backend, ...]:
+              node: str, weights: Weights, unresolved: set[str]) -> tuple[Backend, ...]:
     found: set[Backend] = set()  # a set: duplicate endpoints (in one slice or across slices) count once
     for eps in slices:
         if FAMILY_OF_ADDRESS_TYPE.get(eps.addressType) != family:
@@ -106,9 +155,18 @@ def _backends(slices: list[EndpointSlice], family: int, *, port_name: str, proto
             terminating = conditions is not None and bool(conditions.terminating)
             if not ready or terminating or (local_only and ep.nodeName != node):
                 continue
+            weight = weights.of(ep.targetRef.name if ep.targetRef else None, ep.nodeName, ep.zone)
+            if weight == 0:
+                continue  # drained: keeps its flows, takes no new ones
             for address in ep.addresses[:1]:  # the API allows one; more would be a bug upstream
                 try:
-                    found.add(Backend(ipaddress.ip_address(address), target))
+                    found.add(Backend(ipaddress.ip_address(address), target, weight))
                 except ValueError:
                     continue
-    return tuple(sorted(found, key=lambda b: (int(b.ip), b.port)))
+    return _in_lowest_terms(sorted(found, key=lambda b: (int(b.ip), b.port)))
+
+
+def _in_lowest_terms(backends: list[Backend]) -> tuple[Backend, ...]:
+    """Weights 10:20:30 need no more slots than 1:2:3."""
+    divisor = math.gcd(*(b.weight for b in backends)) if backends else 1
+    return tuple(Backend(b.ip, b.port, b.weight // divisor) for b in backends)

@@ -58,10 +58,14 @@ def _run_controller(args: argparse.Namespace) -> int:
 
 
 def _agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from portico.agent.metrics import METRICS_PORT
+
     agent = sub.add_parser("agent", help="run the node agent: forwarding from Service addresses to pods (nftables)")
     agent.add_argument("--kubeconfig", type=Path, help="default: $KUBECONFIG, ~/.kube/config, else in-cluster")
     agent.add_argument("--node-name", default=os.environ.get("NODE_NAME"),
                        help="this node's name (default $NODE_NAME, set from spec.nodeName in the DaemonSet)")
+    agent.add_argument("--metrics-address", default=f"0.0.0.0:{METRICS_PORT}",
+                       help="where to serve /metrics, HOST:PORT ('' for nowhere)")
     agent.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
@@ -79,7 +83,11 @@ def _run_agent(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     client = async_client(args.kubeconfig, field_manager="portico-agent")
-    uvloop.run(Agent(client, args.node_name).run())
+    agent = Agent(client, args.node_name)
+    if args.metrics_address:
+        host, _, port = args.metrics_address.rpartition(":")
+        agent.metrics.serve(host.strip("[]"), int(port))
+    uvloop.run(agent.run())
     return 0
 
 

@@ -197,7 +197,7 @@ async def test_counters_for_frontends_refusals_and_source_range_drops(syncer: Sy
     before = nft.read_counters(["frontend_counters4"])
     spread(VIP4, 5)
     after = nft.read_counters(["frontend_counters4"])
-    key = f"{VIP4} . tcp . 80"
+    key = (str(VIP4), "tcp", "80")
     packets = after.elements["frontend_counters4"][key][0] - before.elements["frontend_counters4"].get(key, (0, 0))[0]
     assert packets >= 5 * 4, after  # every packet of 5 connections from the client (SYN, ACK, request, FIN...)
     await syncer.sync({WEB4: render_frontend(WEB4, policy())})

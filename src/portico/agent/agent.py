@@ -8,9 +8,12 @@ short coalescing window, so a rollout's burst of EndpointSlice updates costs few
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
+import time
 from collections.abc import Coroutine
+from datetime import datetime
 from typing import Any
 
 from lightkube import AsyncClient
@@ -18,6 +21,7 @@ from lightkube.resources.core_v1 import Node, Service
 from lightkube.resources.discovery_v1 import EndpointSlice
 
 from portico.agent.desired import service_frontends
+from portico.agent.metrics import AgentMetrics
 from portico.api.resources import IPAllocationResource
 from portico.controller.allocations import allocation_from_object
 from portico.dataplane.model import Frontend, FrontendPolicy
@@ -32,6 +36,7 @@ log = logging.getLogger(__name__)
 
 COMPONENT = "portico-agent"
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time"  # set by the EndpointSlice controller
 COALESCE_SECONDS = 0.02  # a burst of watch events becomes one transaction
 
 
@@ -39,6 +44,7 @@ class Agent:
     def __init__(self, client: AsyncClient, node: str, nft: Nft | None = None) -> None:
         self.node = node
         self.syncer = Syncer(nft or Nft())
+        self.metrics = AgentMetrics(self.syncer.nft, self._service_of, lambda: dict(self.problems))
         self.events = EventRecorder(client, component=COMPONENT, host=node)
         self.services = Informer(client, Service, self._on_service)
         self.slices = Informer(client, EndpointSlice, self._on_slice)
@@ -49,7 +55,10 @@ class Agent:
         self.applied: dict[Frontend, tuple[str, FrontendPolicy]] = {}  # frontend -> (Service key, policy)
         self.problems: dict[str, list[str]] = {}  # Service key -> what was last reported
         self._dirty: set[str] = set()
+        self._triggered: dict[str, list[float]] = {}  # Service key -> trigger times (epoch) not yet applied
+        self._synced = False  # changes listed at start-up are not "programming latency"
         self._node_dirty = True
+        self._served_families: set[int] = {4, 6}
         self._wake = asyncio.Event()
 
     # -- informer callbacks: note what changed, never block -------------------------------------------
@@ -62,15 +71,15 @@ class Agent:
 
     def _on_slice(self, old: Any, new: Any) -> None:
         for obj, present in ((old, False), (new, True)):
-            if obj is None:
+            key = _service_of_slice(obj)
+            if key is None:
                 continue
-            name = (obj.metadata.labels or {}).get(SERVICE_NAME_LABEL)
-            if not name:
-                continue
-            key = f"{obj.metadata.namespace}/{name}"
             keys = self.slices_of.setdefault(key, set())
             (keys.add if present else keys.discard)(object_key(obj))
             self._mark(key)
+        trigger = _trigger_time(new)
+        if self._synced and trigger is not None and trigger != _trigger_time(old):
+            self._triggered.setdefault(_service_of_slice(new) or "", []).append(trigger)
 
     def _on_allocation(self, old: Any, new: Any) -> None:
         for obj, present in ((old, False), (new, True)):
@@ -89,6 +98,7 @@ class Agent:
     # -- running --------------------------------------------------------------------------------------
     async def run(self) -> None:
         def started() -> list[Coroutine[Any, Any, None]]:
+            self._synced = True
             log.info("caches synced: %d services, %d endpoint slices, %d allocations", len(self.services.cache),
                      len(self.slices.cache), len(self.allocations.cache))
             return [self._sync_forever()]
@@ -111,17 +121,28 @@ class Agent:
         replacements: dict[object, Ruleset | None] = {}
         if self._node_dirty:
             replacements[NODE] = node_fragment(self._pod_cidrs())
+            if self._families() != self._served_families:  # rare: re-evaluate every Service
+                self._served_families = self._families()
+                dirty |= set(self.problems) | {key for key, _ in self.applied.values()}
         for key in dirty:
             replacements.update(self._service_replacements(key))
         try:
             result = await self.syncer.sync(replacements)
         except Exception:
             self._dirty |= dirty  # try these again with the next sync (which will be a full one)
+            self.metrics.sync_failures.inc()
             raise
         self._node_dirty = False
+        if result.fallback:
+            self.metrics.sync_failures.inc()
         if result.kind != "none":
+            self.metrics.sync_seconds.labels(result.kind).observe(result.seconds)
             log.info("%s sync of %d services in %.1f ms%s", result.kind, len(dirty), result.seconds * 1000,
                      " (after a refused partial one)" if result.fallback else "")
+        applied_at = time.time()
+        for key in dirty:
+            for trigger in self._triggered.pop(key, ()):
+                self.metrics.programming_seconds.observe(max(0.0, applied_at - trigger))
 
     def _service_replacements(self, key: str) -> dict[object, Ruleset | None]:
         svc: Any = self.services.cache.get(key)
@@ -130,8 +151,14 @@ class Agent:
         problems: list[str] = []
         if svc is not None and vips:
             slices = [self.slices.cache[k] for k in self.slices_of.get(key, ()) if k in self.slices.cache]
+            served = self._served_families
+            unserved = sorted(str(a) for a in vips if a.version not in served)
+            if unserved:
+                problems.append(f"node {self.node} has no IPv{6 if 4 in served else 4} address: "
+                                f"{', '.join(unserved)} not served from this node")
+            vips = {a for a in vips if a.version in served}
             built = service_frontends(svc, sorted(vips, key=lambda a: (a.version, int(a))), slices, self.node)
-            wanted, problems = built.frontends, built.problems
+            wanted, problems = built.frontends, problems + built.problems
         out: dict[object, Ruleset | None] = {}
         for fe, (owner, _) in list(self.applied.items()):
             if owner == key and fe not in wanted:
@@ -160,7 +187,35 @@ class Agent:
             log.warning("%s: %s", key, problem)
             self.events.record(svc, type="Warning", reason="ForwardingProblem", message=problem)
 
+    def _service_of(self, fe: Frontend) -> str | None:
+        held = self.applied.get(fe)
+        return held[0] if held else None
+
+    def _families(self) -> set[int]:
+        """The IP families this node has an address of (both when it reports none)."""
+        node = self.nodes.cache.get(self.node)
+        addresses = (node.status.addresses or []) if node is not None and node.status is not None else []
+        families: set[int] = set()
+        for a in addresses:
+            if a.type in ("InternalIP", "ExternalIP"):
+                with contextlib.suppress(ValueError):
+                    families.add(ipaddress.ip_address(a.address).version)
+        return families or {4, 6}
+
     def _pod_cidrs(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         node = self.nodes.cache.get(self.node)
         cidrs = (node.spec.podCIDRs or []) if node is not None and node.spec is not None else []
         return [ipaddress.ip_network(c) for c in cidrs]
+
+
+def _service_of_slice(obj: Any) -> str | None:
+    name = (obj.metadata.labels or {}).get(SERVICE_NAME_LABEL) if obj is not None else None
+    return f"{obj.metadata.namespace}/{name}" if name else None
+
+
+def _trigger_time(obj: Any) -> float | None:
+    text = (obj.metadata.annotations or {}).get(TRIGGER_TIME) if obj is not None else None
+    try:
+        return datetime.fromisoformat(text).timestamp() if text else None
+    except ValueError:
+        return None

@@ -20,7 +20,9 @@ class NftError(Exception):
 
 @dataclass
 class Counters:
-    elements: defaultdict[str, dict[str, tuple[int, int]]] = field(default_factory=lambda: defaultdict(dict))
+    # set -> element key (its parts, as nft prints them) -> (packets, bytes)
+    elements: defaultdict[str, dict[tuple[str, ...], tuple[int, int]]] = field(
+        default_factory=lambda: defaultdict(dict))
     named: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
@@ -72,7 +74,7 @@ class Nft:
                     body = elem.get("elem", {}) if isinstance(elem, dict) else {}
                     counter, value = body.get("counter"), body.get("val")
                     if counter is not None and isinstance(value, dict) and "concat" in value:
-                        out.elements[name][" . ".join(str(v) for v in value["concat"])] = (
+                        out.elements[name][tuple(str(v) for v in value["concat"])] = (
                             counter["packets"], counter["bytes"])
         for item in self._run_blocking("-j", "list", "counters", "table", FAMILY, TABLE):
             if "counter" in item:

@@ -1,0 +1,102 @@
+"""The agent's Prometheus metrics. Labels name Services and frontends, never endpoints.
+
+Sync and programming latencies are observed by the agent as it works; packet counts live in the
+kernel (nft counters, `portico.dataplane.nftables`) and are read only when Prometheus scrapes, so
+counting costs the sync path nothing.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Iterator, Mapping
+from wsgiref.simple_server import WSGIServer
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.registry import Collector
+
+from portico.dataplane.model import Frontend
+from portico.dataplane.nft import Nft
+from portico.dataplane.nftables import FRONTEND_COUNTERS, REFUSED, dropped_counter
+
+METRICS_PORT = 9470  # the agent's /metrics, on every node (hostNetwork)
+FRONTEND_LABELS = ("service", "vip", "protocol", "port")
+
+
+class AgentMetrics:
+    def __init__(self, nft: Nft, service_of: Callable[[Frontend], str | None],
+                 problems: Callable[[], Mapping[str, list[str]]]) -> None:
+        self.registry = CollectorRegistry()
+        self.sync_seconds = Histogram(
+            "portico_agent_sync_duration_seconds", "Time to bring the kernel's table to the desired state",
+            ["kind"], registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+        self.programming_seconds = Histogram(
+            "portico_agent_network_programming_duration_seconds",
+            "From an EndpointSlice change (its last-change-trigger-time) to this node's rules applied",
+            registry=self.registry, buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+        self.sync_failures = Counter("portico_agent_sync_failures_total",
+                                     "Transactions nft refused (each is followed by a full sync)",
+                                     registry=self.registry)
+        self.registry.register(_KernelCounters(nft, service_of))
+        self.registry.register(_Problems(problems))
+
+    def serve(self, address: str, port: int) -> WSGIServer:
+        """/metrics in a thread of its own; returns the server (its port, when asked for port 0)."""
+        server, _ = start_http_server(port, addr=address, registry=self.registry)
+        return server
+
+
+def _labels(fe: Frontend, service: str) -> list[str]:
+    return [service, str(fe.vip), fe.protocol, str(fe.port)]
+
+
+class _KernelCounters(Collector):
+    """Per-frontend packets and bytes (client -> VIP, every packet of every flow), source-range drops
+    per frontend, and refusals per family, read from the kernel at scrape time."""
+
+    def __init__(self, nft: Nft, service_of: Callable[[Frontend], str | None]) -> None:
+        self.nft = nft
+        self.service_of = service_of
+
+    def collect(self) -> Iterator[Metric]:
+        packets = CounterMetricFamily("portico_frontend_packets", "Packets from clients to a frontend",
+                                      labels=FRONTEND_LABELS)
+        octets = CounterMetricFamily("portico_frontend_bytes", "Bytes from clients to a frontend",
+                                     labels=FRONTEND_LABELS)
+        dropped = CounterMetricFamily("portico_frontend_dropped_packets",
+                                      "Packets dropped by loadBalancerSourceRanges", labels=FRONTEND_LABELS)
+        refused = CounterMetricFamily("portico_refused_packets",
+                                      "Packets to a VIP no rule forwards (no ready endpoint, unserved port), "
+                                      "answered with a TCP reset or ICMP unreachable", labels=["family"])
+        counters = self.nft.read_counters(FRONTEND_COUNTERS.values())
+        for elements in counters.elements.values():
+            for (vip, protocol, port), (n_packets, n_bytes) in elements.items():
+                fe = Frontend(ipaddress.ip_address(vip), protocol, int(port))
+                service = self.service_of(fe)
+                if service is None:
+                    continue  # removed since: its counters go with it
+                packets.add_metric(_labels(fe, service), n_packets)
+                octets.add_metric(_labels(fe, service), n_bytes)
+                if (drops := counters.named.get(dropped_counter(fe))) is not None:
+                    dropped.add_metric(_labels(fe, service), drops[0])
+        for family, name in REFUSED.items():
+            if name in counters.named:
+                refused.add_metric([f"IPv{family}"], counters.named[name][0])
+        yield from (packets, octets, dropped, refused)
+
+
+class _Problems(Collector):
+    def __init__(self, problems: Callable[[], Mapping[str, list[str]]]) -> None:
+        self.problems = problems
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily("portico_agent_forwarding_problems",
+                                  "What this node cannot honour for a Service (details in its events)",
+                                  labels=["service"])
+        for service, items in sorted(self.problems().items()):
+            if items:
+                gauge.add_metric([service], len(items))
+        yield gauge
+

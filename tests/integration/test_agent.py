@@ -1,0 +1,156 @@
+"""The agent in this process against the real API server and the controller, programming a real nftables
+table in a namespace of its own (no packets here: `test_dataplane_nft` and the e2e tier send them).
+
+Bad input must give correct rules for what is valid, an event or a metric for what is not, and a
+running agent. Services have no selector; the tests write their EndpointSlices by hand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from typing import cast
+
+import httpx2 as httpx
+import pytest
+from lightkube import AsyncClient
+from lightkube.core.exceptions import ApiError
+from lightkube.models.core_v1 import NodeSpec
+from lightkube.models.meta_v1 import ObjectMeta
+from lightkube.resources.core_v1 import Node, NodeStatus
+from lightkube.resources.discovery_v1 import EndpointSlice
+from lightkube.types import PatchType
+
+from portico.agent.agent import SERVICE_NAME_LABEL, TRIGGER_TIME, Agent
+from portico.dataplane.nft import Nft
+from portico.dev.controlplane import ControlPlaneConfig
+from portico.kube.client import async_client
+from tests.integration.controller_helpers import Scope, wait_until
+
+pytestmark = pytest.mark.usefixtures("controller")
+NODE = f"ptag-{uuid.uuid4().hex[:6]}"  # a Node object and a network namespace of that name
+
+
+@pytest.fixture(scope="module")
+async def agent(controlplane: ControlPlaneConfig) -> AsyncIterator[tuple[Agent, str]]:
+    """A running agent for an IPv4-only node, and the URL of its /metrics."""
+    await asyncio.to_thread(subprocess.run, ["ip", "netns", "add", NODE], check=True)
+    client = async_client(controlplane.admin_kubeconfig, field_manager="portico-tests")
+    agent_client = async_client(controlplane.admin_kubeconfig, field_manager="portico-agent")
+    agent = Agent(agent_client, NODE, Nft(netns=NODE))
+    server = agent.metrics.serve("127.0.0.1", 0)
+    task: asyncio.Task[None] | None = None
+    try:
+        await client.create(Node(metadata=ObjectMeta(name=NODE), spec=NodeSpec(podCIDRs=["198.19.0.0/24"])))
+        await client.patch(NodeStatus, NODE, {"status": {"addresses": [
+            {"type": "InternalIP", "address": "198.19.255.1"}]}}, patch_type=PatchType.MERGE)
+        task = asyncio.create_task(agent.run())
+        yield agent, f"http://127.0.0.1:{server.server_port}/metrics"
+    finally:
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        server.shutdown()
+        server.server_close()
+        with contextlib.suppress(ApiError):
+            await client.delete(Node, NODE)
+        await client.close()
+        await agent_client.close()
+        await asyncio.to_thread(subprocess.run, ["ip", "netns", "del", NODE], check=True)
+
+
+def endpoint_slice(ns: str, service: str, name: str, addresses: list[str], *, port: str = "p80-tcp",
+                   family: str = "IPv4", trigger: bool = False) -> EndpointSlice:
+    annotations = {TRIGGER_TIME: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")} if trigger else {}
+    return cast(EndpointSlice, EndpointSlice.from_dict({
+        "metadata": {"name": name, "namespace": ns, "annotations": annotations,
+                     "labels": {SERVICE_NAME_LABEL: service, "endpointslice.kubernetes.io/managed-by": "tests"}},
+        "addressType": family, "ports": [{"name": port, "port": 8080, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [a], "conditions": {"ready": True}, "nodeName": NODE} for a in addresses]}))
+
+
+async def kernel_backends(vip: str, count: int | None = None) -> dict[int, str] | None:
+    """Slot -> backend of a VIP's port 80, as the kernel has them (None until there are `count`)."""
+    proc = await asyncio.to_thread(subprocess.run, ["ip", "netns", "exec", NODE, "nft", "-j", "list", "map", "inet",
+                                                    "portico", "backends4_tcp"], check=True, capture_output=True,
+                                   text=True)
+    out = proc.stdout
+    elements = json.loads(out)["nftables"][1]["map"].get("elem", [])
+    found = {key["concat"][2]: value["concat"][0] for key, value in elements
+             if key["concat"][0] == vip and key["concat"][1] == 80}
+    return found if found and (count is None or len(found) == count) else None
+
+
+async def warnings(s: Scope, name: str) -> list[str]:
+    return [message for kind, reason, message in await s.events(name) if reason == "ForwardingProblem"]
+
+
+async def test_thousands_of_endpoints_with_duplicates_and_unresolvable_ports(
+        client: AsyncClient, agent: tuple[Agent, str]) -> None:
+    async with Scope(client) as s:
+        await s.pool(["198.18.120.0/29"])
+        await s.service("big")
+        vip = (await s.wait_ingress("big"))[0]
+        pods = [f"198.19.{i // 250}.{i % 250 + 1}" for i in range(2500)]
+        for i, chunk in enumerate((pods[:1000], pods[1000:2000], pods[2000:] + pods[:500])):  # 500 twice
+            await client.create(endpoint_slice(s.ns, "big", f"big-{i}", chunk))
+        await client.create(endpoint_slice(s.ns, "big", "big-odd", ["198.19.20.1"], port="metrics"))
+        slots = await wait_until(lambda: kernel_backends(vip, 2500), 20, "2,500 backends in the kernel")
+        assert sorted(slots.values()) == sorted(pods)  # each distinct endpoint once, none of the odd slice
+        problems = await wait_until(lambda: warnings(s, "big"), 10, "an event for the unresolvable port")
+        assert problems == ["port p80-tcp: some endpoints have no such port; skipped"]
+
+
+async def test_an_ipv6_service_on_an_ipv4_only_node_is_reported_not_programmed(
+        client: AsyncClient, agent: tuple[Agent, str]) -> None:
+    _, metrics_url = agent
+    async with Scope(client) as s:
+        await s.pool(["fd00:198:18:120::/125"])
+        await s.pool(["198.18.120.8/29"])
+        await s.service("v6", ipFamilies=["IPv6"], ipFamilyPolicy="SingleStack")
+        await s.service("v4")
+        vip6, vip4 = (await s.wait_ingress("v6"))[0], (await s.wait_ingress("v4"))[0]
+        await client.create(endpoint_slice(s.ns, "v6", "v6-0", ["fd00:198:18:1::2"], family="IPv6"))
+        await client.create(endpoint_slice(s.ns, "v4", "v4-0", ["198.19.0.2"]))
+        problems = await wait_until(lambda: warnings(s, "v6"), 10, "an event for the IPv6 Service")
+        assert problems == [f"node {NODE} has no IPv6 address: {vip6} not served from this node"]
+        assert await wait_until(lambda: kernel_backends(vip4), 10, "the IPv4 Service still programmed")
+        text = await scrape(metrics_url)
+        assert f'portico_agent_forwarding_problems{{service="{s.ns}/v6"}} 1.0' in text
+        assert f'portico_frontend_packets_total{{port="80",protocol="tcp",service="{s.ns}/v4",vip="{vip4}"}}' in text
+        assert f'vip="{vip6}"' not in text
+
+
+async def test_metrics_for_syncs_and_network_programming_latency(client: AsyncClient,
+                                                                 agent: tuple[Agent, str]) -> None:
+    _, metrics_url = agent
+    before = _histogram_count(await scrape(metrics_url), "portico_agent_network_programming_duration_seconds")
+    async with Scope(client) as s:
+        await s.pool(["198.18.120.16/29"])
+        await s.service("web")
+        vip = (await s.wait_ingress("web"))[0]
+        await client.create(endpoint_slice(s.ns, "web", "web-0", ["198.19.0.3"], trigger=True))
+        await wait_until(lambda: kernel_backends(vip), 10, "the backend programmed")
+        text = await scrape(metrics_url)
+    assert _histogram_count(text, "portico_agent_network_programming_duration_seconds") == before + 1
+    assert _histogram_count(text, 'portico_agent_sync_duration_seconds', 'kind="full"') >= 1
+    assert _histogram_count(text, 'portico_agent_sync_duration_seconds', 'kind="partial"') >= 1
+    assert 'portico_refused_packets_total{family="IPv4"} 0.0' in text
+
+
+async def scrape(url: str) -> str:
+    async with httpx.AsyncClient() as http:
+        return (await http.get(url)).text
+
+
+def _histogram_count(text: str, name: str, labels: str = "") -> float:
+    prefix = f"{name}_count{{{labels}}}" if labels else f"{name}_count"
+    line = next((line for line in text.splitlines() if line.startswith(prefix + " ")), None)
+    return float(line.split()[-1]) if line else 0.0
+

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 # The paper's M >= 100 N keeps shares within ~1%, but removing one of 10 backends then remaps up to 12.7%
 # of the slots (1/10 for the removed one plus collateral). 500 N brings that to 11.7% (measured:
 # tests/unit/test_maglev.py); above 65,537 slots only the paper's minimum is kept.
+# The size must not follow every endpoint change (a new M rehashes every flow), so it steps with the next
+# power of two of the backend count: 9 to 16 backends share one size.
 SLOTS_PER_BACKEND = 500
 MIN_SLOTS_PER_BACKEND = 100
 COMFORTABLE_SLOTS = 65_537
@@ -36,9 +38,10 @@ def is_prime(n: int) -> bool:
 
 
 def table_size(backends: int) -> int:
-    """A prime (so every skip walks a full permutation) >= 500 x backends, or >= 100 x backends once that
-    passes 65,537 slots."""
-    n = max(min(SLOTS_PER_BACKEND * backends, COMFORTABLE_SLOTS), MIN_SLOTS_PER_BACKEND * backends, 2)
+    """A prime (so every skip walks a full permutation) >= 500 x B, or >= 100 x B once that passes 65,537
+    slots, where B is the backend count rounded up to a power of two (a stable size while B holds)."""
+    rounded = 1 << max(backends - 1, 0).bit_length()
+    n = max(min(SLOTS_PER_BACKEND * rounded, COMFORTABLE_SLOTS), MIN_SLOTS_PER_BACKEND * rounded, 2)
     while not is_prime(n):
         n += 1
     return n

@@ -103,15 +103,27 @@ def ready_pods(lab: Lab, app: str) -> dict[str, str]:
             and not p["metadata"].get("deletionTimestamp")}
 
 
-def backends_on(lab: Lab, node: str, vip: str) -> set[str]:
-    """The pod addresses node's table sends new TCP flows for vip:80 to."""
+def slots_on(lab: Lab, node: str, vip: str) -> dict[int, str]:
+    """Slot -> pod address, for new TCP flows to vip:80 in node's table."""
     out = lab.exec_in(node, "nft", "-j", "list", "map", "inet", "portico", "backends4_tcp").stdout
     elements = json.loads(out)["nftables"][1]["map"].get("elem", [])
-    found = set()
-    for key, value in elements:
-        if key["concat"][0] == vip:
-            found.add(value["concat"][0])
-    return found
+    return {key["concat"][2]: value["concat"][0] for key, value in elements if key["concat"][0] == vip}
+
+
+def backends_on(lab: Lab, node: str, vip: str) -> set[str]:
+    """The pod addresses node's table sends new TCP flows for vip:80 to."""
+    return set(slots_on(lab, node, vip).values())
+
+
+def chain_on(lab: Lab, node: str, vip: str) -> str | None:
+    """The chain node's table sends new TCP flows for vip:80 to, and its rules, as text."""
+    out = lab.exec_in(node, "nft", "-j", "list", "map", "inet", "portico", "frontends4").stdout
+    elements = json.loads(out)["nftables"][1]["map"].get("elem", [])
+    chain = next((value["goto"]["target"] for key, value in elements
+                  if key["concat"][0] == vip and key["concat"][2] == 80), None)
+    if chain is None:
+        return None
+    return chain + "\n" + lab.exec_in(node, "nft", "list", "chain", "inet", "portico", chain).stdout
 
 
 @pytest.fixture(scope="module")
@@ -125,10 +137,10 @@ def routed(lab: Lab) -> Iterator[None]:
 
 def deploy(lab: Lab, name: str, replicas: int, policy: str = "Cluster") -> str:
     lab.kubectl("apply", "-f", "-", stdin=manifests(name, replicas, policy=policy))
-    wait_for(lambda: len(ready_pods(lab, name)) == replicas, 60, f"{replicas} {name} pods ready")
+    wait_for(lambda: len(ready_pods(lab, name)) == replicas, 30 + 6 * replicas, f"{replicas} {name} pods ready")
     vip = wait_for(lambda: external_ip(lab, name), 20, f"{name} gets an address")
     usable = sum(1 for node in ready_pods(lab, name).values() if policy == "Cluster" or node == "node-1")
-    wait_for(lambda: len(backends_on(lab, "node-1", vip)) == usable, 10, "rules for every usable pod")
+    wait_for(lambda: len(backends_on(lab, "node-1", vip)) == usable, 10, f"rules for all {usable} usable pods")
     return str(vip)
 
 
@@ -204,3 +216,56 @@ def ready_pods_in(lab: Lab, namespace: str, selector: str) -> list[str]:
     pods = lab.get("pods", "-n", namespace, "-l", selector)["items"]
     return [p["metadata"]["name"] for p in pods if p["status"].get("phase") == "Running"
             and not p["metadata"].get("deletionTimestamp")]
+
+
+def scrape(lab: Lab, node_lan: str) -> str:
+    r = lab.exec_in("client", "curl", "-s", "--max-time", "5", f"http://{node_lan}:9470/metrics")
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_round_robin_then_client_ip_affinity_then_source_ranges(lab: Lab, routed: None) -> None:
+    vip = deploy(lab, "policy", 3)
+    pods = ready_pods(lab, "policy")
+    lab.kubectl("annotate", "service", "policy", "portico.io/lb-algorithm=round-robin")
+    wait_for(lambda: "numgen inc mod 3" in (chain_on(lab, "node-1", vip) or ""), 10, "round-robin rules")
+    by_pod = Counter({k.split()[0]: v for k, v in probe(lab, vip, "tcp", 3000).items()})
+    assert set(by_pod) == set(pods) and all(850 <= c <= 1150 for c in by_pod.values()), by_pod
+
+    lab.kubectl("patch", "service", "policy", "-p", json.dumps(
+        {"spec": {"sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 60}}}}))
+    wait_for(lambda: "@aff-" in (chain_on(lab, "node-1", vip) or ""), 10, "affinity rules")
+    pinned = {k.split()[0] for k in probe(lab, vip, "tcp", 60)}
+    assert len(pinned) == 1, pinned  # round-robin would have used all three
+
+    lab.kubectl("patch", "service", "policy", "-p", '{"spec": {"loadBalancerSourceRanges": ["198.18.0.200/32"]}}')
+    wait_for(lambda: "198.18.0.200" in (chain_on(lab, "node-1", vip) or ""), 10, "source-range rules")
+    refused = lab.exec_in("client", "curl", "-s", "--max-time", "1", f"http://{vip}/")
+    assert refused.returncode == 28, refused  # dropped: a timeout, not a reset
+    dropped = next(line for line in scrape(lab, NODE1_LAN).splitlines()
+                   if line.startswith("portico_frontend_dropped_packets_total") and 'service="default/policy"' in line
+                   and 'port="80"' in line)
+    assert float(dropped.split()[-1]) >= 1, dropped
+    lab.kubectl("patch", "service", "policy", "-p", '{"spec": {"loadBalancerSourceRanges": ["198.18.0.100/32"]}}')
+    wait_for(lambda: "198.18.0.100" in (chain_on(lab, "node-1", vip) or ""), 10, "source ranges with the client")
+    assert {k.split()[0] for k in probe(lab, vip, "tcp", 5)} == pinned  # allowed again, and still pinned
+    lab.kubectl("delete", "deployment,service", "policy")
+
+
+def test_maglev_pins_a_client_on_every_node_and_removing_one_of_ten_remaps_little(lab: Lab, routed: None) -> None:
+    vip = deploy(lab, "hash", 10)
+    lab.kubectl("annotate", "service", "hash", "portico.io/lb-algorithm=maglev")
+    wait_for(lambda: "maglev" in (chain_on(lab, "node-1", vip) or ""), 10, "maglev rules")
+    before = wait_for(lambda: slots_on(lab, "node-1", vip), 5, "the Maglev table")
+    assert len(set(before.values())) == 10
+    assert wait_for(lambda: slots_on(lab, "node-2", vip) == before, 10, "node-2 holds the same table")
+    assert len(probe(lab, vip, "tcp", 50)) == 1  # one client, one pod
+
+    lab.kubectl("scale", "deployment", "hash", "--replicas=9")
+    after = wait_for(lambda: (t := slots_on(lab, "node-1", vip)) and len(set(t.values())) == 9 and t, 30,
+                     "the table without the removed pod")
+    assert len(after) == len(before)
+    moved = sum(1 for slot, pod in before.items() if after[slot] != pod) / len(before)
+    print(f"maglev: removing 1 of 10 backends remapped {moved:.1%} of {len(before)} slots")
+    assert moved <= 1 / 10 + 0.02, moved
+    lab.kubectl("delete", "deployment,service", "hash")

@@ -191,6 +191,22 @@ async def test_client_ip_affinity_pins_a_client_until_its_pod_goes(syncer: Synce
     assert set(spread(VIP4, 20)) == {other}  # and the new pin holds though the old pod is back
 
 
+async def test_every_policy_change_and_the_removal_is_one_clean_partial_sync(syncer: Syncer) -> None:
+    """Chains that jump to each other (affinity) are created before use and removed only after every
+    rule jumping to them: no transaction is refused, so no full-sync fallback."""
+    ranges = (ipaddress.ip_network("198.19.250.0/24"),)
+    for kw in ({"algorithm": Algorithm.ROUND_ROBIN}, {"algorithm": Algorithm.ROUND_ROBIN, "affinity_timeout": 60},
+               {"affinity_timeout": 60, "source_ranges": ranges}, {"affinity_timeout": 30}, {}):
+        result = await syncer.sync({WEB4: render_frontend(WEB4, policy("ptdp-pod1", "ptdp-pod2", **kw))})
+        assert (result.kind, result.fallback) == ("partial", False), kw
+    await syncer.sync({WEB4: render_frontend(WEB4, policy("ptdp-pod1", affinity_timeout=60))})
+    result = await syncer.sync({WEB4: None})
+    assert (result.kind, result.fallback) == ("partial", False)
+    chains, objects = await syncer.nft.existing()
+    assert not [c for c in chains if c.startswith(("fe-", "be-"))]
+    assert not [o for o in objects if o.startswith(("aff-", "dropped-"))]
+
+
 async def test_counters_for_frontends_refusals_and_source_range_drops(syncer: Syncer) -> None:
     nft = syncer.nft
     await syncer.sync({WEB4: render_frontend(WEB4, policy("ptdp-pod1"))})

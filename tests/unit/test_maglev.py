@@ -51,7 +51,8 @@ def test_empty_and_zero_weight() -> None:
     assert set(maglev_table({"a:1": 0, "b:1": 1})) == {"b:1"}
 
 
-@pytest.mark.parametrize("n", [4, 6, 10, 40])  # not 2^k + 1: removing one there crosses a size step  # the bound: 1 of 10 removed -> <= 12% remapped
+# The bound: 1 of 10 removed -> <= 12% remapped. Not 2^k + 1 backends: removing one there crosses a size step.
+@pytest.mark.parametrize("n", [4, 6, 10, 40])
 def test_removing_one_backend_remaps_little_more_than_its_share(n: int) -> None:
     names = backends(n)
     size = table_size(n)

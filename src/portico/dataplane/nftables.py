@@ -334,6 +334,11 @@ def _fill_chain(name: str, rules: tuple[str, ...]) -> Iterator[str]:
         yield f"add rule {FAMILY} {TABLE} {name} {rule}"
 
 
+def _remove_chains(names: list[str]) -> list[str]:
+    """Flush them all first: a chain cannot go while a rule still jumps to it (one of these, perhaps)."""
+    return [_t("flush chain", name) for name in names] + [_t("delete chain", name) for name in names]
+
+
 def _declare(kind_and_body: str) -> str:
     kind, body = kind_and_body.split(" ", 1)
     return f"add {kind} {FAMILY} {TABLE} {body}"
@@ -358,8 +363,7 @@ def full_transaction(new: Ruleset, existing_chains: Iterable[str] = (),
         lines += _fill_chain(name, rules)
     for name, elements in new.elements.items():
         lines += _element_statements("add", name, elements.items())
-    for name in sorted(set(existing_chains) - set(new.chains) - set(BASE_CHAINS)):
-        lines += [_t("flush chain", name), _t("delete chain", name)]
+    lines += _remove_chains(sorted(set(existing_chains) - set(new.chains) - set(BASE_CHAINS)))
     keep = {*new.objects, *STATIC_SET_NAMES, *STATIC_COUNTERS}
     for name, kind in sorted((existing_objects or {}).items()):
         if name not in keep:
@@ -372,14 +376,14 @@ def incremental_transaction(delta: Delta) -> str:
     before elements point at them; chains go after the last element pointing at them; sets and counters
     exist before rules use them and go after the last one did."""
     lines = [_declare(decl) for decl in delta.objects_added.values()]
+    lines += [_t("add chain", name) for name in delta.chains_added]  # all exist before any rule jumps to one
     for name, rules in delta.chains_added.items():
-        lines += [_t("add chain", name), *_fill_chain(name, rules)]  # `add chain` is idempotent
+        lines += _fill_chain(name, rules)
     for name, keys in delta.elements_removed.items():
         lines += _element_statements("delete", name, ((k, None) for k in keys))
     for name, items in delta.elements_added.items():
         lines += _element_statements("add", name, items.items())
-    for name in delta.chains_removed:
-        lines += [_t("flush chain", name), _t("delete chain", name)]
+    lines += _remove_chains(delta.chains_removed)
     for name, declaration in delta.objects_removed.items():  # after the last rule using them
         lines.append(_t(f"delete {declaration.split()[0]}", name))
     return "\n".join(lines) + "\n" if lines else ""

@@ -9,6 +9,7 @@ UV_VERSION=0.13.8
 # command -> Debian package
 declare -A PACKAGES=(
   [ip]=iproute2 [nft]=nftables [nsenter]=util-linux [unshare]=util-linux [sysctl]=procps [curl]=curl
+  [haproxy]=haproxy [wrk]=wrk  # the lab's portico.dev/static image; bench/dataplane.py (and L7, later)
 )
 missing=()
 for cmd in "${!PACKAGES[@]}"; do

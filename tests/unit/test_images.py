@@ -27,3 +27,10 @@ def test_portico_image_passes_args_and_unknown_images_are_refused() -> None:
     argv = container_argv(Container(name="c", image="portico.dev/portico", args=["dev", "whoami"]), pod="p", node="n")
     assert argv is not None and argv[0].endswith("/portico") and argv[1:] == ["dev", "whoami"]
     assert container_argv(Container(name="c", image="nginx"), pod="p", node="n") is None
+
+
+def test_static_image_is_haproxy_answering_on_the_declared_tcp_ports() -> None:
+    ports = [ContainerPort(containerPort=80), ContainerPort(containerPort=53, protocol="UDP")]
+    argv = container_argv(Container(name="c", image="portico.dev/static", ports=ports), pod="p", node="n")
+    assert argv is not None and argv[:2] == ["sh", "-c"] and "haproxy" in argv[2]
+    assert "bind :::80 v4v6" in argv[2] and ":::53" not in argv[2]

@@ -9,8 +9,22 @@ from lightkube.models.core_v1 import Container
 
 ECHO_IMAGE = "portico.dev/echo"
 PORTICO_IMAGE = "portico.dev/portico"
-KNOWN_IMAGES = (ECHO_IMAGE, PORTICO_IMAGE)
+STATIC_IMAGE = "portico.dev/static"
+KNOWN_IMAGES = (ECHO_IMAGE, PORTICO_IMAGE, STATIC_IMAGE)
 DEFAULT_ECHO_PORT = "8080/TCP"
+# `portico.dev/static`: HTTP 200 "ok" at C speed (HAProxy answering by itself), so benchmarks measure the
+# path to the pod, not a Python server.
+STATIC_CONFIG = """global
+  maxconn 4000
+defaults
+  mode http
+  timeout client 30s
+  timeout server 30s
+  timeout connect 5s
+frontend static
+{binds}
+  http-request return status 200 content-type text/plain string ok
+"""
 
 
 def image_name(image: str) -> str:
@@ -27,6 +41,10 @@ def container_argv(container: Container, *, pod: str, node: str) -> list[str] | 
             ports = [f"{p.containerPort}/{p.protocol or 'TCP'}" for p in container.ports or []]
             return [sys.executable, "-m", "portico.dev.echo", "--pod", pod, "--node", node,
                     *(f"--listen={p}" for p in ports or [DEFAULT_ECHO_PORT])]
+        case "portico.dev/static":
+            tcp = [p.containerPort for p in container.ports or [] if (p.protocol or "TCP") == "TCP"] or [8080]
+            config = STATIC_CONFIG.format(binds="\n".join(f"  bind :::{p} v4v6" for p in tcp))
+            return ["sh", "-c", f"exec haproxy -db -f /dev/stdin <<'EOF'\n{config}EOF\n"]
         case "portico.dev/portico":
             # This checkout's `portico` command, as installed next to the running interpreter.
             return [str(Path(sys.executable).parent / "portico"), *(container.args or [])]

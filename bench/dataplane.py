@@ -1,0 +1,199 @@
+"""Is the VIP path as fast as going to the pod directly, and faster than a userspace proxy?
+
+In one run, in a lab of its own (`portico dev up` in a temporary state dir, `dev down` after): one
+`portico.dev/static` pod (HAProxy answering 200 by itself, so the backend is not the bottleneck) on
+node-1 behind a LoadBalancer Service, and wrk on the client host, all three paths through node-1:
+  (a) direct   client -> pod IP (routed through node-1, no NAT)
+  (b) VIP      client -> VIP -> node-1's nftables DNAT -> pod
+  (c) HAProxy  client -> HAProxy in TCP mode on node-1 -> pod
+Each path is measured --rounds times, interleaved (the machine is shared and noisy); the median round
+counts. Prints requests/s and p99 latency per path and the ratios b/a and b/c (goals: >= 0.9, >= 2).
+
+    .venv/bin/python bench/dataplane.py [--duration 10] [--connections 32] [--rounds 3] [--close]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+PORTICO = str(Path(sys.executable).parent / "portico")
+POOL = "198.18.100.240/28"
+NODE1_LAN = "198.18.0.11"  # portico.dev.addressing: node-1 on the lab LAN
+PROXY_PORT = 8081
+# Between runs with --close: node-1's conntrack keeps a closed flow 120 s (nf_conntrack_tcp_timeout_time_wait),
+# and a VIP flow and a direct flow from the same client port share the pod-side tuple: a new run reusing the
+# ports would clash with the last run's entries (its SYNs dropped, retried after 1 s) and measure that instead.
+TIME_WAIT = 121
+MANIFESTS = textwrap.dedent(f"""
+    apiVersion: portico.io/v1alpha1
+    kind: IPPool
+    metadata: {{name: bench-dataplane}}
+    spec: {{addresses: [{POOL}]}}
+    ---
+    apiVersion: apps/v1
+    kind: Deployment
+    metadata: {{name: static, namespace: default}}
+    spec:
+      replicas: 1
+      selector: {{matchLabels: {{app: static}}}}
+      template:
+        metadata: {{labels: {{app: static}}}}
+        spec:
+          nodeSelector: {{kubernetes.io/hostname: node-1}}
+          containers:
+            - name: static
+              image: portico.dev/static
+              ports: [{{name: http, containerPort: 8080}}]
+    ---
+    apiVersion: v1
+    kind: Service
+    metadata: {{name: static, namespace: default}}
+    spec:
+      type: LoadBalancer
+      allocateLoadBalancerNodePorts: false
+      selector: {{app: static}}
+      ports: [{{name: http, port: 80, targetPort: http}}]
+""")
+PROXY_CONFIG = """global
+  maxconn 4000
+defaults
+  mode tcp
+  timeout client 30s
+  timeout server 30s
+  timeout connect 5s
+listen bench
+  bind {node}:{port}
+  server pod {pod}:8080
+"""
+
+
+class Lab:
+    def __init__(self, state_dir: Path) -> None:
+        self.env = {**os.environ, "PORTICO_DEV_DIR": str(state_dir)}
+
+    def run(self, *argv: str, stdin: str | None = None, check: bool = True) -> str:
+        proc = subprocess.run(argv, capture_output=True, text=True, env=self.env, input=stdin, timeout=900,
+                              check=False)
+        if check and proc.returncode != 0:
+            raise SystemExit(f"{' '.join(argv)}: {proc.stderr.strip()}")
+        return proc.stdout
+
+    def kubectl(self, *args: str, stdin: str | None = None) -> str:
+        return self.run("kubectl", *args, stdin=stdin)
+
+    def get(self, *args: str) -> Any:
+        return json.loads(self.kubectl("get", *args, "-o", "json"))
+
+    def exec_in(self, host: str, *argv: str) -> str:
+        return self.run(PORTICO, "dev", "exec", host, "--", *argv)
+
+
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 90) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if value := check():
+            return value
+        time.sleep(0.3)
+    raise SystemExit(f"timed out waiting for {what}")
+
+
+def pod_ip(lab: Lab) -> str | None:
+    for pod in lab.get("pods", "-l", "app=static")["items"]:
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+        if ready and pod["status"].get("podIP"):
+            return str(pod["status"]["podIP"])
+    return None
+
+
+def vip(lab: Lab) -> str | None:
+    ingress = lab.get("service", "static").get("status", {}).get("loadBalancer", {}).get("ingress") or []
+    return str(ingress[0]["ip"]) if ingress else None
+
+
+def answers(lab: Lab, url: str) -> bool:
+    return lab.run(PORTICO, "dev", "exec", "client", "--", "curl", "-sf", "--max-time", "2", url, check=False) == "ok"
+
+
+def wrk(lab: Lab, url: str, args: argparse.Namespace) -> tuple[float, float]:
+    """Requests/s and p99 latency (ms) of one wrk run from the client host."""
+    extra = ["-H", "Connection: close"] if args.close else []
+    out = lab.exec_in("client", "wrk", "-t", str(args.threads), "-c", str(args.connections), "-d",
+                      f"{args.duration}s", "--latency", *extra, url)
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+    return rps, float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--duration", type=int, default=10, help="seconds per wrk run")
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads (the machine has 2 cores)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--close", action="store_true",
+                        help="a new connection per request (stresses connection setup); waits out TIME_WAIT "
+                             f"({TIME_WAIT}s) between runs")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="portico-bench-") as state_dir:
+        lab = Lab(Path(state_dir))
+        lab.env["KUBECONFIG"] = lab.run(PORTICO, "dev", "up", "--nodes", "2").strip()
+        proxy: subprocess.Popen[bytes] | None = None
+        try:
+            lab.kubectl("apply", "-f", "-", stdin=MANIFESTS)
+            pod = wait_for("the static pod", lambda: pod_ip(lab))
+            address = wait_for("the Service's address", lambda: vip(lab))
+            for target in (pod, address):
+                lab.exec_in("client", "ip", "route", "replace", f"{target}/32", "via", NODE1_LAN)
+            config = Path(state_dir) / "proxy.cfg"
+            config.write_text(PROXY_CONFIG.format(node=NODE1_LAN, port=PROXY_PORT, pod=pod))
+            proxy = subprocess.Popen(["ip", "netns", "exec", "portico-node-1", "haproxy", "-db", "-q", "-f",
+                                      str(config)], env=lab.env)
+            paths = {"(a) direct to the pod": f"http://{pod}:8080/", "(b) through the VIP": f"http://{address}/",
+                     "(c) through HAProxy (TCP)": f"http://{NODE1_LAN}:{PROXY_PORT}/"}
+            for url in paths.values():  # every path answers before anything is timed
+                wait_for(url, functools.partial(answers, lab, url), 30)
+            results: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
+            for run, (name, url) in enumerate([p for _ in range(args.rounds) for p in paths.items()]):
+                if args.close and run:
+                    time.sleep(TIME_WAIT)
+                results[name].append(wrk(lab, url, args))
+            report(results, args)
+        finally:
+            if proxy is not None:
+                proxy.terminate()
+                proxy.wait()
+            lab.run(PORTICO, "dev", "down", check=False)
+
+
+def report(results: dict[str, list[tuple[float, float]]], args: argparse.Namespace) -> None:
+    mode = "a new connection per request" if args.close else "keep-alive"
+    print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {mode}, median of {args.rounds} "
+          "interleaved rounds")
+    print(f"{'path':<28} {'requests/s':>11} {'p99 ms':>8}   rounds (requests/s)")
+    medians = {}
+    for name, runs in results.items():
+        rps = statistics.median(r for r, _ in runs)
+        p99 = statistics.median(p for _, p in runs)
+        medians[name] = rps
+        print(f"{name:<28} {rps:>11.0f} {p99:>8.2f}   {', '.join(f'{r:.0f}' for r, _ in runs)}")
+    a, b, c = medians.values()
+    print(f"\nb/a = {b / a:.2f} (goal >= 0.9: {'met' if b / a >= 0.9 else 'NOT met'})")
+    print(f"b/c = {b / c:.2f} (goal >= 2: {'met' if b / c >= 2 else 'NOT met'})")
+
+
+if __name__ == "__main__":
+    main()

@@ -9,7 +9,13 @@ node-1 behind a LoadBalancer Service, and wrk on the client host, all three path
 Each path is measured --rounds times, interleaved (the machine is shared and noisy); the median round
 counts. Prints requests/s and p99 latency per path and the ratios b/a and b/c (goals: >= 0.9, >= 2).
 
-    .venv/bin/python bench/dataplane.py [--duration 10] [--connections 32] [--rounds 3] [--close]
+CPU placement (2 cores): by default wrk is pinned to CPU 0, standing in for the client machine, and
+node-1's processes (the backend pod, HAProxy) to CPU 1, standing in for the node, so the ratios compare
+what each path costs the node rather than the load generator's share of one shared pool. The kernel's
+packet processing runs where a packet is sent (mostly wrk's CPU for requests, the backend's for replies)
+and cannot be pinned. --no-pin lets everything share both cores.
+
+    .venv/bin/python bench/dataplane.py [--duration 10] [--connections 32] [--rounds 3] [--close] [--no-pin]
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ PORTICO = str(Path(sys.executable).parent / "portico")
 POOL = "198.18.100.240/28"
 NODE1_LAN = "198.18.0.11"  # portico.dev.addressing: node-1 on the lab LAN
 PROXY_PORT = 8081
+CLIENT_CPU, NODE_CPU = 0, 1
 # Between runs with --close: node-1's conntrack keeps a closed flow 120 s (nf_conntrack_tcp_timeout_time_wait),
 # and a VIP flow and a direct flow from the same client port share the pod-side tuple: a new run reusing the
 # ports would clash with the last run's entries (its SYNs dropped, retried after 1 s) and measure that instead.
@@ -130,7 +137,8 @@ def answers(lab: Lab, url: str) -> bool:
 def wrk(lab: Lab, url: str, args: argparse.Namespace) -> tuple[float, float]:
     """Requests/s and p99 latency (ms) of one wrk run from the client host."""
     extra = ["-H", "Connection: close"] if args.close else []
-    out = lab.exec_in("client", "wrk", "-t", str(args.threads), "-c", str(args.connections), "-d",
+    pin = ["taskset", "-c", str(CLIENT_CPU)] if args.pin else []
+    out = lab.exec_in("client", *pin, "wrk", "-t", str(args.threads), "-c", str(args.connections), "-d",
                       f"{args.duration}s", "--latency", *extra, url)
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
@@ -143,6 +151,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--threads", type=int, default=1, help="wrk threads (the machine has 2 cores)")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--no-pin", dest="pin", action="store_false", help="no CPU placement (see above)")
     parser.add_argument("--close", action="store_true",
                         help="a new connection per request (stresses connection setup); waits out TIME_WAIT "
                              f"({TIME_WAIT}s) between runs")
@@ -160,8 +169,12 @@ def main() -> None:
                 lab.exec_in("client", "ip", "route", "replace", f"{target}/32", "via", NODE1_LAN)
             config = Path(state_dir) / "proxy.cfg"
             config.write_text(PROXY_CONFIG.format(node=NODE1_LAN, port=PROXY_PORT, pod=pod))
-            proxy = subprocess.Popen(["ip", "netns", "exec", "portico-node-1", "haproxy", "-db", "-q", "-f",
+            pin = ["taskset", "-c", str(NODE_CPU)] if args.pin else []
+            proxy = subprocess.Popen(["ip", "netns", "exec", "portico-node-1", *pin, "haproxy", "-db", "-q", "-f",
                                       str(config)], env=lab.env)
+            if args.pin:  # the backend pod's HAProxy, every thread
+                for pid in lab.run("pgrep", "-f", "haproxy -db -f /dev/stdin").split():
+                    lab.run("taskset", "-a", "-cp", str(NODE_CPU), pid)
             paths = {"(a) direct to the pod": f"http://{pod}:8080/", "(b) through the VIP": f"http://{address}/",
                      "(c) through HAProxy (TCP)": f"http://{NODE1_LAN}:{PROXY_PORT}/"}
             for url in paths.values():  # every path answers before anything is timed
@@ -181,8 +194,9 @@ def main() -> None:
 
 def report(results: dict[str, list[tuple[float, float]]], args: argparse.Namespace) -> None:
     mode = "a new connection per request" if args.close else "keep-alive"
-    print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {mode}, median of {args.rounds} "
-          "interleaved rounds")
+    placement = f"wrk on CPU {CLIENT_CPU}, node-1's processes on CPU {NODE_CPU}" if args.pin else "no CPU pinning"
+    print(f"wrk -t{args.threads} -c{args.connections} -d{args.duration}s, {mode}, {placement}, median of "
+          f"{args.rounds} interleaved rounds")
     print(f"{'path':<28} {'requests/s':>11} {'p99 ms':>8}   rounds (requests/s)")
     medians = {}
     for name, runs in results.items():

@@ -77,9 +77,9 @@ class Agent:
             keys = self.slices_of.setdefault(key, set())
             (keys.add if present else keys.discard)(object_key(obj))
             self._mark(key)
-        trigger = _trigger_time(new)
-        if self._synced and trigger is not None and trigger != _trigger_time(old):
-            self._triggered.setdefault(_service_of_slice(new) or "", []).append(trigger)
+        trigger, key = _trigger_time(new), _service_of_slice(new)
+        if self._synced and trigger is not None and key is not None and trigger != _trigger_time(old):
+            self._triggered.setdefault(key, []).append(trigger)
 
     def _on_allocation(self, old: Any, new: Any) -> None:
         for obj, present in ((old, False), (new, True)):

@@ -16,7 +16,13 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.types import PatchType
 
 from portico.api.crds import CRD_DIR
-from portico.api.resources import IPAllocationResource, IPPoolResource
+from portico.api.resources import (
+    BGPAdvertisementResource,
+    BGPPeerResource,
+    IPAllocationResource,
+    IPPoolResource,
+    L2AdvertisementResource,
+)
 from portico.dev.controlplane import ControlPlaneConfig
 from portico.kube.crds import ensure_crd
 
@@ -57,6 +63,47 @@ async def test_bad_pool_is_rejected_naming_the_field(crds: AsyncClient, spec: di
                                                      message: str) -> None:
     with pytest.raises(ApiError) as err:
         await crds.create(pool(spec))
+    assert err.value.status.code == 422
+    text = err.value.status.message or ""
+    assert f"{field}:" in text and message in text, text
+
+
+PEER = {"peerAddress": "198.18.0.254", "peerASN": 64512, "myASN": 64513}
+
+
+async def test_announcement_objects_get_defaults(crds: AsyncClient) -> None:
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    peer = await crds.create(BGPPeerResource(metadata=ObjectMeta(name=name), spec={
+        **PEER, "passwordSecret": {"name": "bgp"}}))
+    assert (peer.spec["peerPort"], peer.spec["holdTime"], peer.spec["keepaliveTime"]) == (179, 90, 30)
+    assert peer.spec["passwordSecret"] == {"name": "bgp", "namespace": "portico-system", "key": "password"}
+    adv = await crds.create(BGPAdvertisementResource(metadata=ObjectMeta(name=name), spec={
+        "communities": ["65000:100", "65000:1:2", "no-export"], "localPref": 200}))
+    assert (adv.spec["aggregationLength"], adv.spec["aggregationLengthV6"]) == (32, 128)
+    l2 = await crds.create(L2AdvertisementResource(metadata=ObjectMeta(name=name), spec={"interfaces": ["eth0"]}))
+    assert l2.spec == {"interfaces": ["eth0"]}  # no pools named: every pool
+    for resource in (BGPPeerResource, BGPAdvertisementResource, L2AdvertisementResource):
+        await crds.delete(resource, name)
+
+
+@pytest.mark.parametrize(("resource", "spec", "field", "message"), [
+    (BGPPeerResource, {**PEER, "peerAddress": "router"}, "spec.peerAddress", "must be an IP address"),
+    (BGPPeerResource, {**PEER, "peerASN": 0}, "spec.peerASN", "should be greater than or equal to 1"),
+    (BGPPeerResource, {**PEER, "myASN": 4294967295}, "spec.myASN", "should be less than or equal to 4294967294"),
+    (BGPPeerResource, {**PEER, "holdTime": 2}, "spec.holdTime", "must be 0 or at least 3 seconds"),
+    (BGPPeerResource, {**PEER, "holdTime": 9, "keepaliveTime": 4}, "spec.keepaliveTime",
+     "at most a third of holdTime"),
+    (BGPAdvertisementResource, {"communities": ["65000:70000"]}, "spec.communities[0]", "must be a community"),
+    (BGPAdvertisementResource, {"communities": ["65000"]}, "spec.communities[0]", "must be a community"),
+    (BGPAdvertisementResource, {"aggregationLength": 33}, "spec.aggregationLength",
+     "should be less than or equal to 32"),
+    (L2AdvertisementResource, {"interfaces": ["a-name-too-long-for-linux"]}, "spec.interfaces[0]",
+     "may not be more than 15 bytes"),
+])
+async def test_bad_announcement_objects_are_rejected_naming_the_field(
+        crds: AsyncClient, resource: Any, spec: dict[str, Any], field: str, message: str) -> None:
+    with pytest.raises(ApiError) as err:
+        await crds.create(resource(metadata=ObjectMeta(name=f"t-{uuid.uuid4().hex[:8]}"), spec=spec))
     assert err.value.status.code == 422
     text = err.value.status.message or ""
     assert f"{field}:" in text and message in text, text

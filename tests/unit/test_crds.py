@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from portico.api.crds import crd_manifest, rendered_crds
-from portico.api.v1alpha1 import IPAllocation, IPPool
+from portico.api.v1alpha1 import KINDS, BGPPeer, IPAllocation, IPPool, L2Advertisement
 
 
 def test_committed_crds_match_the_types() -> None:
@@ -20,10 +20,11 @@ def test_schemas_are_structural() -> None:
         elif isinstance(node, list):
             for i, value in enumerate(node):
                 walk(value, f"{where}[{i}]")
-    for kind in (IPPool, IPAllocation):
+    for kind in KINDS:
         walk(crd_manifest(kind)["spec"]["versions"][0]["schema"], kind.KIND)
 
 
-def test_only_pools_have_a_status_subresource() -> None:
-    assert crd_manifest(IPPool)["spec"]["versions"][0]["subresources"] == {"status": {}}
+def test_everything_but_allocations_has_a_status_subresource() -> None:
+    for kind in (IPPool, L2Advertisement, BGPPeer):
+        assert crd_manifest(kind)["spec"]["versions"][0]["subresources"] == {"status": {}}
     assert "subresources" not in crd_manifest(IPAllocation)["spec"]["versions"][0]

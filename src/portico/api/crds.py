@@ -54,7 +54,7 @@ def openapi_schema(kind: type[msgspec.Struct]) -> dict[str, Any]:
     return dict(schema)
 
 
-def crd_manifest(kind: type[api.IPPool] | type[api.IPAllocation]) -> dict[str, Any]:
+def crd_manifest(kind: api.Kind) -> dict[str, Any]:
     has_status = "status" in kind.__struct_fields__
     version: dict[str, Any] = {
         "name": api.VERSION, "served": True, "storage": True,

@@ -12,6 +12,11 @@ from portico.api import v1alpha1 as api
 IPPoolResource = create_global_resource(api.GROUP, api.VERSION, api.IPPool.KIND, api.IPPool.PLURAL)
 IPAllocationResource = create_global_resource(api.GROUP, api.VERSION, api.IPAllocation.KIND,
                                               api.IPAllocation.PLURAL)
+L2AdvertisementResource = create_global_resource(api.GROUP, api.VERSION, api.L2Advertisement.KIND,
+                                                 api.L2Advertisement.PLURAL)
+BGPPeerResource = create_global_resource(api.GROUP, api.VERSION, api.BGPPeer.KIND, api.BGPPeer.PLURAL)
+BGPAdvertisementResource = create_global_resource(api.GROUP, api.VERSION, api.BGPAdvertisement.KIND,
+                                                  api.BGPAdvertisement.PLURAL)
 
 T = TypeVar("T")
 

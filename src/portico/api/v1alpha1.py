@@ -123,6 +123,111 @@ class IPAllocation(Struct, omit_defaults=True):
     spec: IPAllocationSpec
 
 
+# -- Announcement: L2Advertisement, BGPPeer, BGPAdvertisement ---------------------------------------
+InterfaceName = Annotated[str, Meta(min_length=1, max_length=15, pattern=r"^[A-Za-z0-9_.:@-]+$",
+                                    description="A network interface name on the node (Linux: at most 15 "
+                                                "characters).")]
+ASN = Annotated[int, Meta(ge=1, le=4_294_967_294, description="An autonomous system number (2 or 4 bytes).")]
+COMMUNITY_RULE = ("self.matches('^[0-9]{1,5}:[0-9]{1,5}$') && self.split(':').all(p, int(p) <= 65535) || "
+                  "self.matches('^[0-9]{1,10}:[0-9]{1,10}:[0-9]{1,10}$') "
+                  "&& self.split(':').all(p, int(p) <= 4294967295) || "
+                  "self in ['no-export', 'no-advertise', 'no-export-subconfed', 'no-peer', 'blackhole']")
+Community = Annotated[str, Meta(max_length=32, description="A BGP community: standard (65000:100), large "
+                                                           "(65000:1:2) or well-known (no-export, ...).",
+                                extra_json_schema=cel(COMMUNITY_RULE, "must be a community such as 65000:100, "
+                                                                      "a large community such as 65000:1:2, or "
+                                                                      "no-export, no-advertise, no-peer, ..."))]
+PoolNames = Annotated[list[Name], Meta(max_length=64, description="Pools by name; empty: every pool.")]
+
+
+class L2AdvertisementSpec(Struct, omit_defaults=True):
+    """Answer ARP (IPv4) and neighbour solicitations (IPv6) for these pools' addresses from one healthy node."""
+
+    ipPools: PoolNames = field(default_factory=list)
+    nodeSelector: LabelSelector | None = None  # nodes that may announce; none: every node
+    interfaces: Annotated[list[InterfaceName], Meta(
+        max_length=16, description="Where to answer; empty: the interface holding the node's InternalIP.")] = (
+        field(default_factory=list))
+
+
+class AnnouncementStatus(Struct, omit_defaults=True):
+    conditions: list[Condition] = field(default_factory=list)
+
+
+class L2Advertisement(Struct, omit_defaults=True):
+    KIND: ClassVar[str] = "L2Advertisement"
+    PLURAL: ClassVar[str] = "l2advertisements"
+    SCOPE: ClassVar[str] = "Cluster"
+    spec: L2AdvertisementSpec
+    status: AnnouncementStatus | None = None
+
+
+class SecretKeyRef(Struct, omit_defaults=True):
+    name: Name
+    namespace: Name = "portico-system"
+    key: Name = "password"
+
+
+class BGPPeerSpec(Struct, omit_defaults=True):
+    """A BGP router the selected nodes peer with (a session from each node)."""
+
+    peerAddress: IPAddress
+    peerASN: ASN
+    myASN: ASN
+    peerPort: Annotated[int, Meta(ge=1, le=65535)] = 179
+    holdTime: Annotated[int, Meta(ge=0, le=65535, description="Seconds; 0 disables keepalives, else >= 3.",
+                                  extra_json_schema=cel("self == 0 || self >= 3",
+                                                        "must be 0 or at least 3 seconds"))] = 90
+    keepaliveTime: Annotated[int, Meta(ge=0, le=21845, description="Seconds; at most a third of holdTime.")] = 30
+    passwordSecret: SecretKeyRef | None = None  # TCP MD5 password (RFC 2385)
+    nodeSelector: LabelSelector | None = None  # nodes that peer; none: every node
+    ebgpMultiHop: bool = False
+
+
+class PeerSession(Struct, omit_defaults=True):
+    node: Name
+    state: str  # Idle, Connect, Active, OpenSent, OpenConfirm, Established
+    message: str = ""
+
+
+class BGPPeerStatus(Struct, omit_defaults=True):
+    sessions: list[PeerSession] = field(default_factory=list)
+    conditions: list[Condition] = field(default_factory=list)
+
+
+class BGPPeer(Struct, omit_defaults=True):
+    KIND: ClassVar[str] = "BGPPeer"
+    PLURAL: ClassVar[str] = "bgppeers"
+    SCOPE: ClassVar[str] = "Cluster"
+    spec: Annotated[BGPPeerSpec, Meta(extra_json_schema=cel(
+        "self.holdTime == 0 || self.keepaliveTime * 3 <= self.holdTime",
+        "keepaliveTime must be at most a third of holdTime", fieldPath=".keepaliveTime"))]
+    status: BGPPeerStatus | None = None
+
+
+class BGPAdvertisementSpec(Struct, omit_defaults=True):
+    """Advertise these pools' addresses to BGP peers, with these path attributes."""
+
+    ipPools: PoolNames = field(default_factory=list)
+    peers: Annotated[list[Name], Meta(max_length=64, description="BGPPeers by name; empty: every peer.")] = (
+        field(default_factory=list))
+    nodeSelector: LabelSelector | None = None  # nodes that advertise; none: every node
+    communities: Annotated[list[Community], Meta(max_length=32)] = field(default_factory=list)
+    localPref: Annotated[int, Meta(ge=0, le=4_294_967_295, description="LOCAL_PREF (iBGP peers only).")] | None = (
+        None)
+    aggregationLength: Annotated[int, Meta(ge=0, le=32, description="Advertise IPv4 addresses as prefixes of "
+                                                                    "this length (32: each address).")] = 32
+    aggregationLengthV6: Annotated[int, Meta(ge=0, le=128)] = 128
+
+
+class BGPAdvertisement(Struct, omit_defaults=True):
+    KIND: ClassVar[str] = "BGPAdvertisement"
+    PLURAL: ClassVar[str] = "bgpadvertisements"
+    SCOPE: ClassVar[str] = "Cluster"
+    spec: BGPAdvertisementSpec
+    status: AnnouncementStatus | None = None
+
+
 PRINTER_COLUMNS: dict[str, list[dict[str, str]]] = {
     "IPPool": [
         {"name": "Addresses", "type": "string", "jsonPath": ".spec.addresses"},
@@ -142,6 +247,27 @@ PRINTER_COLUMNS: dict[str, list[dict[str, str]]] = {
         {"name": "Sharing", "type": "string", "jsonPath": ".spec.sharingKey"},
         {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     ],
+    "L2Advertisement": [
+        {"name": "Pools", "type": "string", "jsonPath": ".spec.ipPools"},
+        {"name": "Interfaces", "type": "string", "jsonPath": ".spec.interfaces"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ],
+    "BGPPeer": [
+        {"name": "Address", "type": "string", "jsonPath": ".spec.peerAddress"},
+        {"name": "Peer ASN", "type": "integer", "jsonPath": ".spec.peerASN"},
+        {"name": "My ASN", "type": "integer", "jsonPath": ".spec.myASN"},
+        {"name": "Hold", "type": "integer", "jsonPath": ".spec.holdTime"},
+        {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ],
+    "BGPAdvertisement": [
+        {"name": "Pools", "type": "string", "jsonPath": ".spec.ipPools"},
+        {"name": "Peers", "type": "string", "jsonPath": ".spec.peers"},
+        {"name": "Communities", "type": "string", "jsonPath": ".spec.communities"},
+        {"name": "Local Pref", "type": "integer", "jsonPath": ".spec.localPref"},
+        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+    ],
 }
 
-KINDS: tuple[type[IPPool] | type[IPAllocation], ...] = (IPPool, IPAllocation)
+Kind = type[IPPool] | type[IPAllocation] | type[L2Advertisement] | type[BGPPeer] | type[BGPAdvertisement]
+KINDS: tuple[Kind, ...] = (IPPool, IPAllocation, L2Advertisement, BGPPeer, BGPAdvertisement)

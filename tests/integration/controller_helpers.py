@@ -80,6 +80,14 @@ class Scope:
                                                     fields={"involvedObject.name": name})]
         return [(e.type or "", e.reason or "", e.message or "") for e in events]
 
+    async def wait_event(self, name: str, reason: str, timeout: float = 10) -> tuple[str, str]:
+        """(type, message) of the first event with this reason. Events are recorded in the background, after
+        the status write they describe, so a test waits for them as it waits for status."""
+        async def check() -> tuple[str, str] | None:
+            return next(((t, m) for t, r, m in await self.events(name) if r == reason), None)
+        found: tuple[str, str] = await wait_until(check, timeout, f"{name} event {reason}")
+        return found
+
     async def wait_ingress(self, name: str, count: int = 1, timeout: float = 15) -> list[str]:
         result: list[str] = await wait_until(lambda: self._ingress_if(name, count), timeout, f"{name} gets an IP")
         return result

@@ -31,8 +31,7 @@ async def test_allocates_writes_status_and_releases_on_delete(client: AsyncClien
         allocation = await client.get(IPAllocationResource, "198-18-110-0")
         assert allocation.spec["pool"] == pool
         assert allocation.spec["services"] == [{"namespace": s.ns, "name": "web", "uid": svc.metadata.uid}]
-        reasons = {r for _, r, _ in await s.events("web")}
-        assert "IPAllocated" in reasons
+        assert (await s.wait_event("web", "IPAllocated"))[0] == "Normal"
 
         await client.delete(Service, "web", namespace=s.ns)
         await wait_until(lambda: _gone(client, s.ns, "web"), 10, "service deleted (finalizer removed)")
@@ -59,7 +58,7 @@ async def test_type_change_away_from_load_balancer_releases(client: AsyncClient)
             return (not await s.ingress("web") and FINALIZER not in (got.metadata.finalizers or [])
                     and await s.condition("web") is None and not await allocations_of(client, svc.metadata.uid))
         await wait_until(released, 10, "release after type change")
-        assert "IPReleased" in {r for _, r, _ in await s.events("web")}
+        await s.wait_event("web", "IPReleased")
 
 
 async def test_other_classes_are_left_alone_and_class_is_immutable(client: AsyncClient) -> None:
@@ -97,8 +96,8 @@ async def test_requested_addresses_and_their_refusals(client: AsyncClient) -> No
         await s.service("garbage", annotations={LOAD_BALANCER_IPS: "not-an-ip"})
         cond = await s.wait_reason("garbage", "InvalidAnnotation")
         assert cond["message"] == f"{LOAD_BALANCER_IPS}: 'not-an-ip' is not an IP address"
-        warnings = [(r, m) for t, r, m in await s.events("garbage") if t == "Warning"]
-        assert warnings and warnings[0][0] == "AllocationFailed" and "not-an-ip" in warnings[0][1]
+        kind, message = await s.wait_event("garbage", "AllocationFailed")
+        assert kind == "Warning" and "not-an-ip" in message
         for name in ("dup", "outside", "family", "garbage"):
             assert not await s.ingress(name)
         # Bad neighbours disturbed nobody.

@@ -228,45 +228,47 @@ class BGPAdvertisement(Struct, omit_defaults=True):
     status: AnnouncementStatus | None = None
 
 
+def _columns(*columns: tuple[str, str, str]) -> list[dict[str, str]]:
+    """kubectl's columns for a kind, (name, type, JSONPath) each; every kind ends with its age."""
+    return [{"name": n, "type": t, "jsonPath": p} for n, t, p in (*columns, AGE_COLUMN)]
+
+
+READY_COLUMN = ("Ready", "string", '.status.conditions[?(@.type=="Ready")].status')
+AGE_COLUMN = ("Age", "date", ".metadata.creationTimestamp")
 PRINTER_COLUMNS: dict[str, list[dict[str, str]]] = {
-    "IPPool": [
-        {"name": "Addresses", "type": "string", "jsonPath": ".spec.addresses"},
-        {"name": "Auto", "type": "boolean", "jsonPath": ".spec.autoAssign"},
-        {"name": "Priority", "type": "integer", "jsonPath": ".spec.priority"},
-        {"name": "IPv4 Used", "type": "integer", "jsonPath": ".status.ipv4.used"},
-        {"name": "IPv4 Free", "type": "integer", "jsonPath": ".status.ipv4.available"},
-        {"name": "IPv6 Used", "type": "integer", "jsonPath": ".status.ipv6.used"},
-        {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"},
-        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    ],
-    "IPAllocation": [
-        {"name": "Address", "type": "string", "jsonPath": ".spec.address"},
-        {"name": "Pool", "type": "string", "jsonPath": ".spec.pool"},
-        {"name": "Service", "type": "string", "jsonPath": ".spec.services[0].name"},
-        {"name": "Namespace", "type": "string", "jsonPath": ".spec.services[0].namespace"},
-        {"name": "Sharing", "type": "string", "jsonPath": ".spec.sharingKey"},
-        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    ],
-    "L2Advertisement": [
-        {"name": "Pools", "type": "string", "jsonPath": ".spec.ipPools"},
-        {"name": "Interfaces", "type": "string", "jsonPath": ".spec.interfaces"},
-        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    ],
-    "BGPPeer": [
-        {"name": "Address", "type": "string", "jsonPath": ".spec.peerAddress"},
-        {"name": "Peer ASN", "type": "integer", "jsonPath": ".spec.peerASN"},
-        {"name": "My ASN", "type": "integer", "jsonPath": ".spec.myASN"},
-        {"name": "Hold", "type": "integer", "jsonPath": ".spec.holdTime"},
-        {"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status"},
-        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    ],
-    "BGPAdvertisement": [
-        {"name": "Pools", "type": "string", "jsonPath": ".spec.ipPools"},
-        {"name": "Peers", "type": "string", "jsonPath": ".spec.peers"},
-        {"name": "Communities", "type": "string", "jsonPath": ".spec.communities"},
-        {"name": "Local Pref", "type": "integer", "jsonPath": ".spec.localPref"},
-        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-    ],
+    "IPPool": _columns(
+        ("Addresses", "string", ".spec.addresses"),
+        ("Auto", "boolean", ".spec.autoAssign"),
+        ("Priority", "integer", ".spec.priority"),
+        ("IPv4 Used", "integer", ".status.ipv4.used"),
+        ("IPv4 Free", "integer", ".status.ipv4.available"),
+        ("IPv6 Used", "integer", ".status.ipv6.used"),
+        READY_COLUMN,
+    ),
+    "IPAllocation": _columns(
+        ("Address", "string", ".spec.address"),
+        ("Pool", "string", ".spec.pool"),
+        ("Service", "string", ".spec.services[0].name"),
+        ("Namespace", "string", ".spec.services[0].namespace"),
+        ("Sharing", "string", ".spec.sharingKey"),
+    ),
+    "L2Advertisement": _columns(
+        ("Pools", "string", ".spec.ipPools"),
+        ("Interfaces", "string", ".spec.interfaces"),
+    ),
+    "BGPPeer": _columns(
+        ("Address", "string", ".spec.peerAddress"),
+        ("Peer ASN", "integer", ".spec.peerASN"),
+        ("My ASN", "integer", ".spec.myASN"),
+        ("Hold", "integer", ".spec.holdTime"),
+        READY_COLUMN,
+    ),
+    "BGPAdvertisement": _columns(
+        ("Pools", "string", ".spec.ipPools"),
+        ("Peers", "string", ".spec.peers"),
+        ("Communities", "string", ".spec.communities"),
+        ("Local Pref", "integer", ".spec.localPref"),
+    ),
 }
 
 Kind = type[IPPool] | type[IPAllocation] | type[L2Advertisement] | type[BGPPeer] | type[BGPAdvertisement]

@@ -121,8 +121,9 @@ class Agent:
         replacements: dict[object, Ruleset | None] = {}
         if self._node_dirty:
             replacements[NODE] = node_fragment(self._pod_cidrs())
-            if self._families() != self._served_families:  # rare: re-evaluate every Service
-                self._served_families = self._families()
+            families = self._families()
+            if families != self._served_families:  # rare: re-evaluate every Service
+                self._served_families = families
                 dirty |= set(self.problems) | {key for key, _ in self.applied.values()}
         for key in dirty:
             replacements.update(self._service_replacements(key))

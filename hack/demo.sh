@@ -15,9 +15,9 @@ kubectl get ippools
 echo
 udp_probe='import socket,sys; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(2); s.sendto(b"hi",(sys.argv[1],9090)); print(s.recv(4096).decode(), end="")'
 vip=$(kubectl get service echo -o jsonpath='{.status.loadBalancer.ingress[0].ip}')
-# No announcements yet (ARP/BGP come next): the client reaches the pool through node-1 by a static route.
-$portico dev exec client -- ip route replace 198.18.100.0/24 via 198.18.0.11
-echo "client -> $vip (through node-1's nftables, straight to the pods):"
+kubectl wait --for=condition=portico.io/Announced service/echo --timeout=30s >/dev/null
+kubectl get service echo -o jsonpath='{.status.conditions[?(@.type=="portico.io/Announced")].message}{"\n"}'
+echo "client -> $vip (no route: the announcing node answers ARP; its nftables sends the flow straight to a pod):"
 for i in 1 2 3 4 5 6; do
   printf '  HTTP: '
   $portico dev exec client -- curl -s --max-time 2 "http://$vip/"

@@ -10,6 +10,7 @@ UV_VERSION=0.13.8
 declare -A PACKAGES=(
   [ip]=iproute2 [nft]=nftables [nsenter]=util-linux [unshare]=util-linux [sysctl]=procps [curl]=curl
   [haproxy]=haproxy [wrk]=wrk  # the lab's portico.dev/static image; bench/dataplane.py (and L7, later)
+  [conntrack]=conntrack  # the agent forgets UDP flows to removed endpoints
 )
 missing=()
 for cmd in "${!PACKAGES[@]}"; do

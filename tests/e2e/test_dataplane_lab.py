@@ -1,6 +1,7 @@
 """Traffic from the client host to a VIP, through a node's agent, straight to pod IPs.
 
-Until announcements exist (ARP/BGP) the client gets a static route to the pool via node-1.
+The client reaches this module's pool (off the LAN, not announced) through node-1 by a static route: these
+tests are about node-1's rules. Announcement has its own (test_announce_l2.py).
 """
 
 from __future__ import annotations

@@ -17,13 +17,21 @@ from datetime import datetime
 from typing import Any
 
 from lightkube import AsyncClient
-from lightkube.resources.core_v1 import Node, Service
+from lightkube.core.exceptions import ApiError
+from lightkube.resources.core_v1 import Node, Service, ServiceStatus
 from lightkube.resources.discovery_v1 import EndpointSlice
+from lightkube.types import PatchType
 
+from portico.agent.announcements import ANNOUNCED, VipOwners, announced_condition, l2_vips
 from portico.agent.desired import service_frontends
 from portico.agent.metrics import AgentMetrics
-from portico.api.resources import IPAllocationResource
+from portico.announce.announcer import L2Announcer
+from portico.announce.links import interface_with_address
+from portico.api.resources import IPAllocationResource, L2AdvertisementResource, decode
+from portico.api.v1alpha1 import L2AdvertisementSpec
 from portico.controller.allocations import allocation_from_object
+from portico.controller.conditions import same_conditions, set_condition
+from portico.dataplane.conntrack import StaleFlows, forget, stale_flows
 from portico.dataplane.model import Frontend, FrontendPolicy
 from portico.dataplane.nft import Nft
 from portico.dataplane.nftables import NODE, Ruleset, node_fragment, render_frontend
@@ -43,15 +51,19 @@ COALESCE_SECONDS = 0.02  # a burst of watch events becomes one transaction
 class Agent:
     def __init__(self, client: AsyncClient, node: str, nft: Nft | None = None) -> None:
         self.node = node
+        self.client = client
         self.syncer = Syncer(nft or Nft())
-        self.metrics = AgentMetrics(self.syncer.nft, self._service_of, lambda: dict(self.problems))
         self.events = EventRecorder(client, component=COMPONENT, host=node)
+        self.l2 = L2Announcer(node, self._record, self._announcers_changed)
+        self.metrics = AgentMetrics(self.syncer.nft, self._service_of, lambda: dict(self.problems), self.l2)
         self.services = Informer(client, Service, self._on_service)
         self.slices = Informer(client, EndpointSlice, self._on_slice)
         self.allocations = Informer(client, IPAllocationResource, self._on_allocation)
-        self.nodes = Informer(client, Node, self._on_node, fields={"metadata.name": node})
+        self.nodes = Informer(client, Node, self._on_node)  # all: peers' addresses for heartbeats
+        self.l2_advertisements = Informer(client, L2AdvertisementResource, self._on_announcement_config)
         self.slices_of: dict[str, set[str]] = {}  # Service key -> its EndpointSlice keys
         self.vips_of: dict[str, set[IPAddress]] = {}  # Service UID -> addresses its IPAllocations give it
+        self.allocated: dict[IPAddress, VipOwners] = {}  # every allocated address -> its pool and Services
         self.applied: dict[Frontend, tuple[str, FrontendPolicy]] = {}  # frontend -> (Service key, policy)
         self.problems: dict[str, list[str]] = {}  # Service key -> what was last reported
         self._dirty: set[str] = set()
@@ -59,7 +71,11 @@ class Agent:
         self._synced = False  # changes listed at start-up are not "programming latency"
         self._node_dirty = True
         self._served_families: set[int] = {4, 6}
+        self._stale_flows: list[StaleFlows] = []  # UDP flows to endpoints removed since the last sync
+        self._data_path_ok = False  # the last sync succeeded (the first one is always full)
+        self._default_interface: str | None = None  # the one holding this node's InternalIP
         self._wake = asyncio.Event()
+        self._report_wake = asyncio.Event()
 
     # -- informer callbacks: note what changed, never block -------------------------------------------
     def _mark(self, key: str) -> None:
@@ -68,6 +84,7 @@ class Agent:
 
     def _on_service(self, old: Any, new: Any) -> None:
         self._mark(object_key(new or old))
+        self._report_wake.set()
 
     def _on_slice(self, old: Any, new: Any) -> None:
         for obj, present in ((old, False), (new, True)):
@@ -86,13 +103,22 @@ class Agent:
             allocation = allocation_from_object(obj) if obj is not None else None
             if allocation is None:
                 continue
+            if present:
+                services = tuple(sorted(f"{o.namespace}/{o.name}" for o in allocation.owners))
+                self.allocated[allocation.address] = VipOwners(allocation.pool, services)
+            elif new is None:
+                self.allocated.pop(allocation.address, None)
             for owner in allocation.owners:
                 vips = self.vips_of.setdefault(owner.uid, set())
                 (vips.add if present else vips.discard)(allocation.address)
                 self._mark(f"{owner.namespace}/{owner.name}")
 
     def _on_node(self, old: Any, new: Any) -> None:
-        self._node_dirty = True
+        if (new or old).metadata.name == self.node:
+            self._node_dirty = True
+        self._wake.set()
+
+    def _on_announcement_config(self, old: Any, new: Any) -> None:
         self._wake.set()
 
     # -- running --------------------------------------------------------------------------------------
@@ -101,8 +127,10 @@ class Agent:
             self._synced = True
             log.info("caches synced: %d services, %d endpoint slices, %d allocations", len(self.services.cache),
                      len(self.slices.cache), len(self.allocations.cache))
-            return [self._sync_forever()]
-        await run_synced([self.nodes, self.allocations, self.services, self.slices], [self.events.run()], started)
+            return [self._sync_forever(), self.l2.run(), self._report_forever()]
+        informers: list[Informer[Any]] = [self.nodes, self.allocations, self.l2_advertisements, self.services,
+                                          self.slices]
+        await run_synced(informers, [self.events.run()], started)
 
     async def _sync_forever(self) -> None:
         while True:
@@ -121,6 +149,7 @@ class Agent:
         replacements: dict[object, Ruleset | None] = {}
         if self._node_dirty:
             replacements[NODE] = node_fragment(self._pod_cidrs())
+            self._default_interface = self._interface_of_internal_ip()
             families = self._families()
             if families != self._served_families:  # rare: re-evaluate every Service
                 self._served_families = families
@@ -132,8 +161,14 @@ class Agent:
         except Exception:
             self._dirty |= dirty  # try these again with the next sync (which will be a full one)
             self.metrics.sync_failures.inc()
+            self._data_path_ok = False
+            self._update_announcements()  # rules may be missing: withdraw at once
             raise
+        self._data_path_ok = True
         self._node_dirty = False
+        self._update_announcements()
+        stale, self._stale_flows = self._stale_flows, []
+        await forget(stale)  # only now: until the new rules are in, a datagram would recreate them
         if result.fallback:
             self.metrics.sync_failures.inc()
         if result.kind != "none":
@@ -161,16 +196,19 @@ class Agent:
             built = service_frontends(svc, sorted(vips, key=lambda a: (a.version, int(a))), slices, self.node)
             wanted, problems = built.frontends, problems + built.problems
         out: dict[object, Ruleset | None] = {}
-        for fe, (owner, _) in list(self.applied.items()):
+        for fe, (owner, old) in list(self.applied.items()):
             if owner == key and fe not in wanted:
                 del self.applied[fe]
                 out[fe] = None
+                self._stale_flows += stale_flows(fe, old.backends, ())
         for fe, policy in wanted.items():
             held = self.applied.get(fe)
             if held is not None and held[0] != key:
                 problems.append(f"{fe} is already served for {held[0]}; not for this Service")
                 continue
             if held is None or held[1] != policy:
+                if held is not None:
+                    self._stale_flows += stale_flows(fe, held[1].backends, policy.backends)
                 self.applied[fe] = (key, policy)
                 out[fe] = render_frontend(fe, policy)
         if svc is None:
@@ -187,6 +225,75 @@ class Agent:
         for problem in problems:
             log.warning("%s: %s", key, problem)
             self.events.record(svc, type="Warning", reason="ForwardingProblem", message=problem)
+
+    # -- announcements ----------------------------------------------------------------------------------
+    def _update_announcements(self) -> None:
+        node = self.nodes.cache.get(self.node)
+        labels = (node.metadata.labels or {}) if node is not None and node.metadata is not None else {}
+        specs = [decode(a.spec, L2AdvertisementSpec) for a in self.l2_advertisements.cache.values()]
+        local = {key for key, svc in self.services.cache.items()
+                 if svc.spec is not None and svc.spec.externalTrafficPolicy == "Local"}
+        vips, problems = l2_vips(self.node, labels=labels, default_interface=self._default_interface,
+                                 advertisements=specs, allocations=self.allocated, applied=self.applied,
+                                 local_policy=local)
+        for problem in problems:
+            log.warning("%s", problem)
+        self.l2.mesh.set_peers({name: address for name, n in self.nodes.cache.items()
+                                if (address := _internal_ip(n)) is not None})
+        self.l2.set_vips(vips, self._data_path_ok)
+
+    def _record(self, service: str, type: str, reason: str, message: str) -> None:
+        svc = self.services.cache.get(service)
+        if svc is not None:
+            self.events.record(svc, type="Warning" if type == "Warning" else "Normal", reason=reason,
+                               message=message)
+
+    def _announcers_changed(self) -> None:
+        self._report_wake.set()
+
+    async def _report_forever(self) -> None:
+        """Keep `portico.io/Announced` on each Service true to the shared view. One node writes it: the
+        owner of the Service's first VIP; with no owner at all every node that knows the VIP may, and
+        they all write the same thing."""
+        while True:
+            await self._report_wake.wait()
+            self._report_wake.clear()
+            for service, vips in self._l2_services().items():
+                owners = {v: self.l2.owners.get(v) for v in vips}
+                first = min(vips, key=lambda a: (a.version, int(a)))
+                if owners[first] not in (self.node, None) or (owners[first] is None and any(owners.values())):
+                    continue
+                try:
+                    await self._write_announced(service, vips)
+                except ApiError as e:  # a conflict: the informer brings the newer object and wakes us
+                    log.info("%s: status not written (%s); will retry", service, e.status.message)
+                    await asyncio.sleep(0.1)
+                    self._report_wake.set()
+
+    def _l2_services(self) -> dict[str, list[IPAddress]]:
+        out: dict[str, list[IPAddress]] = {}
+        for vip, entry in self.l2.vips.items():
+            for service in entry.services:
+                out.setdefault(service, []).append(vip)
+        return out
+
+    async def _write_announced(self, service: str, vips: list[IPAddress]) -> None:
+        svc: Any = self.services.cache.get(service)
+        if svc is None:
+            return
+        status, reason, message = announced_condition(vips, self.l2.owners)
+        current: list[dict[str, Any]] = (svc.status.to_dict() if svc.status else {}).get("conditions", [])
+        wanted = set_condition(current, type=ANNOUNCED, status=status, reason=reason, message=message)
+        if same_conditions(current, wanted):
+            return
+        patch = {"metadata": {"resourceVersion": svc.metadata.resourceVersion}, "status": {"conditions": wanted}}
+        await self.client.patch(ServiceStatus, svc.metadata.name, patch, namespace=svc.metadata.namespace,
+                                patch_type=PatchType.MERGE)
+
+    def _interface_of_internal_ip(self) -> str | None:
+        node = self.nodes.cache.get(self.node)
+        address = _internal_ip(node) if node is not None else None
+        return interface_with_address(str(address)) if address is not None else None
 
     def _service_of(self, fe: Frontend) -> str | None:
         held = self.applied.get(fe)
@@ -207,6 +314,14 @@ class Agent:
         node = self.nodes.cache.get(self.node)
         cidrs = (node.spec.podCIDRs or []) if node is not None and node.spec is not None else []
         return [ipaddress.ip_network(c) for c in cidrs]
+
+
+def _internal_ip(node: Any) -> IPAddress | None:
+    for a in (node.status.addresses or []) if node.status is not None else []:
+        if a.type == "InternalIP":
+            with contextlib.suppress(ValueError):
+                return ipaddress.ip_address(a.address)
+    return None
 
 
 def _service_of_slice(obj: Any) -> str | None:

@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from portico.announce.announcer import L2Announcer
 from portico.dataplane.model import Frontend
 from portico.dataplane.nft import Nft
 from portico.dataplane.nftables import FRONTEND_COUNTERS, REFUSED, dropped_counter
@@ -26,7 +27,7 @@ FRONTEND_LABELS = ("service", "vip", "protocol", "port")
 
 class AgentMetrics:
     def __init__(self, nft: Nft, service_of: Callable[[Frontend], str | None],
-                 problems: Callable[[], Mapping[str, list[str]]]) -> None:
+                 problems: Callable[[], Mapping[str, list[str]]], l2: L2Announcer) -> None:
         self.registry = CollectorRegistry()
         self.sync_seconds = Histogram(
             "portico_agent_sync_duration_seconds", "Time to bring the kernel's table to the desired state",
@@ -41,6 +42,7 @@ class AgentMetrics:
                                      registry=self.registry)
         self.registry.register(_KernelCounters(nft, service_of))
         self.registry.register(_Problems(problems))
+        self.registry.register(_Announcements(l2))
 
     def serve(self, address: str, port: int) -> WSGIServer:
         """/metrics in a thread of its own; returns the server (its port, when asked for port 0)."""
@@ -100,3 +102,23 @@ class _Problems(Collector):
                 gauge.add_metric([service], len(items))
         yield gauge
 
+
+
+class _Announcements(Collector):
+    def __init__(self, l2: L2Announcer) -> None:
+        self.l2 = l2
+
+    def collect(self) -> Iterator[Metric]:
+        announced = GaugeMetricFamily("portico_l2_announced", "1 for each VIP this node answers ARP/NDP for",
+                                      labels=["service", "vip"])
+        for vip in sorted(self.l2.owned, key=lambda a: (a.version, int(a))):
+            entry = self.l2.vips.get(vip)
+            for service in entry.services if entry else ():
+                announced.add_metric([service, str(vip)], 1)
+        eligible = GaugeMetricFamily("portico_l2_eligible_vips", "VIPs this node may answer for (its data path "
+                                     "is ready for them)", value=len(self.l2.mesh.eligible))
+        peers = GaugeMetricFamily("portico_announce_peers_alive", "Other agents heard from within the dead "
+                                  "interval", value=len(self.l2.mesh.alive()))
+        changes = CounterMetricFamily("portico_l2_ownership_changes", "VIPs this node started or stopped "
+                                      "answering for", value=self.l2.changes)
+        yield from (announced, eligible, peers, changes)

@@ -3,10 +3,11 @@
 Only 198.18.0.0/15 (RFC 2544) and fd00:198:18::/48 are used, and only inside namespaces the
 lab creates (plus one veth end in the host namespace, which carries the API server address).
 
-    198.18.0.0/24      fd00:198:18::/64        the lab LAN: API server side, nodes, client
-    198.18.100.0/24    fd00:198:18:f00::/120   the example VIP pool (examples/pool.yaml); tests use 198.18.101-191.x
+    198.18.0.0/24      fd00:198:18::/64        the lab LAN: API server .1, nodes .11-.99, client .100
+    198.18.0.224/27    fd00:198:18::f00/120    layer-2 VIPs: on the LAN, announced by ARP/NDP (examples/pool.yaml)
+    198.18.100.0/24    fd00:198:18:f00::/120   VIPs off the LAN (not announced yet); tests use 198.18.101-191.x
     198.18.192.0/18    fd00:198:18:ff::/108    ClusterIPs (allocated by the API server, not routed; 16k of them)
-    198.19.N.0/24      fd00:198:18:1NN::/64    pods of node-N (N = 1..200, NN its two hex digits)
+    198.19.N.0/24      fd00:198:18:1NN::/64    pods of node-N (N = 1..89, NN its two hex digits)
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ API_ADDRESS = ipaddress.IPv4Address("198.18.0.1")  # on the host end of the API 
 API_PORT = 6443
 CLIENT_HOST_INDEX = 100  # client is 198.18.0.100
 NODE_HOST_INDEX_BASE = 10  # node-N is 198.18.0.(10+N)
-MAX_NODES = 200
+MAX_NODES = 89  # node addresses stay below the client's
+L2_VIPS_V4 = ipaddress.IPv4Network("198.18.0.224/27")  # on the LAN: reachable once a node answers ARP
+L2_VIPS_V6 = ipaddress.IPv6Network("fd00:198:18::f00/120")
 
 NETNS_PREFIX = "portico-"  # every namespace the lab creates starts with this
 LAN_NETNS = NETNS_PREFIX + "lan"  # holds the LAN bridge; its existence marks a running lab

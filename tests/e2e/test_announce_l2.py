@@ -1,0 +1,194 @@
+"""Layer-2 announcement in the lab: the client on the LAN reaches VIPs with no route of its own, because
+one healthy node answers ARP/NDP for each; when that node's agent dies, its link goes down, or (under
+externalTrafficPolicy Local) its only endpoint goes, another node takes over within a second.
+
+Each failure runs under `portico.dev.probe` in the client: a datagram to the VIP every 10 ms (the
+longest stretch without an echo is the gap), and a who-has question every 10 ms with every answer
+captured (two MACs answering one question would be split brain).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Lab, wait_for
+
+NODES = ("node-1", "node-2")
+CLIENT = {4: "198.18.0.100", 6: "fd00:198:18::64"}
+SETUP = textwrap.dedent("""
+    apiVersion: portico.io/v1alpha1
+    kind: IPPool
+    metadata: {name: layer2}
+    spec: {addresses: [198.18.0.240/28, fd00:198:18::ff0/124]}
+    ---
+    apiVersion: portico.io/v1alpha1
+    kind: L2Advertisement
+    metadata: {name: layer2}
+    spec: {ipPools: [layer2]}
+    ---
+    apiVersion: v1
+    kind: Service
+    metadata: {name: ha, namespace: default}
+    spec:
+      type: LoadBalancer
+      allocateLoadBalancerNodePorts: false
+      externalTrafficPolicy: Local
+      ipFamilyPolicy: RequireDualStack
+      ipFamilies: [IPv4, IPv6]
+      selector: {app: ha}
+      ports: [{name: udp, port: 9090, targetPort: 9090, protocol: UDP}]
+""") + "".join(textwrap.dedent(f"""
+    ---
+    apiVersion: apps/v1
+    kind: Deployment
+    metadata: {{name: ha-{node}, namespace: default}}
+    spec:
+      replicas: 1
+      selector: {{matchLabels: {{app: ha, node: {node}}}}}
+      template:
+        metadata: {{labels: {{app: ha, node: {node}}}}}
+        spec:
+          nodeSelector: {{kubernetes.io/hostname: {node}}}
+          containers:
+            - name: echo
+              image: portico.dev/echo
+              ports: [{{name: http, containerPort: 8080}}, {{name: udp, containerPort: 9090, protocol: UDP}}]
+              readinessProbe: {{httpGet: {{path: /healthz, port: http}}, periodSeconds: 1}}
+""") for node in NODES)
+
+
+def announcers(lab: Lab) -> dict[str, str]:
+    """VIP -> the node the Service's portico.io/Announced condition names."""
+    conditions = lab.get("service", "ha").get("status", {}).get("conditions", [])
+    message = next((c["message"] for c in conditions if c["type"] == "portico.io/Announced"
+                    and c["status"] == "True"), "")
+    return dict(re.findall(r"(\S+) by (node-\d+)", message))
+
+
+def mac_of(node: str) -> str:
+    out = subprocess.run(["ip", "-n", f"portico-{node}", "-j", "link", "show", "eth0"], capture_output=True,
+                         text=True, check=True).stdout
+    return str(json.loads(out)[0]["address"])
+
+
+def other(node: str) -> str:
+    return next(n for n in NODES if n != node)
+
+
+def agent_pid(node: str) -> int | None:
+    pids = subprocess.run(["ip", "netns", "pids", f"portico-{node}"], capture_output=True, text=True,
+                          check=False).stdout.split()
+    for pid in pids:
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"agent" in argv and any(a.endswith(b"portico") for a in argv):
+            return int(pid)
+    return None
+
+
+@pytest.fixture(scope="module")
+def ha(lab: Lab) -> Iterator[dict[int, str]]:
+    """The Service's VIP per family, once every VIP is announced."""
+    lab.kubectl("apply", "-f", "-", stdin=SETUP)
+    wait_for(lambda: len(announcers(lab)) == 2, 90, "both VIPs announced")
+    ingress = lab.get("service", "ha")["status"]["loadBalancer"]["ingress"]
+    yield {4 if ":" not in i["ip"] else 6: i["ip"] for i in ingress}
+    lab.kubectl("delete", "-f", "-", "--wait=false", stdin=SETUP)
+
+
+def measure(lab: Lab, vip: str, family: int, failure: Callable[[], None], duration: float = 4.0) -> dict[str, object]:
+    """Run the probe for `duration` seconds and cause `failure` one second in."""
+    probe = subprocess.Popen(["ip", "netns", "exec", "portico-client", sys.executable, "-m", "portico.dev.probe",
+                              vip, "--source", CLIENT[family], "--duration", str(duration)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1)
+    failure()
+    out, err = probe.communicate(timeout=duration + 10)
+    assert probe.returncode == 0, err
+    result: dict[str, object] = json.loads(out)
+    print(f"{vip}: {result}")
+    return result
+
+
+def settled(lab: Lab, family: int, vips: dict[int, str]) -> str:
+    """The announcer of the family's VIP, with both agents running (after a previous test's failure)."""
+    wait_for(lambda: agent_pid("node-1") and agent_pid("node-2"), 60, "both agents running")
+    time.sleep(1.5)  # a returning agent listens before it claims; let any failback happen first
+    return str(wait_for(lambda: announcers(lab).get(vips[family]), 60, "an announcer"))
+
+
+def assert_moved(result: dict[str, object], before: str) -> None:
+    """The client saw a gap under a second, never two answers to one question, and the other node answering."""
+    assert result["split_brain_rounds"] == 0, result
+    assert isinstance(result["max_gap_ms"], float) and result["max_gap_ms"] < 1000, result
+    answering = result["answering_macs"]
+    assert isinstance(answering, dict) and mac_of(other(before)) in answering, result
+
+
+def test_the_client_reaches_both_vips_with_no_route_and_the_status_names_the_announcer(
+        lab: Lab, ha: dict[int, str]) -> None:
+    routes = lab.exec_in("client", "ip", "-j", "route", "show").stdout + lab.exec_in(
+        "client", "ip", "-6", "-j", "route", "show").stdout
+    assert "198.18.0.240" not in routes and "fd00:198:18::ff" not in routes
+    for family, vip in ha.items():
+        result = measure(lab, vip, family, lambda: None, duration=1.5)
+        assert result["echoed"] == result["sent"], result
+        answering = result["answering_macs"]
+        assert isinstance(answering, dict) and set(answering) == {mac_of(announcers(lab)[vip])}, result
+    metrics = lab.exec_in("client", "curl", "-s", f"http://{lab_node_address(announcers(lab)[ha[4]])}:9470/metrics")
+    assert f'portico_l2_announced{{service="default/ha",vip="{ha[4]}"}} 1.0' in metrics.stdout
+
+
+def lab_node_address(node: str) -> str:
+    return f"198.18.0.{10 + int(node.split('-')[1])}"
+
+
+@pytest.mark.parametrize("family", [4, 6])
+def test_killing_the_announcing_agent_moves_the_vip_without_a_gap(lab: Lab, ha: dict[int, str], family: int) -> None:
+    before = settled(lab, family, ha)
+    pid = agent_pid(before)
+    assert pid is not None
+
+    def kill() -> None:
+        subprocess.run(["kill", "-9", str(pid)], check=True)
+    result = measure(lab, ha[family], family, kill)
+    assert_moved(result, before)
+    events = lab.kubectl("get", "events", "--field-selector", "involvedObject.name=ha,reason=AnnouncerChanged")
+    assert re.search(rf"{other(before)} answers ARP/NDP for {re.escape(ha[family])} \({before} is down: silent "
+                     r"for \d+ ms\)", events), events
+
+
+def test_a_link_down_moves_the_vip_within_a_second(lab: Lab, ha: dict[int, str]) -> None:
+    before = settled(lab, 4, ha)
+
+    def link_down() -> None:
+        subprocess.run(["ip", "-n", f"portico-{before}", "link", "set", "eth0", "down"], check=True)
+    try:
+        result = measure(lab, ha[4], 4, link_down)
+    finally:
+        subprocess.run(["ip", "-n", f"portico-{before}", "link", "set", "eth0", "up"], check=True)
+    assert_moved(result, before)
+    wait_for(lambda: announcers(lab).get(ha[4]) == other(before), 30, "the status naming the new announcer")
+
+
+def test_losing_the_only_local_endpoint_moves_the_vip(lab: Lab, ha: dict[int, str]) -> None:
+    before = settled(lab, 4, ha)
+    pod = lab.get("pods", "-l", f"app=ha,node={before}")["items"][0]["metadata"]["name"]
+
+    def delete_endpoint() -> None:
+        lab.kubectl("delete", "pod", pod, "--wait=false")
+    result = measure(lab, ha[4], 4, delete_endpoint)
+    assert_moved(result, before)
+    events = lab.kubectl("get", "events", "--field-selector", "involvedObject.name=ha,reason=AnnouncementWithdrawn")
+    assert f"{before} stopped answering for {ha[4]}: no ready local endpoint on {before}" in events, events

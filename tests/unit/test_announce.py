@@ -1,0 +1,182 @@
+"""Pure parts of announcement: frames, ranking, heartbeats, what a node may announce, stale UDP flows."""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from portico.agent.announcements import VipOwners, announced_condition, l2_vips
+from portico.announce import frames, ranking
+from portico.announce.announcer import L2Vip
+from portico.announce.heartbeat import decode_beat, encode_beat
+from portico.api.v1alpha1 import L2AdvertisementSpec, LabelSelector
+from portico.dataplane.conntrack import StaleFlows, stale_flows
+from portico.dataplane.model import Backend, Frontend, FrontendPolicy
+from portico.ipam.blocks import IPAddress
+
+MAC_A, MAC_B = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
+V4, CLIENT4 = ipaddress.IPv4Address("198.18.0.240"), ipaddress.IPv4Address("198.18.0.100")
+V6, CLIENT6 = ipaddress.IPv6Address("fd00:198:18::ff0"), ipaddress.IPv6Address("fd00:198:18::64")
+
+
+# -- frames ---------------------------------------------------------------------------------------------
+def test_an_arp_request_is_answered_with_our_mac_to_the_asker() -> None:
+    request = frames.parse_arp_request(frames.arp_request(MAC_B, CLIENT4, V4))
+    assert request == frames.Solicitation(V4, MAC_B, CLIENT4)
+    reply = frames.arp_reply(MAC_A, request)
+    assert reply[:6] == MAC_B  # unicast to the asker
+    assert frames.parse_answer(reply) == (V4, MAC_A)
+    assert frames.parse_arp_request(reply) is None
+
+
+def test_gratuitous_arp_is_an_answer_and_not_a_question() -> None:
+    garp = frames.gratuitous_arp(MAC_A, V4)
+    assert garp[:6] == frames.BROADCAST
+    assert frames.parse_answer(garp) == (V4, MAC_A)
+    assert frames.parse_arp_request(garp) is None  # nobody answers a gratuitous ARP
+
+
+def _icmpv6_checksum_ok(frame: bytes) -> bool:
+    src, dst, body = frame[22:38], frame[38:54], frame[54:]
+    pseudo = src + dst + struct.pack("!I3xB", len(body), frames.ICMPV6)
+    return frames._checksum(pseudo + body) == 0
+
+
+def test_a_neighbour_solicitation_is_answered_with_a_valid_solicited_override_advertisement() -> None:
+    question = frames.neighbor_solicitation(MAC_B, CLIENT6, V6)
+    assert question[:6] == bytes.fromhex("3333ff000ff0")  # the solicited-node group of ...::ff0
+    assert _icmpv6_checksum_ok(question)
+    request = frames.parse_neighbor_solicitation(question)
+    assert request == frames.Solicitation(V6, MAC_B, CLIENT6)
+    answer = frames.neighbor_advertisement(MAC_A, request)
+    assert answer[:6] == MAC_B and answer[21] == frames.ND_HOP_LIMIT and _icmpv6_checksum_ok(answer)
+    assert answer[58] == frames.NA_SOLICITED | frames.NA_OVERRIDE
+    assert frames.parse_answer(answer) == (V6, MAC_A)
+
+
+def test_duplicate_address_detection_is_answered_to_all_nodes_unsolicited() -> None:
+    question = bytearray(frames.neighbor_solicitation(MAC_B, ipaddress.IPv6Address("::"), V6))
+    request = frames.parse_neighbor_solicitation(bytes(question))
+    assert request is not None and request.address == frames.ALL_NODES
+    answer = frames.neighbor_advertisement(MAC_A, request)
+    assert answer[:6] == frames.ALL_NODES_MAC and answer[58] == frames.NA_OVERRIDE  # S must be 0 to a group
+
+
+def test_unsolicited_advertisement_goes_to_all_nodes_with_override() -> None:
+    na = frames.unsolicited_advertisement(MAC_A, V6)
+    assert na[:6] == frames.ALL_NODES_MAC and _icmpv6_checksum_ok(na) and na[58] == frames.NA_OVERRIDE
+    assert frames.parse_answer(na) == (V6, MAC_A)
+
+
+def test_a_forwarded_solicitation_is_ignored() -> None:
+    question = bytearray(frames.neighbor_solicitation(MAC_B, CLIENT6, V6))
+    question[21] = 254  # hop limit: it crossed a router
+    assert frames.parse_neighbor_solicitation(bytes(question)) is None
+
+
+@given(st.binary(max_size=120))
+def test_parsers_never_raise_on_garbage(data: bytes) -> None:
+    frames.parse_arp_request(data)
+    frames.parse_neighbor_solicitation(data)
+    frames.parse_answer(data)
+
+
+# -- ranking --------------------------------------------------------------------------------------------
+NODES = [f"node-{i}" for i in range(1, 8)]
+VIPS = [ipaddress.ip_address(f"198.18.0.{i}") for i in range(200, 250)]
+
+
+def test_every_node_computes_the_same_owner_whatever_the_order() -> None:
+    assert ranking.owner("198.18.0.240", NODES) == ranking.owner("198.18.0.240", reversed(NODES))
+    assert ranking.owner("198.18.0.240", []) is None
+
+
+def test_ownership_spreads_over_nodes() -> None:
+    owners = ranking.owners(VIPS, {n: frozenset(VIPS) for n in NODES})
+    assert len(set(owners.values())) >= 5  # 50 VIPs over 7 nodes
+
+
+@given(st.sampled_from(NODES))
+def test_only_the_lost_nodes_vips_move(lost: str) -> None:
+    before = ranking.owners(VIPS, {n: frozenset(VIPS) for n in NODES})
+    after = ranking.owners(VIPS, {n: frozenset(VIPS) for n in NODES if n != lost})
+    assert {v for v in VIPS if before[v] != after[v]} == {v for v in VIPS if before[v] == lost}
+
+
+def test_a_node_not_eligible_for_a_vip_never_owns_it() -> None:
+    owners = ranking.owners([V4], {"node-1": frozenset(), "node-2": frozenset({V4})})
+    assert owners == {V4: "node-2"}
+    assert ranking.owners([V4], {"node-1": frozenset()}) == {V4: None}
+
+
+# -- heartbeats -----------------------------------------------------------------------------------------
+def test_a_beat_round_trips_both_families() -> None:
+    beat, eligible = decode_beat(encode_beat("node-1", 7, 3, {V4, V6}))
+    assert (beat.node, beat.boot, beat.seq, eligible) == ("node-1", 7, 3, frozenset({V4, V6}))
+
+
+def test_a_truncated_or_foreign_beat_is_refused() -> None:
+    with pytest.raises(ValueError, match="truncated"):
+        decode_beat(msgspec.msgpack.encode(["node-1", 1, 1, b"\x01\x02\x03", b""]))
+    with pytest.raises(msgspec.DecodeError):
+        decode_beat(b"GET / HTTP/1.1")
+
+
+# -- what this node may announce -----------------------------------------------------------------------
+FE = Frontend(V4, "udp", 9090)
+
+
+def policy(*backends: str, service: str = "default/ha") -> FrontendPolicy:
+    return FrontendPolicy(service, tuple(Backend(ipaddress.ip_address(b), 9090) for b in backends))
+
+
+def vips_for(advertisements: list[L2AdvertisementSpec], applied: dict[Frontend, tuple[str, FrontendPolicy]],
+             local: set[str] | None = None, interface: str | None = "eth0") -> tuple[dict[IPAddress, L2Vip], list[str]]:
+    return l2_vips("node-1", labels={"zone": "a"}, default_interface=interface, advertisements=advertisements,
+                   allocations={V4: VipOwners("layer2", ("default/ha",))}, applied=applied,
+                   local_policy=local or set())
+
+
+def test_a_vip_is_announced_where_an_advertisement_selects_its_pool_and_the_node() -> None:
+    applied = {FE: ("default/ha", policy("198.19.1.3"))}
+    vips, problems = vips_for([L2AdvertisementSpec(ipPools=["layer2"])], applied)
+    assert vips[V4].interfaces == ("eth0",) and vips[V4].ready is None and problems == []
+    assert vips_for([L2AdvertisementSpec(ipPools=["other"])], applied)[0] == {}
+    other_zone = L2AdvertisementSpec(nodeSelector=LabelSelector(matchLabels={"zone": "b"}))
+    assert vips_for([other_zone], applied)[0] == {}
+    both = [L2AdvertisementSpec(interfaces=["eth1"]), L2AdvertisementSpec(ipPools=["layer2"])]
+    assert vips_for(both, applied)[0][V4].interfaces == ("eth0", "eth1")
+
+
+def test_a_vip_without_rules_or_local_endpoints_is_not_ready() -> None:
+    ads = [L2AdvertisementSpec()]
+    assert vips_for(ads, {})[0][V4].ready == "node-1 has no rules for 198.18.0.240"
+    no_backends = {FE: ("default/ha", policy())}
+    assert vips_for(ads, no_backends)[0][V4].ready is None  # Cluster: this node forwards to wherever pods are
+    assert vips_for(ads, no_backends, local={"default/ha"})[0][V4].ready == (
+        "no ready local endpoint on node-1 (externalTrafficPolicy Local)")
+
+
+def test_no_interface_to_answer_on_is_a_problem() -> None:
+    vips, problems = vips_for([L2AdvertisementSpec()], {}, interface=None)
+    assert vips == {} and problems == ["node-1 has no interface holding its InternalIP to answer for 198.18.0.240 on"]
+
+
+def test_the_announced_condition_names_each_vip_and_node_or_what_is_missing() -> None:
+    assert announced_condition([V6, V4], {V4: "node-1", V6: "node-2"}) == (
+        True, "Layer2", "198.18.0.240 by node-1 (ARP/NDP); fd00:198:18::ff0 by node-2 (ARP/NDP)")
+    status, reason, message = announced_condition([V4, V6], {V4: "node-1", V6: None})
+    assert (status, reason) == (False, "NoEligibleNode") and message.startswith("no node may announce fd00:198:18::ff0")
+
+
+# -- stale UDP flows ------------------------------------------------------------------------------------
+def test_only_removed_udp_endpoints_have_their_flows_forgotten() -> None:
+    a, b = Backend(ipaddress.ip_address("198.19.1.3"), 9090), Backend(ipaddress.ip_address("198.19.2.3"), 9090)
+    assert stale_flows(FE, (a, b), (a,)) == [StaleFlows(FE, b)]
+    assert stale_flows(FE, (a, b), (Backend(a.ip, a.port, weight=3),)) == [StaleFlows(FE, b)]  # reweighted: kept
+    assert stale_flows(Frontend(V4, "tcp", 80), (a, b), ()) == []

@@ -22,20 +22,14 @@ from __future__ import annotations
 
 import argparse
 import functools
-import json
-import os
 import re
 import statistics
 import subprocess
-import sys
-import tempfile
 import textwrap
 import time
-from collections.abc import Callable
-from pathlib import Path
-from typing import Any
 
-PORTICO = str(Path(sys.executable).parent / "portico")
+from benchlab import PORTICO, Lab, lab_of_its_own, wait_for
+
 POOL = "198.18.100.240/28"
 NODE1_LAN = "198.18.0.11"  # portico.dev.addressing: node-1 on the lab LAN
 PROXY_PORT = 8081
@@ -87,36 +81,6 @@ listen bench
 """
 
 
-class Lab:
-    def __init__(self, state_dir: Path) -> None:
-        self.env = {**os.environ, "PORTICO_DEV_DIR": str(state_dir)}
-
-    def run(self, *argv: str, stdin: str | None = None, check: bool = True) -> str:
-        proc = subprocess.run(argv, capture_output=True, text=True, env=self.env, input=stdin, timeout=900,
-                              check=False)
-        if check and proc.returncode != 0:
-            raise SystemExit(f"{' '.join(argv)}: {proc.stderr.strip()}")
-        return proc.stdout
-
-    def kubectl(self, *args: str, stdin: str | None = None) -> str:
-        return self.run("kubectl", *args, stdin=stdin)
-
-    def get(self, *args: str) -> Any:
-        return json.loads(self.kubectl("get", *args, "-o", "json"))
-
-    def exec_in(self, host: str, *argv: str) -> str:
-        return self.run(PORTICO, "dev", "exec", host, "--", *argv)
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 90) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.3)
-    raise SystemExit(f"timed out waiting for {what}")
-
-
 def pod_ip(lab: Lab) -> str | None:
     for pod in lab.get("pods", "-l", "app=static")["items"]:
         ready = any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
@@ -157,9 +121,7 @@ def main() -> None:
                              f"({TIME_WAIT}s) between runs")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory(prefix="portico-bench-") as state_dir:
-        lab = Lab(Path(state_dir))
-        lab.env["KUBECONFIG"] = lab.run(PORTICO, "dev", "up", "--nodes", "2").strip()
+    with lab_of_its_own() as lab:
         proxy: subprocess.Popen[bytes] | None = None
         try:
             lab.kubectl("apply", "-f", "-", stdin=MANIFESTS)
@@ -167,7 +129,7 @@ def main() -> None:
             address = wait_for("the Service's address", lambda: vip(lab))
             for target in (pod, address):
                 lab.exec_in("client", "ip", "route", "replace", f"{target}/32", "via", NODE1_LAN)
-            config = Path(state_dir) / "proxy.cfg"
+            config = lab.state_dir / "proxy.cfg"
             config.write_text(PROXY_CONFIG.format(node=NODE1_LAN, port=PROXY_PORT, pod=pod))
             pin = ["taskset", "-c", str(NODE_CPU)] if args.pin else []
             proxy = subprocess.Popen(["ip", "netns", "exec", "portico-node-1", *pin, "haproxy", "-db", "-q", "-f",
@@ -189,7 +151,6 @@ def main() -> None:
             if proxy is not None:
                 proxy.terminate()
                 proxy.wait()
-            lab.run(PORTICO, "dev", "down", check=False)
 
 
 def report(results: dict[str, list[tuple[float, float]]], args: argparse.Namespace) -> None:

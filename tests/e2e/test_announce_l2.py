@@ -13,57 +13,19 @@ import json
 import re
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from portico.dev.netns import agent_pid
 from tests.e2e.conftest import Lab, wait_for
 
 NODES = ("node-1", "node-2")
 CLIENT = {4: "198.18.0.100", 6: "fd00:198:18::64"}
-SETUP = textwrap.dedent("""
-    apiVersion: portico.io/v1alpha1
-    kind: IPPool
-    metadata: {name: layer2}
-    spec: {addresses: [198.18.0.240/28, fd00:198:18::ff0/124]}
-    ---
-    apiVersion: portico.io/v1alpha1
-    kind: L2Advertisement
-    metadata: {name: layer2}
-    spec: {ipPools: [layer2]}
-    ---
-    apiVersion: v1
-    kind: Service
-    metadata: {name: ha, namespace: default}
-    spec:
-      type: LoadBalancer
-      allocateLoadBalancerNodePorts: false
-      externalTrafficPolicy: Local
-      ipFamilyPolicy: RequireDualStack
-      ipFamilies: [IPv4, IPv6]
-      selector: {app: ha}
-      ports: [{name: udp, port: 9090, targetPort: 9090, protocol: UDP}]
-""") + "".join(textwrap.dedent(f"""
-    ---
-    apiVersion: apps/v1
-    kind: Deployment
-    metadata: {{name: ha-{node}, namespace: default}}
-    spec:
-      replicas: 1
-      selector: {{matchLabels: {{app: ha, node: {node}}}}}
-      template:
-        metadata: {{labels: {{app: ha, node: {node}}}}}
-        spec:
-          nodeSelector: {{kubernetes.io/hostname: {node}}}
-          containers:
-            - name: echo
-              image: portico.dev/echo
-              ports: [{{name: http, containerPort: 8080}}, {{name: udp, containerPort: 9090, protocol: UDP}}]
-              readinessProbe: {{httpGet: {{path: /healthz, port: http}}, periodSeconds: 1}}
-""") for node in NODES)
+EXAMPLES = Path(__file__).parents[2] / "examples"
+MANIFESTS = ("-f", str(EXAMPLES / "pool.yaml"), "-f", str(EXAMPLES / "ha.yaml"))  # an echo DaemonSet, ETP Local
 
 
 def announcers(lab: Lab) -> dict[str, str]:
@@ -84,27 +46,14 @@ def other(node: str) -> str:
     return next(n for n in NODES if n != node)
 
 
-def agent_pid(node: str) -> int | None:
-    pids = subprocess.run(["ip", "netns", "pids", f"portico-{node}"], capture_output=True, text=True,
-                          check=False).stdout.split()
-    for pid in pids:
-        try:
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"agent" in argv and any(a.endswith(b"portico") for a in argv):
-            return int(pid)
-    return None
-
-
 @pytest.fixture(scope="module")
 def ha(lab: Lab) -> Iterator[dict[int, str]]:
     """The Service's VIP per family, once every VIP is announced."""
-    lab.kubectl("apply", "-f", "-", stdin=SETUP)
+    lab.kubectl("apply", *MANIFESTS)
     wait_for(lambda: len(announcers(lab)) == 2, 90, "both VIPs announced")
     ingress = lab.get("service", "ha")["status"]["loadBalancer"]["ingress"]
     yield {4 if ":" not in i["ip"] else 6: i["ip"] for i in ingress}
-    lab.kubectl("delete", "-f", "-", "--wait=false", stdin=SETUP)
+    lab.kubectl("delete", "--wait=false", *MANIFESTS)
 
 
 def measure(lab: Lab, vip: str, family: int, failure: Callable[[], None], duration: float = 4.0) -> dict[str, object]:
@@ -140,7 +89,7 @@ def test_the_client_reaches_both_vips_with_no_route_and_the_status_names_the_ann
         lab: Lab, ha: dict[int, str]) -> None:
     routes = lab.exec_in("client", "ip", "-j", "route", "show").stdout + lab.exec_in(
         "client", "ip", "-6", "-j", "route", "show").stdout
-    assert "198.18.0.240" not in routes and "fd00:198:18::ff" not in routes
+    assert all(vip not in routes for vip in ha.values())
     for family, vip in ha.items():
         result = measure(lab, vip, family, lambda: None, duration=1.5)
         assert result["echoed"] == result["sent"], result
@@ -184,7 +133,8 @@ def test_a_link_down_moves_the_vip_within_a_second(lab: Lab, ha: dict[int, str])
 
 def test_losing_the_only_local_endpoint_moves_the_vip(lab: Lab, ha: dict[int, str]) -> None:
     before = settled(lab, 4, ha)
-    pod = lab.get("pods", "-l", f"app=ha,node={before}")["items"][0]["metadata"]["name"]
+    pod = next(p["metadata"]["name"] for p in lab.get("pods", "-l", "app=ha")["items"]
+               if p["spec"]["nodeName"] == before)
 
     def delete_endpoint() -> None:
         lab.kubectl("delete", "pod", pod, "--wait=false")

@@ -35,6 +35,18 @@ def netns_pids(netns: str) -> list[int]:
     return [int(p) for p in out.split()]
 
 
+def agent_pid(host: str) -> int | None:
+    """The Portico agent's process on lab host `host` (node-1, ...), if one runs: what a test kills."""
+    for pid in netns_pids(a.host_netns(host)):
+        try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"agent" in argv and any(arg.endswith(b"portico") for arg in argv):
+            return pid
+    return None
+
+
 def kill_netns_processes(netns: str, grace: float = 2.0) -> None:
     """SIGTERM every process in the namespace, then SIGKILL what is left after `grace` seconds."""
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 1.0)):

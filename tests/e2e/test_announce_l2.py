@@ -142,3 +142,19 @@ def test_losing_the_only_local_endpoint_moves_the_vip(lab: Lab, ha: dict[int, st
     assert_moved(result, before)
     events = lab.kubectl("get", "events", "--field-selector", "involvedObject.name=ha,reason=AnnouncementWithdrawn")
     assert f"{before} stopped answering for {ha[4]}: no ready local endpoint on {before}" in events, events
+
+
+def test_an_interface_that_does_not_exist_is_reported_and_harms_nothing(lab: Lab, ha: dict[int, str]) -> None:
+    broken = ("apiVersion: portico.io/v1alpha1\nkind: L2Advertisement\nmetadata: {name: broken}\n"
+              "spec: {interfaces: [eth9]}\n")
+    lab.kubectl("apply", "-f", "-", stdin=broken)
+    try:
+        def events() -> str:
+            return lab.kubectl("get", "events", "--field-selector",
+                               "involvedObject.name=broken,reason=InterfaceMissing")
+        wait_for(lambda: all(f"interface eth9 does not exist on {node}" in events() for node in NODES), 30,
+                 "an InterfaceMissing event from each node")
+        result = measure(lab, ha[4], 4, lambda: None, duration=1.5)
+        assert result["echoed"] == result["sent"] and result["split_brain_rounds"] == 0, result
+    finally:
+        lab.kubectl("delete", "-f", "-", stdin=broken)

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from portico.agent.announcements import VipOwners, announced_condition, l2_vips
+from portico.agent.announcements import VipOwners, advertisement_problems, announced_condition, l2_vips
 from portico.announce import frames, ranking
 from portico.announce.announcer import L2Vip
 from portico.announce.heartbeat import decode_beat, encode_beat
@@ -136,7 +136,7 @@ def policy(*backends: str, service: str = "default/ha") -> FrontendPolicy:
 
 
 def vips_for(advertisements: list[L2AdvertisementSpec], applied: dict[Frontend, tuple[str, FrontendPolicy]],
-             local: set[str] | None = None, interface: str | None = "eth0") -> tuple[dict[IPAddress, L2Vip], list[str]]:
+             local: set[str] | None = None, interface: str | None = "eth0") -> dict[IPAddress, L2Vip]:
     return l2_vips("node-1", labels={"zone": "a"}, default_interface=interface, advertisements=advertisements,
                    allocations={V4: VipOwners("layer2", ("default/ha",))}, applied=applied,
                    local_policy=local or set())
@@ -144,27 +144,37 @@ def vips_for(advertisements: list[L2AdvertisementSpec], applied: dict[Frontend, 
 
 def test_a_vip_is_announced_where_an_advertisement_selects_its_pool_and_the_node() -> None:
     applied = {FE: ("default/ha", policy("198.19.1.3"))}
-    vips, problems = vips_for([L2AdvertisementSpec(ipPools=["layer2"])], applied)
-    assert vips[V4].interfaces == ("eth0",) and vips[V4].ready is None and problems == []
-    assert vips_for([L2AdvertisementSpec(ipPools=["other"])], applied)[0] == {}
+    vips = vips_for([L2AdvertisementSpec(ipPools=["layer2"])], applied)
+    assert vips[V4].interfaces == ("eth0",) and vips[V4].ready is None
+    assert vips_for([L2AdvertisementSpec(ipPools=["other"])], applied) == {}
     other_zone = L2AdvertisementSpec(nodeSelector=LabelSelector(matchLabels={"zone": "b"}))
-    assert vips_for([other_zone], applied)[0] == {}
+    assert vips_for([other_zone], applied) == {}
     both = [L2AdvertisementSpec(interfaces=["eth1"]), L2AdvertisementSpec(ipPools=["layer2"])]
-    assert vips_for(both, applied)[0][V4].interfaces == ("eth0", "eth1")
+    assert vips_for(both, applied)[V4].interfaces == ("eth0", "eth1")
 
 
 def test_a_vip_without_rules_or_local_endpoints_is_not_ready() -> None:
     ads = [L2AdvertisementSpec()]
-    assert vips_for(ads, {})[0][V4].ready == "node-1 has no rules for 198.18.0.240"
+    assert vips_for(ads, {})[V4].ready == "node-1 has no rules for 198.18.0.240"
     no_backends = {FE: ("default/ha", policy())}
-    assert vips_for(ads, no_backends)[0][V4].ready is None  # Cluster: this node forwards to wherever pods are
-    assert vips_for(ads, no_backends, local={"default/ha"})[0][V4].ready == (
+    assert vips_for(ads, no_backends)[V4].ready is None  # Cluster: this node forwards to wherever pods are
+    assert vips_for(ads, no_backends, local={"default/ha"})[V4].ready == (
         "no ready local endpoint on node-1 (externalTrafficPolicy Local)")
 
 
-def test_no_interface_to_answer_on_is_a_problem() -> None:
-    vips, problems = vips_for([L2AdvertisementSpec()], {}, interface=None)
-    assert vips == {} and problems == ["node-1 has no interface holding its InternalIP to answer for 198.18.0.240 on"]
+def test_a_missing_interface_or_none_to_answer_on_is_a_problem_of_the_advertisement() -> None:
+    assert vips_for([L2AdvertisementSpec()], {}, interface=None) == {}
+
+    def state(name: str) -> str:
+        return "up" if name == "eth0" else "missing"
+
+    def problems(spec: L2AdvertisementSpec, interface: str | None = "eth0") -> list[str]:
+        return advertisement_problems("node-1", {"zone": "a"}, interface, spec, state)
+    assert problems(L2AdvertisementSpec(interfaces=["eth0", "eth9"])) == ["interface eth9 does not exist on node-1"]
+    assert problems(L2AdvertisementSpec(), interface=None) == [
+        "node-1 has no interface holding its InternalIP to answer on"]
+    elsewhere = LabelSelector(matchLabels={"zone": "b"})
+    assert problems(L2AdvertisementSpec(interfaces=["eth9"], nodeSelector=elsewhere)) == []
 
 
 def test_the_announced_condition_names_each_vip_and_node_or_what_is_missing() -> None:

@@ -22,11 +22,17 @@ from lightkube.resources.core_v1 import Node, Service, ServiceStatus
 from lightkube.resources.discovery_v1 import EndpointSlice
 from lightkube.types import PatchType
 
-from portico.agent.announcements import ANNOUNCED, VipOwners, announced_condition, l2_vips
+from portico.agent.announcements import (
+    ANNOUNCED,
+    VipOwners,
+    advertisement_problems,
+    announced_condition,
+    l2_vips,
+)
 from portico.agent.desired import service_frontends
 from portico.agent.metrics import AgentMetrics
 from portico.announce.announcer import L2Announcer
-from portico.announce.links import interface_with_address
+from portico.announce.links import interface_state, interface_with_address
 from portico.api.resources import IPAllocationResource, L2AdvertisementResource, decode
 from portico.api.v1alpha1 import L2AdvertisementSpec
 from portico.controller.allocations import allocation_from_object
@@ -66,6 +72,7 @@ class Agent:
         self.allocated: dict[IPAddress, VipOwners] = {}  # every allocated address -> its pool and Services
         self.applied: dict[Frontend, tuple[str, FrontendPolicy]] = {}  # frontend -> (Service key, policy)
         self.problems: dict[str, list[str]] = {}  # Service key -> what was last reported
+        self._advertisement_problems: dict[str, list[str]] = {}  # L2Advertisement -> what was last reported
         self._dirty: set[str] = set()
         self._triggered: dict[str, list[float]] = {}  # Service key -> trigger times (epoch) not yet applied
         self._synced = False  # changes listed at start-up are not "programming latency"
@@ -230,14 +237,20 @@ class Agent:
     def _update_announcements(self) -> None:
         node = self.nodes.cache.get(self.node)
         labels = (node.metadata.labels or {}) if node is not None and node.metadata is not None else {}
-        specs = [decode(a.spec, L2AdvertisementSpec) for a in self.l2_advertisements.cache.values()]
+        specs = {key: decode(a.spec, L2AdvertisementSpec) for key, a in self.l2_advertisements.cache.items()}
         local = {key for key, svc in self.services.cache.items()
                  if svc.spec is not None and svc.spec.externalTrafficPolicy == "Local"}
-        vips, problems = l2_vips(self.node, labels=labels, default_interface=self._default_interface,
-                                 advertisements=specs, allocations=self.allocated, applied=self.applied,
-                                 local_policy=local)
-        for problem in problems:
-            log.warning("%s", problem)
+        vips = l2_vips(self.node, labels=labels, default_interface=self._default_interface,
+                       advertisements=specs.values(), allocations=self.allocated, applied=self.applied,
+                       local_policy=local)
+        for key, spec in specs.items():
+            problems = advertisement_problems(self.node, labels, self._default_interface, spec, interface_state)
+            if problems != self._advertisement_problems.get(key, []):
+                self._advertisement_problems[key] = problems
+                for problem in problems:
+                    log.warning("L2Advertisement %s: %s", key, problem)
+                    self.events.record(self.l2_advertisements.cache[key], type="Warning", reason="InterfaceMissing",
+                                       message=problem)
         self.l2.mesh.set_peers({name: address for name, n in self.nodes.cache.items()
                                 if (address := _internal_ip(n)) is not None})
         self.l2.set_vips(vips, self._data_path_ok)

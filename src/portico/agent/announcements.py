@@ -8,7 +8,7 @@ cannot serve is how peers black-hole traffic.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from portico.announce.announcer import L2Vip
@@ -29,10 +29,9 @@ class VipOwners:
 def l2_vips(node: str, *, labels: Mapping[str, str], default_interface: str | None,
             advertisements: Iterable[L2AdvertisementSpec], allocations: Mapping[IPAddress, VipOwners],
             applied: Mapping[Frontend, tuple[str, FrontendPolicy]], local_policy: set[str],
-            ) -> tuple[dict[IPAddress, L2Vip], list[str]]:
-    """The VIPs this node may answer for, and problems with the configuration (for events)."""
+            ) -> dict[IPAddress, L2Vip]:
+    """The VIPs this node may answer for (with no interface to answer on, none: see `advertisement_problems`)."""
     mine = [a for a in advertisements if selector_matches(a.nodeSelector, labels)]
-    problems: list[str] = []
     rules: dict[IPAddress, list[FrontendPolicy]] = {}
     for fe, (_, policy) in applied.items():
         rules.setdefault(fe.vip, []).append(policy)
@@ -44,7 +43,6 @@ def l2_vips(node: str, *, labels: Mapping[str, str], default_interface: str | No
         interfaces = sorted({i for a in ads for i in (a.interfaces or ([default_interface] if default_interface
                                                                           else []))})
         if not interfaces:
-            problems.append(f"{node} has no interface holding its InternalIP to answer for {vip} on")
             continue
         policies = rules.get(vip, [])
         ready: str | None = None
@@ -53,7 +51,18 @@ def l2_vips(node: str, *, labels: Mapping[str, str], default_interface: str | No
         elif any(p.service in local_policy for p in policies) and not any(p.backends for p in policies):
             ready = f"no ready local endpoint on {node} (externalTrafficPolicy Local)"
         out[vip] = L2Vip(vip, owners.services, tuple(interfaces), ready)
-    return out, problems
+    return out
+
+
+def advertisement_problems(node: str, labels: Mapping[str, str], default_interface: str | None,
+                           advertisement: L2AdvertisementSpec, interface_state: Callable[[str], str]) -> list[str]:
+    """What keeps this node from answering where the advertisement says (for a Warning event on it)."""
+    if not selector_matches(advertisement.nodeSelector, labels):
+        return []
+    if not advertisement.interfaces and default_interface is None:
+        return [f"{node} has no interface holding its InternalIP to answer on"]
+    return [f"interface {i} does not exist on {node}" for i in advertisement.interfaces
+            if interface_state(i) == "missing"]
 
 
 def announced_condition(vips: Iterable[IPAddress], owners: Mapping[IPAddress, str | None]

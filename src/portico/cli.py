@@ -6,7 +6,9 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any
 
 from portico.dev.shell import LabError
 
@@ -87,8 +89,20 @@ def _run_agent(args: argparse.Namespace) -> int:
     if args.metrics_address:
         host, _, port = args.metrics_address.rpartition(":")
         agent.metrics.serve(host.strip("[]"), int(port))
-    uvloop.run(agent.run())
+    uvloop.run(_until_terminated(agent.run()))
     return 0
+
+
+async def _until_terminated(work: Coroutine[Any, Any, None]) -> None:
+    """Run `work`; SIGTERM cancels it, so its `finally` blocks run (the agent's last heartbeat says goodbye)."""
+    import asyncio
+    import contextlib
+    import signal
+
+    task = asyncio.ensure_future(work)
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def _gen_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

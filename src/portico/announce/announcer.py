@@ -43,12 +43,10 @@ EventSink = Callable[[str, str, str, str], None]
 
 
 class L2Announcer:
-    def __init__(self, node: str, record: EventSink, on_view: Callable[[], None], *,
-                 mesh: HeartbeatMesh | None = None) -> None:
+    def __init__(self, node: str, record: EventSink, on_view: Callable[[], None]) -> None:
         self.node = node
         self.record, self.on_view = record, on_view
-        self.mesh = mesh or HeartbeatMesh(node, self._peer_changed)
-        self.mesh.on_change = self._peer_changed
+        self.mesh = HeartbeatMesh(node, self._peer_changed)
         self.links = LinkWatch(self.recompute)
         self.vips: dict[IPAddress, L2Vip] = {}
         self.data_path_ready = False  # the agent's first full sync is done and its last sync did not fail
@@ -163,7 +161,8 @@ class L2Announcer:
         elif entry is None:
             why = "it is no longer announced in layer 2 here"
         else:
-            why = entry.ready or "; ".join(self.interface_problems.values()) or "this node is not ready"
+            why = (entry.ready or "; ".join(self.interface_problems.values())
+                   or "its data path is not ready (the agent is starting, or its last sync failed)")
         message = f"{self.node} stopped answering for {vip}: {why}"
         log.info("%s", message)
         for service in entry.services if entry else ():

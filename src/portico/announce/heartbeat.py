@@ -135,7 +135,9 @@ class HeartbeatMesh(asyncio.DatagramProtocol):
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.interval)
-        finally:
+        finally:  # a last beat with nothing eligible: on a graceful stop peers take over at once
+            self.eligible = frozenset()
+            self._send()
             transport.close()
             for peer in self.peers.values():
                 if peer.expiry:

@@ -28,6 +28,7 @@ from benchlab import Lab, lab_of_its_own, wait_for
 
 from portico.dev import addressing
 from portico.dev.netns import agent_pid
+from portico.dev.topology import link_up_commands, plan_lab
 
 EXAMPLES = Path(__file__).parents[1] / "examples"
 NODES = ("node-1", "node-2")
@@ -64,10 +65,13 @@ def trial(lab: Lab, vip: str, fail: Callable[[str], None], restore: Callable[[st
             "split": result["split_brain_rounds"]}
 
 
-def link(state: str) -> Callable[[str], None]:
-    def set_link(node: str) -> None:
-        subprocess.run(["ip", "-n", f"portico-{node}", "link", "set", "eth0", state], check=True)
-    return set_link
+def link_down(node: str) -> None:
+    subprocess.run(["ip", "-n", f"portico-{node}", "link", "set", "eth0", "down"], check=True)
+
+
+def link_up(node: str) -> None:
+    for argv in link_up_commands(plan_lab(len(NODES)).host(node)):  # with the routes the kernel dropped
+        subprocess.run(argv, check=True)
 
 
 def ipv4_vip(lab: Lab) -> str | None:
@@ -85,7 +89,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--trials", type=int, default=20)
     args = parser.parse_args()
-    failures = {"link down": (link("down"), link("up")), "agent kill -9": (kill_agent, lambda _: None)}
+    failures = {"link down": (link_down, link_up), "agent kill -9": (kill_agent, lambda _: None)}
     results: dict[str, list[dict[str, float]]] = {name: [] for name in failures}
     with lab_of_its_own() as lab:
         lab.kubectl("apply", "-f", str(EXAMPLES / "pool.yaml"), "-f", str(EXAMPLES / "ha.yaml"))

@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from portico.dev.netns import agent_pid
+from portico.dev.topology import link_up_commands, plan_lab
 from tests.e2e.conftest import Lab, wait_for
 
 NODES = ("node-1", "node-2")
@@ -126,7 +127,8 @@ def test_a_link_down_moves_the_vip_within_a_second(lab: Lab, ha: dict[int, str])
     try:
         result = measure(lab, ha[4], 4, link_down)
     finally:
-        subprocess.run(["ip", "-n", f"portico-{before}", "link", "set", "eth0", "up"], check=True)
+        for argv in link_up_commands(plan_lab(len(NODES)).host(before)):
+            subprocess.run(argv, check=True)
     assert_moved(result, before)
     wait_for(lambda: announcers(lab).get(ha[4]) == other(before), 30, "the status naming the new announcer")
 

@@ -5,7 +5,7 @@ import ipaddress
 import pytest
 
 from portico.dev import addressing as a
-from portico.dev.topology import plan_lab, setup_commands
+from portico.dev.topology import link_up_commands, plan_lab, setup_commands
 
 
 def _addresses_in(argv: list[str]) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -35,7 +35,7 @@ def test_host_namespace_gets_only_the_api_veth() -> None:
         assert a.API_HOST_IFACE in argv, argv
     # Its routes lead only to pod CIDRs, via lab nodes.
     routes = [argv for argv in host_side if "route" in argv]
-    assert {argv[argv.index("add") + 1] for argv in routes} == {"198.19.1.0/24", "198.19.2.0/24"}
+    assert {argv[argv.index("replace") + 1] for argv in routes} == {"198.19.1.0/24", "198.19.2.0/24"}
 
 
 def test_nodes_have_distinct_pod_cidrs_and_route_to_each_other() -> None:
@@ -60,3 +60,11 @@ def test_interface_names_fit_linux_limit() -> None:
 def test_node_count_is_bounded(nodes: int) -> None:
     with pytest.raises(ValueError, match="--nodes"):
         plan_lab(nodes)
+
+
+def test_bringing_a_link_back_restores_the_routes_the_kernel_dropped() -> None:
+    node = plan_lab(3).host("node-2")
+    cmds = link_up_commands(node)
+    assert cmds[0] == ["ip", "-n", "portico-node-2", "link", "set", "eth0", "up"]
+    restored = {argv[argv.index("replace") + 1] for argv in cmds[1:]}
+    assert restored == {"198.19.1.0/24", "198.19.3.0/24", "fd00:198:18:101::/64", "fd00:198:18:103::/64"}

@@ -149,9 +149,16 @@ def setup_commands(topology: LabTopology) -> list[list[str]]:
                 ),
                 _ip(host.netns, "link", "set", a.POD_BRIDGE, "up"),
             ]
-        cmds += [
-            _ip(host.netns, *(["-6"] if r.via.version == 6 else []), "route", "add", str(r.destination),
-                "via", str(r.via), "dev", host.iface)
-            for r in host.routes
-        ]
+        cmds += _route_commands(host)
     return cmds
+
+
+def _route_commands(host: LabHost) -> list[list[str]]:
+    return [_ip(host.netns, *(["-6"] if r.via.version == 6 else []), "route", "replace", str(r.destination),
+                "via", str(r.via), "dev", host.iface) for r in host.routes]
+
+
+def link_up_commands(host: LabHost) -> list[list[str]]:
+    """Bring a host's LAN leg back up after a test took it down. The kernel drops routes through a link
+    that goes down and does not restore them; a real node's network manager would, so we do."""
+    return [_ip(host.netns, "link", "set", host.iface, "up"), *_route_commands(host)]

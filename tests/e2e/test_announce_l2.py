@@ -131,6 +131,10 @@ def test_a_link_down_moves_the_vip_within_a_second(lab: Lab, ha: dict[int, str])
             subprocess.run(argv, check=True)
     assert_moved(result, before)
     wait_for(lambda: announcers(lab).get(ha[4]) == other(before), 30, "the status naming the new announcer")
+    restored = plan_lab(len(NODES)).host(before)  # the flap left the node as it was, for the tests after this one
+    routes = subprocess.run(["ip", "-n", f"portico-{before}", "-j", "-6", "route"], capture_output=True, text=True,
+                            check=True).stdout
+    assert all(str(r.destination) in routes for r in restored.routes if r.via.version == 6), routes
 
 
 def test_losing_the_only_local_endpoint_moves_the_vip(lab: Lab, ha: dict[int, str]) -> None:

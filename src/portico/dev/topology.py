@@ -106,6 +106,10 @@ def _sysctls(host: LabHost) -> list[list[str]]:
     values = {
         "net.ipv6.conf.all.accept_dad": "0",  # lab addresses are unique by construction
         "net.ipv6.conf.default.accept_dad": "0",
+        # A real node's static addresses survive a link flap (its network manager re-adds them); the
+        # kernel's default drops IPv6 ones on link down. The failover tests take links down.
+        "net.ipv6.conf.all.keep_addr_on_down": "1",
+        "net.ipv6.conf.default.keep_addr_on_down": "1",
         "net.ipv4.ip_forward": "1" if host.forwarding else "0",
         "net.ipv6.conf.all.forwarding": "1" if host.forwarding else "0",
     }

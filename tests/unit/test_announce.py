@@ -137,9 +137,11 @@ def policy(*backends: str, service: str = "default/ha") -> FrontendPolicy:
 
 def vips_for(advertisements: list[L2AdvertisementSpec], applied: dict[Frontend, tuple[str, FrontendPolicy]],
              local: set[str] | None = None, interface: str | None = "eth0") -> dict[IPAddress, L2Vip]:
+    def policies_of(vip: IPAddress) -> list[FrontendPolicy]:
+        return [policy for fe, (_, policy) in applied.items() if fe.vip == vip]
     return l2_vips("node-1", labels={"zone": "a"}, default_interface=interface, advertisements=advertisements,
-                   allocations={V4: VipOwners("layer2", ("default/ha",))}, applied=applied,
-                   local_policy=local or set())
+                   allocations={V4: VipOwners("layer2", ("default/ha",))}, policies_of=policies_of,
+                   is_local=lambda service: service in (local or set()))
 
 
 def test_a_vip_is_announced_where_an_advertisement_selects_its_pool_and_the_node() -> None:

@@ -71,6 +71,8 @@ class Agent:
         self.vips_of: dict[str, set[IPAddress]] = {}  # Service UID -> addresses its IPAllocations give it
         self.allocated: dict[IPAddress, VipOwners] = {}  # every allocated address -> its pool and Services
         self.applied: dict[Frontend, tuple[str, FrontendPolicy]] = {}  # frontend -> (Service key, policy)
+        self.frontends_of: dict[IPAddress, set[Frontend]] = {}  # VIP -> its applied frontends
+        self.l2_specs: dict[str, L2AdvertisementSpec] = {}  # L2Advertisement name -> its spec
         self.problems: dict[str, list[str]] = {}  # Service key -> what was last reported
         self._advertisement_problems: dict[str, list[str]] = {}  # L2Advertisement -> what was last reported
         self._dirty: set[str] = set()
@@ -126,6 +128,10 @@ class Agent:
         self._wake.set()
 
     def _on_announcement_config(self, old: Any, new: Any) -> None:
+        if new is None:
+            self.l2_specs.pop(object_key(old), None)
+        else:
+            self.l2_specs[object_key(new)] = decode(new.spec, L2AdvertisementSpec)
         self._wake.set()
 
     # -- running --------------------------------------------------------------------------------------
@@ -206,6 +212,7 @@ class Agent:
         for fe, (owner, old) in list(self.applied.items()):
             if owner == key and fe not in wanted:
                 del self.applied[fe]
+                self.frontends_of[fe.vip].discard(fe)
                 out[fe] = None
                 self._stale_flows += stale_flows(fe, old.backends, ())
         for fe, policy in wanted.items():
@@ -217,6 +224,7 @@ class Agent:
                 if held is not None:
                     self._stale_flows += stale_flows(fe, held[1].backends, policy.backends)
                 self.applied[fe] = (key, policy)
+                self.frontends_of.setdefault(fe.vip, set()).add(fe)
                 out[fe] = render_frontend(fe, policy)
         if svc is None:
             self.problems.pop(key, None)
@@ -237,13 +245,10 @@ class Agent:
     def _update_announcements(self) -> None:
         node = self.nodes.cache.get(self.node)
         labels = (node.metadata.labels or {}) if node is not None and node.metadata is not None else {}
-        specs = {key: decode(a.spec, L2AdvertisementSpec) for key, a in self.l2_advertisements.cache.items()}
-        local = {key for key, svc in self.services.cache.items()
-                 if svc.spec is not None and svc.spec.externalTrafficPolicy == "Local"}
         vips = l2_vips(self.node, labels=labels, default_interface=self._default_interface,
-                       advertisements=specs.values(), allocations=self.allocated, applied=self.applied,
-                       local_policy=local)
-        for key, spec in specs.items():
+                       advertisements=self.l2_specs.values(), allocations=self.allocated,
+                       policies_of=self._policies_of, is_local=self._is_local)
+        for key, spec in self.l2_specs.items():
             problems = advertisement_problems(self.node, labels, self._default_interface, spec, interface_state)
             if problems != self._advertisement_problems.get(key, []):
                 self._advertisement_problems[key] = problems
@@ -254,6 +259,13 @@ class Agent:
         self.l2.mesh.set_peers({name: address for name, n in self.nodes.cache.items()
                                 if (address := _internal_ip(n)) is not None})
         self.l2.set_vips(vips, self._data_path_ok)
+
+    def _policies_of(self, vip: IPAddress) -> list[FrontendPolicy]:
+        return [self.applied[fe][1] for fe in self.frontends_of.get(vip, ())]
+
+    def _is_local(self, service: str) -> bool:
+        svc = self.services.cache.get(service)
+        return svc is not None and svc.spec is not None and svc.spec.externalTrafficPolicy == "Local"
 
     def _record(self, service: str, type: str, reason: str, message: str) -> None:
         svc = self.services.cache.get(service)

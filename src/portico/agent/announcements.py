@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from portico.announce.announcer import L2Vip
 from portico.api.v1alpha1 import L2AdvertisementSpec
-from portico.dataplane.model import Frontend, FrontendPolicy
+from portico.dataplane.model import FrontendPolicy
 from portico.ipam.blocks import IPAddress
 from portico.ipam.selectors import selector_matches
 
@@ -28,14 +28,14 @@ class VipOwners:
 
 def l2_vips(node: str, *, labels: Mapping[str, str], default_interface: str | None,
             advertisements: Iterable[L2AdvertisementSpec], allocations: Mapping[IPAddress, VipOwners],
-            applied: Mapping[Frontend, tuple[str, FrontendPolicy]], local_policy: set[str],
+            policies_of: Callable[[IPAddress], list[FrontendPolicy]], is_local: Callable[[str], bool],
             ) -> dict[IPAddress, L2Vip]:
-    """The VIPs this node may answer for (with no interface to answer on, none: see `advertisement_problems`)."""
+    """The VIPs this node may answer for (with no interface to answer on, none: see `advertisement_problems`).
+    `policies_of(vip)`: the frontends this node has applied for it; `is_local(service)`: its ETP is Local."""
     mine = [a for a in advertisements if selector_matches(a.nodeSelector, labels)]
-    rules: dict[IPAddress, list[FrontendPolicy]] = {}
-    for fe, (_, policy) in applied.items():
-        rules.setdefault(fe.vip, []).append(policy)
     out: dict[IPAddress, L2Vip] = {}
+    if not mine:
+        return out
     for vip, owners in allocations.items():
         ads = [a for a in mine if not a.ipPools or owners.pool in a.ipPools]
         if not ads:
@@ -44,11 +44,11 @@ def l2_vips(node: str, *, labels: Mapping[str, str], default_interface: str | No
                                                                           else []))})
         if not interfaces:
             continue
-        policies = rules.get(vip, [])
+        policies = policies_of(vip)
         ready: str | None = None
         if not policies:
             ready = f"{node} has no rules for {vip}"
-        elif any(p.service in local_policy for p in policies) and not any(p.backends for p in policies):
+        elif any(is_local(p.service) for p in policies) and not any(p.backends for p in policies):
             ready = f"no ready local endpoint on {node} (externalTrafficPolicy Local)"
         out[vip] = L2Vip(vip, owners.services, tuple(interfaces), ready)
     return out

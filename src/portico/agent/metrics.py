@@ -121,4 +121,7 @@ class _Announcements(Collector):
                                   "interval", value=len(self.l2.mesh.alive()))
         changes = CounterMetricFamily("portico_l2_ownership_changes", "VIPs this node started or stopped "
                                       "answering for", value=self.l2.changes)
-        yield from (announced, eligible, peers, changes)
+        rejected = CounterMetricFamily("portico_announce_heartbeats_rejected", "Datagrams on the heartbeat port "
+                                       "that were not a beat from a known node's address",
+                                       value=self.l2.mesh.rejected)
+        yield from (announced, eligible, peers, changes, rejected)

@@ -51,7 +51,7 @@ class L2Announcer:
         self.vips: dict[IPAddress, L2Vip] = {}
         self.data_path_ready = False  # the agent's first full sync is done and its last sync did not fail
         self.owners: dict[IPAddress, str | None] = {}  # everyone's view, for status
-        self.owned: dict[IPAddress, float] = {}  # VIP -> since (monotonic)
+        self.owned: set[IPAddress] = set()  # the VIPs this node answers for
         self.changes = 0
         self.interface_problems: dict[str, str] = {}  # interface -> what is wrong with it
         self._responders: dict[str, L2Responder] = {}
@@ -111,7 +111,7 @@ class L2Announcer:
                     self._claim(vip, self._why_mine(vip, view))
             elif node != self.node and vip in self.owned:
                 self._release(vip, node if vip in eligible else None)
-        for vip in set(self.owned) - set(owners):
+        for vip in self.owned - set(owners):
             self._release(vip, None)
         changed = owners != self.owners
         for vip, node in self.owners.items():
@@ -139,7 +139,7 @@ class L2Announcer:
         return f"outranks {previous}"
 
     def _claim(self, vip: IPAddress, why: str) -> None:
-        self.owned[vip] = time.monotonic()
+        self.owned.add(vip)
         self.changes += 1
         message = f"{self.node} answers ARP/NDP for {vip} ({why})"
         log.info("%s", message)
@@ -153,7 +153,7 @@ class L2Announcer:
 
     def _release(self, vip: IPAddress, successor: str | None) -> None:
         """successor: the node that outranks this one; None when this node is no longer eligible."""
-        del self.owned[vip]
+        self.owned.discard(vip)
         self.changes += 1
         entry = self.vips.get(vip)
         if successor is not None:

@@ -81,7 +81,7 @@ class HeartbeatMesh(asyncio.DatagramProtocol):
         self.peers: dict[str, Peer] = {}
         self.eligible: frozenset[IPAddress] = frozenset()
         self.started: float | None = None
-        self.received = self.rejected = 0
+        self.rejected = 0  # datagrams that were not a beat from a known node's address
         self._boot = secrets.randbits(63)
         self._seq = 0
         self._transport: asyncio.DatagramTransport | None = None
@@ -166,7 +166,6 @@ class HeartbeatMesh(asyncio.DatagramProtocol):
         if peer is None or _unmapped(addr[0]) != peer.address:
             self.rejected += 1  # an unknown node, or someone speaking for it from elsewhere
             return
-        self.received += 1
         if beat.boot == peer.boot and beat.seq <= peer.seq:
             return  # reordered
         came = not peer.alive

@@ -39,7 +39,6 @@ class L2Responder:
     def __init__(self, interface: str) -> None:
         self.interface = interface
         self.owned: frozenset[IPAddress] = frozenset()
-        self.answered = 0
         self._sockets: list[socket.socket] = []
         self._mac = b""
 
@@ -94,7 +93,6 @@ class L2Responder:
         request = frames.parse_arp_request(frame) or frames.parse_neighbor_solicitation(frame)
         if request is None or request.target not in self.owned:
             return
-        self.answered += 1
         if isinstance(request.target, ipaddress.IPv4Address):
             self._send(frames.arp_reply(self._mac, request))
         else:

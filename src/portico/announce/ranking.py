@@ -19,11 +19,6 @@ def weight(node: str, key: str) -> int:
     return int.from_bytes(digest, "big")
 
 
-def ranked(key: str, nodes: Iterable[str]) -> list[str]:
-    """Nodes, best first, for the key (an address, or a Service's namespace/name)."""
-    return sorted(nodes, key=lambda node: (weight(node, key), node), reverse=True)
-
-
 def owner(key: str, nodes: Iterable[str]) -> str | None:
     """The node that announces the key, or None when no node may."""
     return max(nodes, key=lambda node: (weight(node, key), node), default=None)

@@ -11,6 +11,8 @@ declare -A PACKAGES=(
   [ip]=iproute2 [nft]=nftables [nsenter]=util-linux [unshare]=util-linux [sysctl]=procps [curl]=curl
   [haproxy]=haproxy [wrk]=wrk  # the lab's portico.dev/static image; bench/dataplane.py (and L7, later)
   [conntrack]=conntrack  # the agent forgets UDP flows to removed endpoints
+  [gobgpd]=gobgpd  # the BGP speaker the agent drives (its gRPC API: src/portico/announce/gobgpapi)
+  [bird]=bird2 [birdc]=bird2  # the lab's router
 )
 missing=()
 for cmd in "${!PACKAGES[@]}"; do

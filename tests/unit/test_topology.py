@@ -44,9 +44,26 @@ def test_nodes_have_distinct_pod_cidrs_and_route_to_each_other() -> None:
     assert len(set(cidrs)) == len(cidrs)
     node2 = topology.host("node-2")
     assert {str(r.destination) for r in node2.routes} == {
-        "198.19.1.0/24", "198.19.3.0/24", "fd00:198:18:101::/64", "fd00:198:18:103::/64"}
+        "198.19.1.0/24", "198.19.3.0/24", "fd00:198:18:101::/64", "fd00:198:18:103::/64",
+        "198.18.1.0/24", "fd00:198:18:1::/64"}  # answers to the client's segment go through the router
+    assert {str(r.via) for r in node2.routes if r.destination.prefixlen in (24, 64) and r.destination in (
+        a.CLIENT_NET_V4, a.CLIENT_NET_V6)} == {"198.18.0.2", "fd00:198:18::2"}
     assert node2.forwarding and not topology.host("client").forwarding
-    assert topology.exec_hosts == ("client", "node-1", "node-2", "node-3")
+    assert topology.exec_hosts == ("router", "client", "node-1", "node-2", "node-3")
+
+
+def test_the_client_reaches_bgp_vips_only_through_the_router_wire() -> None:
+    topology = plan_lab(2)
+    client, router = topology.host("client"), topology.host("router")
+    to_vips = {r.destination: (r.via, r.dev) for r in client.routes if r.dev == "eth1"}
+    assert to_vips == {a.BGP_VIPS_V4: (a.CLIENT_NET_V4[1], "eth1"), a.BGP_VIPS_V6: (a.CLIENT_NET_V6[1], "eth1")}
+    assert router.forwarding and router.multipath_l4_hash and not router.routes  # BIRD installs its routes
+    commands = setup_commands(topology)
+    wire = ["ip", "-n", "portico-router", "link", "add", "eth1", "type", "veth", "peer", "name", "eth1",
+            "netns", "portico-client"]
+    assert wire in commands
+    first_route = min(i for i, argv in enumerate(commands) if "route" in argv and "eth1" in argv)
+    assert commands.index(wire) < first_route  # routes through the wire come after it
 
 
 def test_interface_names_fit_linux_limit() -> None:
@@ -67,4 +84,5 @@ def test_bringing_a_link_back_restores_the_routes_the_kernel_dropped() -> None:
     cmds = link_up_commands(node)
     assert cmds[0] == ["ip", "-n", "portico-node-2", "link", "set", "eth0", "up"]
     restored = {argv[argv.index("replace") + 1] for argv in cmds[1:]}
-    assert restored == {"198.19.1.0/24", "198.19.3.0/24", "fd00:198:18:101::/64", "fd00:198:18:103::/64"}
+    assert restored == {"198.19.1.0/24", "198.19.3.0/24", "fd00:198:18:101::/64", "fd00:198:18:103::/64",
+                        "198.18.1.0/24", "fd00:198:18:1::/64"}

@@ -29,6 +29,7 @@ from portico.agent.announcements import (
     announced_condition,
     l2_vips,
 )
+from portico.agent.bgp import BgpAnnouncements
 from portico.agent.desired import service_frontends
 from portico.agent.metrics import AgentMetrics
 from portico.announce.announcer import L2Announcer
@@ -56,11 +57,13 @@ COALESCE_SECONDS = 0.02  # a burst of watch events becomes one transaction
 
 class Agent:
     def __init__(self, client: AsyncClient, node: str, nft: Nft | None = None) -> None:
+        self._wake = asyncio.Event()
         self.node = node
         self.client = client
         self.syncer = Syncer(nft or Nft())
         self.events = EventRecorder(client, component=COMPONENT, host=node)
         self.l2 = L2Announcer(node, self._record, self._announcers_changed)
+        self.bgp = BgpAnnouncements(client, node, self._record, self._wake.set)
         self.metrics = AgentMetrics(self.syncer.nft, self._service_of, lambda: dict(self.problems), self.l2)
         self.services = Informer(client, Service, self._on_service)
         self.slices = Informer(client, EndpointSlice, self._on_slice)
@@ -83,7 +86,6 @@ class Agent:
         self._stale_flows: list[StaleFlows] = []  # UDP flows to endpoints removed since the last sync
         self._data_path_ok = False  # the last sync succeeded (the first one is always full)
         self._default_interface: str | None = None  # the one holding this node's InternalIP
-        self._wake = asyncio.Event()
         self._report_wake = asyncio.Event()
 
     # -- informer callbacks: note what changed, never block -------------------------------------------
@@ -140,9 +142,9 @@ class Agent:
             self._synced = True
             log.info("caches synced: %d services, %d endpoint slices, %d allocations", len(self.services.cache),
                      len(self.slices.cache), len(self.allocations.cache))
-            return [self._sync_forever(), self.l2.run(), self._report_forever()]
-        informers: list[Informer[Any]] = [self.nodes, self.allocations, self.l2_advertisements, self.services,
-                                          self.slices]
+            return [self._sync_forever(), self.l2.run(), self.bgp.run(), self._report_forever()]
+        informers: list[Informer[Any]] = [self.nodes, self.allocations, self.l2_advertisements, self.bgp.peers,
+                                          self.bgp.advertisements, self.services, self.slices]
         await run_synced(informers, [self.events.run()], started)
 
     async def _sync_forever(self) -> None:
@@ -259,6 +261,9 @@ class Agent:
         self.l2.mesh.set_peers({name: address for name, n in self.nodes.cache.items()
                                 if (address := _internal_ip(n)) is not None})
         self.l2.set_vips(vips, self._data_path_ok)
+        self.bgp.update(labels=labels, address=_internal_ip(node) if node is not None else None,
+                        allocations=self.allocated, policies_of=self._policies_of, is_local=self._is_local,
+                        data_path_ok=self._data_path_ok)
 
     def _policies_of(self, vip: IPAddress) -> list[FrontendPolicy]:
         return [self.applied[fe][1] for fe in self.frontends_of.get(vip, ())]

@@ -1,18 +1,21 @@
-"""What this node may announce in layer 2, and what a Service's status says about it (pure).
+"""What this node may announce, in layer 2 and over BGP, and what a Service's status says about it (pure).
 
-A VIP is announced in layer 2 from this node when an L2Advertisement selects both (its pool by name,
-this node by labels). It is *ready* here when this node's rules for it are in place and, under
-externalTrafficPolicy Local, one of them has a ready local endpoint — announcing a VIP this node
-cannot serve is how peers black-hole traffic.
+A VIP is announced from this node when an L2Advertisement (or BGPAdvertisement) selects both (its pool
+by name, this node by labels). It is *ready* here when this node's rules for it are in place and,
+under externalTrafficPolicy Local, one of them has a ready local endpoint — announcing a VIP this node
+cannot serve is how peers black-hole traffic. In layer 2 one ready node answers (the agents rank
+them); over BGP every ready node advertises it and the router spreads flows over them (ECMP).
 """
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
 from portico.announce.announcer import L2Vip
-from portico.api.v1alpha1 import L2AdvertisementSpec
+from portico.announce.bgp import Prefix, Route, Session
+from portico.api.v1alpha1 import BGPAdvertisementSpec, BGPPeerSpec, L2AdvertisementSpec
 from portico.dataplane.model import FrontendPolicy
 from portico.ipam.blocks import IPAddress
 from portico.ipam.selectors import selector_matches
@@ -44,14 +47,83 @@ def l2_vips(node: str, *, labels: Mapping[str, str], default_interface: str | No
                                                                           else []))})
         if not interfaces:
             continue
-        policies = policies_of(vip)
-        ready: str | None = None
-        if not policies:
-            ready = f"{node} has no rules for {vip}"
-        elif any(is_local(p.service) for p in policies) and not any(p.backends for p in policies):
-            ready = f"no ready local endpoint on {node} (externalTrafficPolicy Local)"
-        out[vip] = L2Vip(vip, owners.services, tuple(interfaces), ready)
+        out[vip] = L2Vip(vip, owners.services, tuple(interfaces), unready(node, vip, policies_of, is_local))
     return out
+
+
+def unready(node: str, vip: IPAddress, policies_of: Callable[[IPAddress], list[FrontendPolicy]],
+            is_local: Callable[[str], bool]) -> str | None:
+    """Why this node cannot serve `vip` now, or None when it can."""
+    policies = policies_of(vip)
+    if not policies:
+        return f"{node} has no rules for {vip}"
+    if any(is_local(p.service) for p in policies) and not any(p.backends for p in policies):
+        return f"no ready local endpoint on {node} (externalTrafficPolicy Local)"
+    return None
+
+
+def bgp_sessions(labels: Mapping[str, str], peers: Mapping[str, BGPPeerSpec], passwords: Mapping[str, str],
+                 ) -> tuple[dict[str, Session], dict[str, str]]:
+    """The sessions this node opens (one per BGPPeer selecting it), and why others are not opened (by peer):
+    two BGPPeers for one address on one node cannot both be sessions — the first by name wins."""
+    sessions: dict[str, Session] = {}
+    problems: dict[str, str] = {}
+    by_address: dict[IPAddress, str] = {}
+    for name, spec in sorted(peers.items()):
+        if not selector_matches(spec.nodeSelector, labels):
+            continue
+        address = ipaddress.ip_address(spec.peerAddress)
+        if address in by_address:
+            problems[name] = f"BGPPeer {by_address[address]} already peers with {address} from this node"
+            continue
+        if spec.passwordSecret is not None and name not in passwords:
+            ref = spec.passwordSecret
+            problems[name] = f"password Secret {ref.namespace}/{ref.name} (key {ref.key}) is missing"
+            continue
+        by_address[address] = name
+        sessions[name] = Session(name, address, spec.peerASN, spec.myASN, spec.peerPort, spec.holdTime,
+                                 spec.keepaliveTime, passwords.get(name, ""), spec.ebgpMultiHop)
+    return sessions, problems
+
+
+def bgp_routes(node: str, *, labels: Mapping[str, str], advertisements: Iterable[BGPAdvertisementSpec],
+               sessions: Mapping[str, Session], allocations: Mapping[IPAddress, VipOwners],
+               policies_of: Callable[[IPAddress], list[FrontendPolicy]], is_local: Callable[[str], bool],
+               data_path_ok: bool) -> tuple[dict[Prefix, Route], dict[IPAddress, str]]:
+    """The routes this node advertises now, and why each VIP it would advertise is withheld.
+
+    A VIP goes to the sessions of its address family that its BGPAdvertisements name (all when they name
+    none), as a /32 (/128) or its aggregate. Attributes of several advertisements for one VIP merge
+    (communities joined, the highest LOCAL_PREF): GoBGP holds one path per prefix. An aggregate is
+    advertised while any VIP inside is ready here."""
+    mine = [a for a in advertisements if selector_matches(a.nodeSelector, labels)]
+    routes: dict[Prefix, Route] = {}
+    withheld: dict[IPAddress, str] = {}
+    if not mine or not sessions:
+        return routes, withheld
+    for vip, owners in allocations.items():
+        ads = [a for a in mine if not a.ipPools or owners.pool in a.ipPools]
+        peers = frozenset(name for a in ads for name, s in sessions.items()
+                          if s.address.version == vip.version and (not a.peers or name in a.peers))
+        if not peers:
+            continue
+        reason = unready(node, vip, policies_of, is_local) if data_path_ok else f"{node}'s last rule sync failed"
+        if reason is not None:
+            withheld[vip] = reason
+            continue
+        for ad in ads:
+            length = ad.aggregationLength if vip.version == 4 else ad.aggregationLengthV6
+            prefix = ipaddress.ip_network(f"{vip}/{length}", strict=False)
+            ad_peers = frozenset(p for p in peers if not ad.peers or p in ad.peers)
+            held = routes.get(prefix)
+            if held is not None:
+                ad_peers |= held.peers
+                communities = tuple(sorted({*held.communities, *ad.communities}))
+                local_pref = max((p for p in (held.local_pref, ad.localPref) if p is not None), default=None)
+            else:
+                communities, local_pref = tuple(sorted(set(ad.communities))), ad.localPref
+            routes[prefix] = Route(prefix, ad_peers, communities, local_pref)
+    return routes, withheld
 
 
 def advertisement_problems(node: str, labels: Mapping[str, str], default_interface: str | None,

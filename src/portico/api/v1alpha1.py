@@ -185,14 +185,17 @@ class BGPPeerSpec(Struct, omit_defaults=True):
 
 
 class PeerSession(Struct, omit_defaults=True):
+    """One node's session with the peer, written by that node's agent."""
+
     node: Name
-    state: str  # Idle, Connect, Active, OpenSent, OpenConfirm, Established
+    state: str  # Idle, Connect, Active, OpenSent, OpenConfirm, Established; NotConfigured: see message
     message: str = ""
 
 
 class BGPPeerStatus(Struct, omit_defaults=True):
-    sessions: list[PeerSession] = field(default_factory=list)
-    conditions: list[Condition] = field(default_factory=list)
+    # A list map keyed by node: each agent server-side-applies its own entry, no node overwrites another's.
+    sessions: Annotated[list[PeerSession], Meta(extra_json_schema={
+        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["node"]})] = field(default_factory=list)
 
 
 class BGPPeer(Struct, omit_defaults=True):
@@ -261,7 +264,7 @@ PRINTER_COLUMNS: dict[str, list[dict[str, str]]] = {
         ("Peer ASN", "integer", ".spec.peerASN"),
         ("My ASN", "integer", ".spec.myASN"),
         ("Hold", "integer", ".spec.holdTime"),
-        READY_COLUMN,
+        ("Sessions", "string", ".status.sessions[*].state"),
     ),
     "BGPAdvertisement": _columns(
         ("Pools", "string", ".spec.ipPools"),

@@ -3,9 +3,12 @@
 Only 198.18.0.0/15 (RFC 2544) and fd00:198:18::/48 are used, and only inside namespaces the
 lab creates (plus one veth end in the host namespace, which carries the API server address).
 
-    198.18.0.0/24      fd00:198:18::/64        the lab LAN: API server .1, nodes .11-.99, client .100
+    198.18.0.0/24      fd00:198:18::/64        the lab LAN: API server .1, router .2, nodes .11-.99, client .100
+    198.18.1.0/24      fd00:198:18:1::/64      the client's own segment behind the router: router .1, client .100
     198.18.0.224/27    fd00:198:18::f00/120    layer-2 VIPs: on the LAN, announced by ARP/NDP (examples/pool.yaml)
-    198.18.100.0/24    fd00:198:18:f00::/120   VIPs off the LAN (not announced yet); tests use 198.18.101-191.x
+    198.18.100.0/24    fd00:198:18:f00::/120   VIPs off the LAN; tests use 198.18.100.0/25 unannounced (static
+                                               routes) and 198.18.101-191.x (API only)
+    198.18.100.128/25  fd00:198:18:f00::80/121 BGP VIPs: the router learns them from the nodes (examples/bgp.yaml)
     198.18.192.0/18    fd00:198:18:ff::/108    ClusterIPs (allocated by the API server, not routed; 16k of them)
     198.19.N.0/24      fd00:198:18:1NN::/64    pods of node-N (N = 1..89, NN its two hex digits)
 """
@@ -25,11 +28,17 @@ SERVICE_CIDR_V6 = ipaddress.IPv6Network("fd00:198:18:ff::/108")
 
 API_ADDRESS = ipaddress.IPv4Address("198.18.0.1")  # on the host end of the API veth
 API_PORT = 6443
-CLIENT_HOST_INDEX = 100  # client is 198.18.0.100
+CLIENT_HOST_INDEX = 100  # client is 198.18.0.100 on the LAN and 198.18.1.100 on its own segment
+ROUTER_HOST_INDEX = 2  # the BGP router (BIRD) is 198.18.0.2 on the LAN (and 198.18.1.1 on the client's segment)
+CLIENT_NET_V4 = ipaddress.IPv4Network("198.18.1.0/24")
+CLIENT_NET_V6 = ipaddress.IPv6Network("fd00:198:18:1::/64")
 NODE_HOST_INDEX_BASE = 10  # node-N is 198.18.0.(10+N)
 MAX_NODES = 89  # node addresses stay below the client's
 L2_VIPS_V4 = ipaddress.IPv4Network("198.18.0.224/27")  # on the LAN: reachable once a node answers ARP
 L2_VIPS_V6 = ipaddress.IPv6Network("fd00:198:18::f00/120")
+BGP_VIPS_V4 = ipaddress.IPv4Network("198.18.100.128/25")  # off the LAN: reachable once the router learns them
+BGP_VIPS_V6 = ipaddress.IPv6Network("fd00:198:18:f00::80/121")
+LAB_ASN = 64512  # router and nodes share it (iBGP), so LOCAL_PREF reaches the router as configured
 
 NETNS_PREFIX = "portico-"  # every namespace the lab creates starts with this
 LAN_NETNS = NETNS_PREFIX + "lan"  # holds the LAN bridge; its existence marks a running lab
@@ -94,6 +103,21 @@ def node_addressing(index: int) -> NodeAddressing:
 
 def client_addresses() -> tuple[ipaddress.IPv4Address, ipaddress.IPv6Address]:
     return (LAN_V4[CLIENT_HOST_INDEX], LAN_V6[CLIENT_HOST_INDEX])
+
+
+def client_segment_addresses() -> tuple[ipaddress.IPv4Address, ipaddress.IPv6Address]:
+    """The client's addresses behind the router (its source when it reaches BGP VIPs)."""
+    return (CLIENT_NET_V4[CLIENT_HOST_INDEX], CLIENT_NET_V6[CLIENT_HOST_INDEX])
+
+
+def router_addresses() -> tuple[ipaddress.IPv4Address, ipaddress.IPv6Address]:
+    """The router's LAN addresses: the peer address of the nodes' BGP sessions."""
+    return (LAN_V4[ROUTER_HOST_INDEX], LAN_V6[ROUTER_HOST_INDEX])
+
+
+def router_client_side_addresses() -> tuple[ipaddress.IPv4Address, ipaddress.IPv6Address]:
+    """The router's addresses on the client's segment: the client's gateway to BGP VIPs."""
+    return (CLIENT_NET_V4[1], CLIENT_NET_V6[1])
 
 
 def in_lab_ranges(address: Address | Network) -> bool:

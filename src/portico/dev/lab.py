@@ -11,15 +11,18 @@ from pathlib import Path
 import httpx2 as httpx
 
 from portico.dev import netns
+from portico.dev.addressing import host_netns
 from portico.dev.controlplane import ControlPlane
 from portico.dev.daemons import Daemons
 from portico.dev.install import install_portico
 from portico.dev.kubelet.pods import SA_MOUNT
 from portico.dev.pki import write_kubeconfig
+from portico.dev.router import BIRD_CONFIG, bird_argv, bird_config
 from portico.dev.shell import LabError, require_commands
 from portico.dev.state import MACHINE_MARKER, LabState
 
 KUBELET = "kubelet"
+ROUTER = "router"  # BIRD, the lab's BGP router
 
 
 def running_lab_dir() -> Path | None:
@@ -65,11 +68,14 @@ def _start(state: LabState, timeout: float) -> None:
     if not netns.lab_is_wired():
         MACHINE_MARKER.write_text(f"{state.directory}\n")
         netns.build_network(state.topology)
+    daemons = Daemons(state.directory)
+    if not daemons.alive(ROUTER):
+        (state.directory / BIRD_CONFIG).write_text(bird_config(state.topology))
+        daemons.start(ROUTER, bird_argv(host_netns(ROUTER), state.directory))
     cp = ControlPlane(state.controlplane)
     cp.start()
     write_kubeconfig(state.kubelet_kubeconfig, server=state.controlplane.api_url, pki=state.controlplane.pki,
                      identity="kubelet")
-    daemons = Daemons(state.directory)
     if not daemons.alive(KUBELET):
         daemons.start(KUBELET, [sys.executable, "-m", "portico.dev.kubelet", "--state-dir", str(state.directory)])
     _wait_for_nodes(state, daemons, deadline)
@@ -128,7 +134,8 @@ def status(state_dir: Path) -> dict[str, object]:
         "state_dir": str(state_dir),
         "kubeconfig": str(state.kubeconfig),
         "api": state.controlplane.api_url,
-        "components": {**ControlPlane(state.controlplane).running(), KUBELET: daemons.alive(KUBELET)},
+        "components": {**ControlPlane(state.controlplane).running(), KUBELET: daemons.alive(KUBELET),
+                       ROUTER: daemons.alive(ROUTER)},
         "hosts": list(state.topology.exec_hosts),
     }
 

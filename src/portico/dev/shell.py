@@ -18,6 +18,8 @@ REQUIRED_COMMANDS = {
     "nsenter": "util-linux",
     "unshare": "util-linux",
     "sysctl": "procps",
+    "bird": "bird2",  # the lab's BGP router
+    "gobgpd": "gobgpd",  # the BGP speaker the agent drives
 }
 
 

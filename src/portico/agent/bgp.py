@@ -1,0 +1,203 @@
+"""The agent's BGP side: BGPPeer/BGPAdvertisement caches -> desired sessions and routes -> GoBGP; session
+states -> this node's entry in each BGPPeer's status (server-side apply, one field manager per node).
+
+The desired state is recomputed after every data-path sync (like layer 2); the speaker is programmed by a
+task of its own, so a slow gRPC call never holds up the rules. A route is withdrawn as soon as this node
+cannot serve its VIP: no rules, a failed sync, or no ready local endpoint under externalTrafficPolicy Local.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from lightkube import AsyncClient
+from lightkube.core.exceptions import ApiError
+from lightkube.resources.core_v1 import Secret
+from lightkube.types import PatchType
+
+from portico.agent.announcements import VipOwners, bgp_routes, bgp_sessions
+from portico.announce.bgp import GoBgp, Prefix, Route, SessionState, router_id
+from portico.api import v1alpha1 as api
+from portico.api.resources import BGPAdvertisementResource, BGPPeerResource, decode
+from portico.dataplane.model import FrontendPolicy
+from portico.ipam.blocks import IPAddress
+from portico.kube.informer import Informer, object_key
+
+log = logging.getLogger(__name__)
+
+STATUS_SECONDS = 1.0  # how often session states are read (and written when they change)
+SECRET_SECONDS = 10.0  # how often password Secrets are re-read (the agent does not watch Secrets)
+NOT_ESTABLISHED_HINT = ("check the peer's address and that it answers on its port, the password, "
+                        "and that the peer is configured for this node")
+
+
+def session_message(state: SessionState | None, problem: str | None) -> tuple[str, str]:
+    """(state, message) of this node's session with a BGPPeer, for its status."""
+    if problem is not None:
+        return "NotConfigured", problem
+    if state is None:
+        return "Idle", "starting"
+    if state.state == "Established":
+        return state.state, f"{state.routes_sent} routes advertised"
+    if state.notifications_received:
+        return state.state, (f"the peer refused the session ({state.notifications_received} NOTIFICATIONs "
+                             "received): check peerASN and myASN, and that the peer is configured for this node")
+    return state.state, f"not established: {NOT_ESTABLISHED_HINT}"
+
+
+class BgpAnnouncements:
+    def __init__(self, client: AsyncClient, node: str, record: Callable[[str, str, str, str], None],
+                 wake: Callable[[], None]) -> None:
+        self.client = client
+        self.node = node
+        self._record = record  # (service, type, reason, message): an Event on the Service
+        self.peers = Informer(client, BGPPeerResource, self._on_peer)
+        self.advertisements = Informer(client, BGPAdvertisementResource, self._on_advertisement)
+        self.peer_specs: dict[str, api.BGPPeerSpec] = {}
+        self.advertisement_specs: dict[str, api.BGPAdvertisementSpec] = {}
+        self.passwords: dict[str, str] = {}  # BGPPeer -> its password, read from its Secret
+        self.secret_problems: dict[str, str] = {}
+        self.problems: dict[str, str] = {}  # BGPPeer -> why this node has no session with it
+        self.routes: dict[Prefix, Route] = {}  # desired now
+        self.advertised: dict[IPAddress, tuple[str, ...]] = {}  # VIP -> its Services, while advertised here
+        self.withheld: dict[IPAddress, str] = {}
+        self.states: dict[str, SessionState] = {}
+        self._socket_dir = Path(tempfile.mkdtemp(prefix="portico-gobgp-"))
+        self.speaker = GoBgp(self._socket_dir / "gobgp.sock", router_id="0.0.0.0")
+        self._wanted: tuple[dict[str, Any], dict[Prefix, Route]] = ({}, {})
+        self._wake_speaker = asyncio.Event()
+        self._wake_agent = wake
+        self._written: dict[str, tuple[str, str] | None] = {}  # BGPPeer -> what this node last wrote
+        self._peers_changed = asyncio.Event()  # re-read passwords now
+
+    # -- informer callbacks ---------------------------------------------------------------------------
+    def _on_peer(self, old: Any, new: Any) -> None:
+        if new is None:
+            self.peer_specs.pop(object_key(old), None)
+        else:
+            self.peer_specs[object_key(new)] = decode(new.spec, api.BGPPeerSpec)
+        self._peers_changed.set()
+        self._wake_agent()
+
+    def _on_advertisement(self, old: Any, new: Any) -> None:
+        if new is None:
+            self.advertisement_specs.pop(object_key(old), None)
+        else:
+            self.advertisement_specs[object_key(new)] = decode(new.spec, api.BGPAdvertisementSpec)
+        self._wake_agent()
+
+    # -- desired state (after every sync) ---------------------------------------------------------------
+    def update(self, *, labels: Mapping[str, str], address: IPAddress | None,
+               allocations: Mapping[IPAddress, VipOwners], policies_of: Callable[[IPAddress], list[FrontendPolicy]],
+               is_local: Callable[[str], bool], data_path_ok: bool) -> None:
+        sessions, problems = bgp_sessions(labels, self.peer_specs, self.passwords)
+        self.problems = {**problems, **{p: m for p, m in self.secret_problems.items() if p in problems}}
+        routes, withheld = bgp_routes(self.node, labels=labels, advertisements=self.advertisement_specs.values(),
+                                      sessions=sessions, allocations=allocations, policies_of=policies_of,
+                                      is_local=is_local, data_path_ok=data_path_ok)
+        advertised = {vip: owners.services for vip, owners in allocations.items()
+                      if any(vip in r.prefix for r in routes.values())}
+        self._report_changes(advertised, withheld)
+        self.routes, self.withheld = routes, withheld
+        self.speaker.router_id = router_id(address, self.node)
+        if (sessions, routes) != self._wanted:
+            self._wanted = (sessions, routes)
+            self._wake_speaker.set()
+
+    def _report_changes(self, advertised: dict[IPAddress, tuple[str, ...]], withheld: dict[IPAddress, str]) -> None:
+        for vip, services in advertised.items():
+            if vip not in self.advertised:
+                for service in services:
+                    self._record(service, "Normal", "BGPAdvertised", f"{self.node} advertises {vip} over BGP")
+        for vip, services in self.advertised.items():
+            if vip not in advertised:
+                reason = withheld.get(vip, "no BGPAdvertisement and BGPPeer select it here any more")
+                for service in services:
+                    self._record(service, "Normal", "BGPWithdrawn", f"{self.node} withdrew {vip}: {reason}")
+        self.advertised = advertised
+
+    # -- running ------------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        try:
+            await asyncio.gather(self._program_forever(), self._status_forever(), self._secrets_forever())
+        finally:
+            await self.speaker.stop()
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+
+    async def _program_forever(self) -> None:
+        while True:
+            await self._wake_speaker.wait()
+            self._wake_speaker.clear()
+            sessions, routes = self._wanted
+            try:
+                await self.speaker.apply(sessions, routes)
+            except Exception:
+                log.exception("programming gobgpd failed; restarting it")
+                await self.speaker.stop()  # the next apply starts it afresh and re-adds everything
+                await asyncio.sleep(1)
+                self._wake_speaker.set()
+
+    async def _status_forever(self) -> None:
+        while True:
+            await asyncio.sleep(STATUS_SECONDS)
+            if self.speaker.sessions and not self.speaker.running:
+                log.warning("gobgpd exited; restarting it")
+                await self.speaker.stop()
+                self._wake_speaker.set()
+            try:
+                self.states = {s.peer: s for s in await self.speaker.states()}
+            except Exception as e:
+                log.warning("could not read BGP session states: %s", e)
+            for peer in sorted(self.peer_specs.keys() | self._written.keys()):
+                await self._write_session(peer)
+
+    async def _write_session(self, peer: str) -> None:
+        """This node's entry in the BGPPeer's status.sessions (a list map keyed by node: each agent applies only
+        its own entry, with its own field manager, so nodes never overwrite each other)."""
+        if peer not in self.peer_specs:
+            self._written.pop(peer, None)
+            return
+        mine = peer in self.speaker.sessions or peer in self.problems
+        entry = session_message(self.states.get(peer), self.problems.get(peer)) if mine else None
+        if self._written.get(peer, "unwritten") == entry:
+            return
+        sessions = [] if entry is None else [{"node": self.node, "state": entry[0], "message": entry[1]}]
+        body = {"apiVersion": f"{api.GROUP}/{api.VERSION}", "kind": api.BGPPeer.KIND, "metadata": {"name": peer},
+                "status": {"sessions": sessions}}
+        try:
+            await self.client.patch(BGPPeerResource.Status, peer, body, patch_type=PatchType.APPLY,
+                                    field_manager=f"portico-agent.{self.node}", force=True)
+            self._written[peer] = entry
+        except ApiError as e:
+            log.warning("BGPPeer %s: status not written: %s", peer, e.status.message)
+
+    async def _secrets_forever(self) -> None:
+        while True:
+            passwords, problems = {}, {}
+            for name, spec in list(self.peer_specs.items()):
+                ref = spec.passwordSecret
+                if ref is None:
+                    continue
+                try:
+                    secret = await self.client.get(Secret, ref.name, namespace=ref.namespace)
+                    value = (secret.data or {}).get(ref.key)
+                    if value is None:
+                        problems[name] = f"Secret {ref.namespace}/{ref.name} has no key {ref.key!r}"
+                    else:
+                        passwords[name] = base64.b64decode(value).decode()
+                except ApiError as e:
+                    problems[name] = f"cannot read password Secret {ref.namespace}/{ref.name}: {e.status.message}"
+            if (passwords, problems) != (self.passwords, self.secret_problems):
+                self.passwords, self.secret_problems = passwords, problems
+                self._wake_agent()
+            self._peers_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._peers_changed.wait(), SECRET_SECONDS)

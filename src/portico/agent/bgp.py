@@ -24,6 +24,7 @@ from lightkube.resources.core_v1 import Secret
 from lightkube.types import PatchType
 
 from portico.agent.announcements import VipOwners, bgp_routes, bgp_sessions
+from portico.announce.bfd import BfdEndpoint, BfdSettings
 from portico.announce.bgp import GoBgp, Prefix, Route, SessionState, router_id
 from portico.api import v1alpha1 as api
 from portico.api.resources import BGPAdvertisementResource, BGPPeerResource, decode
@@ -39,17 +40,18 @@ NOT_ESTABLISHED_HINT = ("check the peer's address and that it answers on its por
                         "and that the peer is configured for this node")
 
 
-def session_message(state: SessionState | None, problem: str | None) -> tuple[str, str]:
+def session_message(state: SessionState | None, problem: str | None, bfd: str | None = None) -> tuple[str, str]:
     """(state, message) of this node's session with a BGPPeer, for its status."""
     if problem is not None:
         return "NotConfigured", problem
     if state is None:
         return "Idle", "starting"
     if state.state == "Established":
-        return state.state, f"{state.routes_sent} routes advertised"
-    if state.notifications_received:
-        return state.state, (f"the peer refused the session ({state.notifications_received} NOTIFICATIONs "
-                             "received): check peerASN and myASN, and that the peer is configured for this node")
+        routes = f"{state.routes_sent} route{'' if state.routes_sent == 1 else 's'} advertised"
+        return state.state, routes + (f"; BFD {bfd}" if bfd is not None else "")
+    if state.notifications:
+        return state.state, (f"the session was refused ({state.notifications} NOTIFICATIONs exchanged): check "
+                             "peerASN and myASN, and that the peer is configured for this node")
     return state.state, f"not established: {NOT_ESTABLISHED_HINT}"
 
 
@@ -72,6 +74,7 @@ class BgpAnnouncements:
         self.states: dict[str, SessionState] = {}
         self._socket_dir = Path(tempfile.mkdtemp(prefix="portico-gobgp-"))
         self.speaker = GoBgp(self._socket_dir / "gobgp.sock", router_id="0.0.0.0")
+        self.bfd = BfdEndpoint()
         self._wanted: tuple[dict[str, Any], dict[Prefix, Route]] = ({}, {})
         self._wake_speaker = asyncio.Event()
         self._wake_agent = wake
@@ -108,6 +111,8 @@ class BgpAnnouncements:
         self._report_changes(advertised, withheld)
         self.routes, self.withheld = routes, withheld
         self.speaker.router_id = router_id(address, self.node)
+        self.bfd.set_peers({s.address: BfdSettings(bfd.intervalMs, bfd.multiplier) for name, s in sessions.items()
+                            if (bfd := self.peer_specs[name].bfd) is not None})
         if (sessions, routes) != self._wanted:
             self._wanted = (sessions, routes)
             self._wake_speaker.set()
@@ -129,6 +134,7 @@ class BgpAnnouncements:
         try:
             await asyncio.gather(self._program_forever(), self._status_forever(), self._secrets_forever())
         finally:
+            self.bfd.close()
             await self.speaker.stop()
             shutil.rmtree(self._socket_dir, ignore_errors=True)
 
@@ -166,7 +172,9 @@ class BgpAnnouncements:
             self._written.pop(peer, None)
             return
         mine = peer in self.speaker.sessions or peer in self.problems
-        entry = session_message(self.states.get(peer), self.problems.get(peer)) if mine else None
+        address = self.speaker.sessions[peer].address if peer in self.speaker.sessions else None
+        bfd = self.bfd.state(address) if address is not None else None
+        entry = session_message(self.states.get(peer), self.problems.get(peer), bfd) if mine else None
         if self._written.get(peer, "unwritten") == entry:
             return
         sessions = [] if entry is None else [{"node": self.node, "state": entry[0], "message": entry[1]}]

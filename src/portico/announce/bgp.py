@@ -74,7 +74,7 @@ class SessionState:
     peer: str
     address: IPAddress
     state: str  # Idle, Connect, Active, OpenSent, OpenConfirm, Established
-    notifications_received: int = 0  # the peer refused us this many times (wrong ASN, ...)
+    notifications: int = 0  # NOTIFICATIONs either way: one side refused the other (wrong ASN, ...)
     routes_sent: int = 0
 
 
@@ -262,7 +262,8 @@ class GoBgp:
                 continue
             sent = sum(a.state.advertised for a in peer.afi_safis)
             out.append(SessionState(session.peer, session.address, STATES.get(peer.state.session_state, "Unknown"),
-                                    int(peer.state.messages.received.notification), int(sent)))
+                                    int(peer.state.messages.received.notification
+                                        + peer.state.messages.sent.notification), int(sent)))
         return out
 
     async def _start(self, sessions: Mapping[str, Session]) -> None:

@@ -168,6 +168,15 @@ class SecretKeyRef(Struct, omit_defaults=True):
     key: Name = "password"
 
 
+class BFDSpec(Struct, omit_defaults=True):
+    """Bidirectional Forwarding Detection with the peer: it drops this node's routes after
+    intervalMs x multiplier of silence (a dead link or node), not after a BGP hold time."""
+
+    intervalMs: Annotated[int, Meta(ge=10, le=60_000, description="Desired transmit and required receive "
+                                                                  "interval, milliseconds.")] = 100
+    multiplier: Annotated[int, Meta(ge=2, le=255, description="Packets missed before the session is down.")] = 3
+
+
 class BGPPeerSpec(Struct, omit_defaults=True):
     """A BGP router the selected nodes peer with (a session from each node)."""
 
@@ -182,6 +191,7 @@ class BGPPeerSpec(Struct, omit_defaults=True):
     passwordSecret: SecretKeyRef | None = None  # TCP MD5 password (RFC 2385)
     nodeSelector: LabelSelector | None = None  # nodes that peer; none: every node
     ebgpMultiHop: bool = False
+    bfd: BFDSpec | None = None  # none: no BFD (failure detected by the hold time)
 
 
 class PeerSession(Struct, omit_defaults=True):

@@ -43,6 +43,7 @@ template bgp lab_node {{
   password "{PASSWORD}";
   bfd on;
   connect retry time 1;
+  error wait time 1, 10;  # back soon after BFD dropped a node (BIRD's default waits 60-300 s)
   ipv4 {{ import all; export none; gateway direct; }};
   ipv6 {{ import all; export none; gateway direct; }};
 }}

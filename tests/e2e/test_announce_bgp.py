@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,15 @@ def bird_routes(lab: Lab, vip: str) -> str:
                           text=True, check=True).stdout
 
 
+def over_both_nodes(lab: Lab, vip: str) -> bool:
+    return next_hops(lab, vip) == set(NODES)
+
+
+def established_with_bfd(lab: Lab, peer: str) -> bool:
+    return {n: (s["state"], "BFD Up" in s["message"]) for n, s in sessions(lab, peer).items()} == dict.fromkeys(
+        NODES, ("Established", True))
+
+
 def sessions(lab: Lab, peer: str) -> dict[str, dict[str, str]]:
     status = lab.get("bgppeer", peer).get("status", {})
     return {s["node"]: s for s in status.get("sessions", [])}
@@ -65,7 +75,7 @@ def vips(lab: Lab) -> Iterator[dict[int, str]]:
         "ingress"), 60, "addresses for ha-bgp")
     out = {4 if ":" not in i["ip"] else 6: i["ip"] for i in ingress}
     for vip in out.values():
-        wait_for(lambda vip=vip: next_hops(lab, vip) == set(NODES), 90, f"ECMP route for {vip} over both nodes")
+        wait_for(partial(over_both_nodes, lab, vip), 90, f"ECMP route for {vip} over both nodes")
     yield out
     lab.kubectl("delete", "--wait=false", *MANIFESTS)
 
@@ -87,7 +97,7 @@ def probe(lab: Lab, vip: str, family: int, failure: Callable[[], None], duration
 def both_back(lab: Lab, vips: dict[int, str]) -> None:
     wait_for(lambda: agent_pid("node-1") and agent_pid("node-2"), 60, "both agents running")
     for vip in vips.values():
-        wait_for(lambda vip=vip: next_hops(lab, vip) == set(NODES), 60, f"{vip} over both nodes again")
+        wait_for(partial(over_both_nodes, lab, vip), 60, f"{vip} over both nodes again")
 
 
 def test_the_router_learns_each_vip_from_every_node_with_the_configured_attributes(
@@ -100,8 +110,7 @@ def test_the_router_learns_each_vip_from_every_node_with_the_configured_attribut
         assert routes.count("BGP.community: (64512,100)") == 2, routes
         assert routes.count("BGP.large_community: (64512, 1, 2)") == 2, routes
     for peer in ("router-v4", "router-v6"):  # the status follows within a second or two
-        wait_for(lambda peer=peer: {n: (s["state"], "BFD Up" in s["message"]) for n, s in sessions(lab, peer).items()}
-                 == dict.fromkeys(NODES, ("Established", True)), 10, f"{peer}'s sessions reported established")
+        wait_for(partial(established_with_bfd, lab, peer), 10, f"{peer}'s sessions reported established")
     for vip in vips.values():  # the client's way to them is its gateway, the router: no route to any node
         way = json.loads(lab.exec_in("client", "ip", "-j", "route", "get", vip).stdout)[0]
         assert way["gateway"] in ("198.18.1.1", "fd00:198:18:1::1") and way["dev"] == "eth1", way
@@ -154,7 +163,10 @@ def test_losing_the_only_local_endpoint_withdraws_the_nodes_route(lab: Lab, vips
     both_back(lab, vips)
     pod = next(p["metadata"]["name"] for p in lab.get("pods", "-l", "app=ha")["items"]
                if p["spec"]["nodeName"] == "node-1")
-    result = probe(lab, vips[4], 4, lambda: lab.kubectl("delete", "pod", pod, "--wait=false"))
+
+    def delete_endpoint() -> None:
+        lab.kubectl("delete", "pod", pod, "--wait=false")
+    result = probe(lab, vips[4], 4, delete_endpoint)
     assert isinstance(result["max_gap_ms"], float) and result["max_gap_ms"] < 1000, result
     events = lab.kubectl("get", "events", "--field-selector", "involvedObject.name=ha-bgp,reason=BGPWithdrawn")
     assert f"node-1 withdrew {vips[4]}: no ready local endpoint on node-1" in events, events

@@ -39,12 +39,12 @@ class Lab:
         return self.run(PORTICO, "dev", "exec", host, "--", *argv)
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 90) -> Any:
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 90, interval: float = 0.3) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if value := check():
             return value
-        time.sleep(0.3)
+        time.sleep(interval)
     raise SystemExit(f"timed out waiting for {what}")
 
 

@@ -62,6 +62,14 @@ def established_with_bfd(lab: Lab, peer: str) -> bool:
         NODES, ("Established", True))
 
 
+def announced(lab: Lab) -> dict[str, str]:
+    """VIP -> the nodes the Service's portico.io/Announced condition says advertise it over BGP."""
+    conditions = lab.get("service", "ha-bgp").get("status", {}).get("conditions", [])
+    message = next((c["message"] for c in conditions if c["type"] == "portico.io/Announced"
+                    and c["status"] == "True"), "")
+    return dict(re.findall(r"(\S+) by ([\w, -]+?) \(BGP\)", message))
+
+
 def sessions(lab: Lab, peer: str) -> dict[str, dict[str, str]]:
     status = lab.get("bgppeer", peer).get("status", {})
     return {s["node"]: s for s in status.get("sessions", [])}
@@ -77,7 +85,7 @@ def vips(lab: Lab) -> Iterator[dict[int, str]]:
     for vip in out.values():
         wait_for(partial(over_both_nodes, lab, vip), 90, f"ECMP route for {vip} over both nodes")
     yield out
-    lab.kubectl("delete", "--wait=false", *MANIFESTS)
+    lab.kubectl("delete", *MANIFESTS)  # and wait: the next module applies some of the same objects
 
 
 def probe(lab: Lab, vip: str, family: int, failure: Callable[[], None], duration: float = 4.0) -> dict[str, object]:
@@ -111,6 +119,12 @@ def test_the_router_learns_each_vip_from_every_node_with_the_configured_attribut
         assert routes.count("BGP.large_community: (64512, 1, 2)") == 2, routes
     for peer in ("router-v4", "router-v6"):  # the status follows within a second or two
         wait_for(partial(established_with_bfd, lab, peer), 10, f"{peer}'s sessions reported established")
+    wait_for(lambda: announced(lab) == {vip: "node-1, node-2" for vip in vips.values()}, 20,
+             "the Service's condition naming both nodes")
+    metrics = lab.exec_in("client", "curl", "-s", "http://198.18.0.11:9470/metrics").stdout
+    assert f'portico_bgp_advertised{{service="default/ha-bgp",vip="{vips[4]}"}} 1.0' in metrics, metrics
+    assert 'portico_bgp_session_established{peer="router-v4"} 1.0' in metrics
+    assert 'portico_bfd_session_up{peer="router-v6"} 1.0' in metrics
     for vip in vips.values():  # the client's way to them is its gateway, the router: no route to any node
         way = json.loads(lab.exec_in("client", "ip", "-j", "route", "get", vip).stdout)[0]
         assert way["gateway"] in ("198.18.1.1", "fd00:198:18:1::1") and way["dev"] == "eth1", way
@@ -151,6 +165,7 @@ def test_a_link_down_drops_the_node_within_a_second_and_recovery_adds_it_back(
         subprocess.run(["ip", "-n", "portico-node-1", "link", "set", "eth0", "down"], check=True)
     try:
         result = probe(lab, vips[family], family, link_down)
+        wait_for(lambda: announced(lab).get(vips[family]) == "node-2", 10, "the Service's condition naming node-2")
     finally:
         for argv in link_up_commands(plan_lab(len(NODES)).host("node-1")):
             subprocess.run(argv, check=True)
@@ -222,3 +237,28 @@ def test_a_peer_that_never_answers_and_a_missing_secret_are_reported(lab: Lab, v
             assert next_hops(lab, vip) == set(NODES)
     finally:
         lab.kubectl("delete", "-f", "-", stdin=silent)
+
+
+def test_a_node_selector_matching_nothing_is_reported_on_each_kind(lab: Lab, vips: dict[int, str]) -> None:
+    nowhere = "nodeSelector: {matchLabels: {rack: nowhere}}"
+    objects = (f"apiVersion: portico.io/v1alpha1\nkind: L2Advertisement\nmetadata: {{name: nowhere}}\n"
+               f"spec: {{{nowhere}}}\n---\n"
+               f"apiVersion: portico.io/v1alpha1\nkind: BGPPeer\nmetadata: {{name: nowhere}}\n"
+               f"spec: {{peerAddress: 198.18.0.5, peerASN: 64512, myASN: 64512, {nowhere}}}\n---\n"
+               f"apiVersion: portico.io/v1alpha1\nkind: BGPAdvertisement\nmetadata: {{name: nowhere}}\n"
+               f"spec: {{ipPools: [bgp], {nowhere}}}\n")
+    lab.kubectl("apply", "-f", "-", stdin=objects)
+    try:
+        def condition(kind: str, name: str) -> dict[str, str] | None:
+            conditions = lab.get(kind, name).get("status", {}).get("conditions", [])
+            return next((c for c in conditions if c["type"] == "NodesSelected"), None)
+        for kind in ("l2advertisement", "bgppeer", "bgpadvertisement"):
+            found = wait_for(partial(condition, kind, "nowhere"), 20, f"NodesSelected on the {kind}")
+            assert (found["status"], found["reason"]) == ("False", "NoNodeSelected"), found
+        selected = wait_for(partial(condition, "bgppeer", "router-v4"), 20, "NodesSelected on router-v4")
+        assert (selected["status"], selected["message"]) == ("True", "2 nodes: node-1, node-2"), selected
+        assert "node-1, node-2" in lab.kubectl("get", "bgppeer", "router-v4")  # the Nodes column
+        for vip in vips.values():
+            assert next_hops(lab, vip) == set(NODES)
+    finally:
+        lab.kubectl("delete", "-f", "-", stdin=objects)

@@ -173,7 +173,7 @@ def test_cli_contract(lab: Lab) -> None:
     assert lab.portico("dev", "kubeconfig").stdout.strip() == str(lab.kubeconfig)
     status = json.loads(lab.portico("dev", "status").stdout)
     assert status["running"] and all(status["components"].values())
-    assert status["hosts"] == ["client", "node-1", "node-2"]
+    assert status["hosts"] == ["router", "client", "node-1", "node-2"]
     assert "etcd" in lab.portico("dev", "logs", "nope", check=False).stderr  # names what exists
 
     bad = lab.portico("dev", "exec", "node-9", "--", "true", check=False)

@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from portico.agent.announcements import VipOwners, advertisement_problems, announced_condition, l2_vips
+from portico.agent.announcements import (
+    VipOwners,
+    advertisement_problems,
+    announced_condition,
+    announcer,
+    l2_vips,
+)
 from portico.announce import frames, ranking
 from portico.announce.announcer import L2Vip
 from portico.announce.heartbeat import decode_beat, encode_beat
@@ -116,8 +122,12 @@ def test_a_node_not_eligible_for_a_vip_never_owns_it() -> None:
 
 # -- heartbeats -----------------------------------------------------------------------------------------
 def test_a_beat_round_trips_both_families() -> None:
-    beat, eligible = decode_beat(encode_beat("node-1", 7, 3, {V4, V6}))
-    assert (beat.node, beat.boot, beat.seq, eligible) == ("node-1", 7, 3, frozenset({V4, V6}))
+    beat, eligible, advertised = decode_beat(encode_beat("node-1", 7, 3, {V4, V6}, {V6}))
+    assert (beat.node, beat.boot, beat.seq, eligible, advertised) == ("node-1", 7, 3, frozenset({V4, V6}),
+                                                                      frozenset({V6}))
+    # A beat from an agent that predates the BGP fields still decodes.
+    old = msgspec.msgpack.encode(["node-2", 1, 1, V4.packed, b""])
+    assert decode_beat(old)[1:] == (frozenset({V4}), frozenset())
 
 
 def test_a_truncated_or_foreign_beat_is_refused() -> None:
@@ -184,6 +194,12 @@ def test_the_announced_condition_names_each_vip_and_node_or_what_is_missing() ->
         True, "Layer2", "198.18.0.240 by node-1 (ARP/NDP); fd00:198:18::ff0 by node-2 (ARP/NDP)")
     status, reason, message = announced_condition([V4, V6], {V4: "node-1", V6: None})
     assert (status, reason) == (False, "NoEligibleNode") and message.startswith("no node may announce fd00:198:18::ff0")
+    assert announced_condition([V4, V6], {V4: "node-1", V6: None}, {V6: ("node-1", "node-2")}) == (
+        True, "Layer2AndBGP", "198.18.0.240 by node-1 (ARP/NDP); fd00:198:18::ff0 by node-1, node-2 (BGP)")
+    assert announced_condition([V4], {}, {V4: ("node-2",)})[:2] == (True, "BGP")
+    assert announcer(V4, {V4: None}, {V4: ("node-2", "node-3")}) == "node-2"
+    assert announcer(V4, {V4: "node-3"}, {V4: ("node-2",)}) == "node-3"
+    assert announcer(V4, {}, {}) is None
 
 
 # -- stale UDP flows ------------------------------------------------------------------------------------

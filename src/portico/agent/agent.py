@@ -27,14 +27,22 @@ from portico.agent.announcements import (
     VipOwners,
     advertisement_problems,
     announced_condition,
+    announcer,
     l2_vips,
 )
 from portico.agent.bgp import BgpAnnouncements
 from portico.agent.desired import service_frontends
 from portico.agent.metrics import AgentMetrics
+from portico.agent.selection import NODES_SELECTED, selection_condition
 from portico.announce.announcer import L2Announcer
 from portico.announce.links import interface_state, interface_with_address
-from portico.api.resources import IPAllocationResource, L2AdvertisementResource, decode
+from portico.api.resources import (
+    BGPAdvertisementResource,
+    BGPPeerResource,
+    IPAllocationResource,
+    L2AdvertisementResource,
+    decode,
+)
 from portico.api.v1alpha1 import L2AdvertisementSpec
 from portico.controller.allocations import allocation_from_object
 from portico.controller.conditions import same_conditions, set_condition
@@ -63,8 +71,9 @@ class Agent:
         self.syncer = Syncer(nft or Nft())
         self.events = EventRecorder(client, component=COMPONENT, host=node)
         self.l2 = L2Announcer(node, self._record, self._announcers_changed)
-        self.bgp = BgpAnnouncements(client, node, self._record, self._wake.set)
-        self.metrics = AgentMetrics(self.syncer.nft, self._service_of, lambda: dict(self.problems), self.l2)
+        self.bgp = BgpAnnouncements(client, node, self._record, self._announcement_config_changed)
+        self.metrics = AgentMetrics(self.syncer.nft, self._service_of, lambda: dict(self.problems), self.l2,
+                                    self.bgp)
         self.services = Informer(client, Service, self._on_service)
         self.slices = Informer(client, EndpointSlice, self._on_slice)
         self.allocations = Informer(client, IPAllocationResource, self._on_allocation)
@@ -87,6 +96,7 @@ class Agent:
         self._data_path_ok = False  # the last sync succeeded (the first one is always full)
         self._default_interface: str | None = None  # the one holding this node's InternalIP
         self._report_wake = asyncio.Event()
+        self._selections_dirty = True  # NodesSelected conditions may be stale
 
     # -- informer callbacks: note what changed, never block -------------------------------------------
     def _mark(self, key: str) -> None:
@@ -127,13 +137,18 @@ class Agent:
     def _on_node(self, old: Any, new: Any) -> None:
         if (new or old).metadata.name == self.node:
             self._node_dirty = True
-        self._wake.set()
+        self._announcement_config_changed()
 
     def _on_announcement_config(self, old: Any, new: Any) -> None:
         if new is None:
             self.l2_specs.pop(object_key(old), None)
         else:
             self.l2_specs[object_key(new)] = decode(new.spec, L2AdvertisementSpec)
+        self._announcement_config_changed()
+
+    def _announcement_config_changed(self) -> None:
+        self._selections_dirty = True
+        self._report_wake.set()
         self._wake.set()
 
     # -- running --------------------------------------------------------------------------------------
@@ -261,9 +276,13 @@ class Agent:
         self.l2.mesh.set_peers({name: address for name, n in self.nodes.cache.items()
                                 if (address := _internal_ip(n)) is not None})
         self.l2.set_vips(vips, self._data_path_ok)
+        advertised = set(self.bgp.advertised)
         self.bgp.update(labels=labels, address=_internal_ip(node) if node is not None else None,
                         allocations=self.allocated, policies_of=self._policies_of, is_local=self._is_local,
                         data_path_ok=self._data_path_ok)
+        self.l2.mesh.set_advertised(frozenset(self.bgp.advertised))
+        if set(self.bgp.advertised) != advertised or self.bgp.withheld:
+            self._report_wake.set()
 
     def _policies_of(self, vip: IPAddress) -> list[FrontendPolicy]:
         return [self.applied[fe][1] for fe in self.frontends_of.get(vip, ())]
@@ -282,36 +301,82 @@ class Agent:
         self._report_wake.set()
 
     async def _report_forever(self) -> None:
-        """Keep `portico.io/Announced` on each Service true to the shared view. One node writes it: the
-        owner of the Service's first VIP; with no owner at all every node that knows the VIP may, and
-        they all write the same thing."""
+        """Keep `portico.io/Announced` on each Service true to the shared view (layer-2 owners from the ranking,
+        BGP advertisers from the heartbeats). One node writes it: the announcer of the Service's first VIP;
+        with none at all, every node that knows the VIPs may, and they all write the same thing."""
         while True:
             await self._report_wake.wait()
             self._report_wake.clear()
-            for service, vips in self._l2_services().items():
-                owners = {v: self.l2.owners.get(v) for v in vips}
+            if self._selections_dirty:
+                self._selections_dirty = False
+                await self._report_selections()
+            advertisers = self._bgp_advertisers()
+            for service, vips in self._announced_services().items():
                 first = min(vips, key=lambda a: (a.version, int(a)))
-                if owners[first] not in (self.node, None) or (owners[first] is None and any(owners.values())):
+                writer = announcer(first, self.l2.owners, advertisers)
+                if writer not in (self.node, None) or (writer is None and any(
+                        announcer(v, self.l2.owners, advertisers) for v in vips)):
                     continue
                 try:
-                    await self._write_announced(service, vips)
+                    await self._write_announced(service, vips, advertisers)
                 except ApiError as e:  # a conflict: the informer brings the newer object and wakes us
                     log.info("%s: status not written (%s); will retry", service, e.status.message)
                     await asyncio.sleep(0.1)
                     self._report_wake.set()
 
-    def _l2_services(self) -> dict[str, list[IPAddress]]:
-        out: dict[str, list[IPAddress]] = {}
+    async def _report_selections(self) -> None:
+        """`NodesSelected` on every L2Advertisement, BGPPeer and BGPAdvertisement, so a nodeSelector matching
+        no node is answered on the object. One agent writes (the first node by name); all would write the same."""
+        if not self.nodes.cache or min(self.nodes.cache) != self.node:
+            return
+        labels = {name: (n.metadata.labels or {}) if n.metadata else {} for name, n in self.nodes.cache.items()}
+        kinds: list[tuple[Informer[Any], Any, dict[str, Any]]] = [
+            (self.l2_advertisements, L2AdvertisementResource, self.l2_specs),
+            (self.bgp.peers, BGPPeerResource, self.bgp.peer_specs),
+            (self.bgp.advertisements, BGPAdvertisementResource, self.bgp.advertisement_specs)]
+        for informer, resource, specs in kinds:
+            for name, obj in list(informer.cache.items()):
+                if name not in specs:
+                    continue
+                status, reason, message = selection_condition(specs[name].nodeSelector, labels)
+                current: list[dict[str, Any]] = (obj.status or {}).get("conditions", [])
+                wanted = set_condition(current, type=NODES_SELECTED, status=status, reason=reason, message=message,
+                                       generation=obj.metadata.generation)
+                if same_conditions(current, wanted):
+                    continue
+                try:
+                    await self.client.patch(resource.Status, name, {"status": {"conditions": wanted}},
+                                            patch_type=PatchType.MERGE)
+                except ApiError as e:
+                    log.warning("%s %s: condition not written: %s", resource.__name__, name, e.status.message)
+                    self._selections_dirty = True
+
+    def _announced_services(self) -> dict[str, list[IPAddress]]:
+        """Services with a VIP this node may announce (layer 2) or considers advertising (BGP)."""
+        out: dict[str, set[IPAddress]] = {}
         for vip, entry in self.l2.vips.items():
             for service in entry.services:
-                out.setdefault(service, []).append(vip)
-        return out
+                out.setdefault(service, set()).add(vip)
+        for vip in self.bgp.advertised.keys() | self.bgp.withheld.keys():
+            owners = self.allocated.get(vip)
+            for service in owners.services if owners is not None else ():
+                out.setdefault(service, set()).add(vip)
+        return {service: sorted(vips, key=lambda a: (a.version, int(a))) for service, vips in out.items()}
 
-    async def _write_announced(self, service: str, vips: list[IPAddress]) -> None:
+    def _bgp_advertisers(self) -> dict[IPAddress, tuple[str, ...]]:
+        """VIP -> the nodes advertising it over BGP: this one, and live peers by their heartbeats."""
+        nodes: dict[IPAddress, set[str]] = {vip: {self.node} for vip in self.bgp.advertised}
+        for name, peer in self.l2.mesh.alive().items():
+            for vip in peer.advertised:
+                nodes.setdefault(vip, set()).add(name)
+        return {vip: tuple(sorted(names)) for vip, names in nodes.items()}
+
+    async def _write_announced(self, service: str, vips: list[IPAddress],
+                               advertisers: dict[IPAddress, tuple[str, ...]]) -> None:
         svc: Any = self.services.cache.get(service)
         if svc is None:
             return
-        status, reason, message = announced_condition(vips, self.l2.owners)
+        status, reason, message = announced_condition(vips, self.l2.owners, advertisers)
         current: list[dict[str, Any]] = (svc.status.to_dict() if svc.status else {}).get("conditions", [])
         wanted = set_condition(current, type=ANNOUNCED, status=status, reason=reason, message=message)
         if same_conditions(current, wanted):

@@ -16,6 +16,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
+from portico.agent.bgp import BgpAnnouncements
 from portico.announce.announcer import L2Announcer
 from portico.dataplane.model import Frontend
 from portico.dataplane.nft import Nft
@@ -27,7 +28,7 @@ FRONTEND_LABELS = ("service", "vip", "protocol", "port")
 
 class AgentMetrics:
     def __init__(self, nft: Nft, service_of: Callable[[Frontend], str | None],
-                 problems: Callable[[], Mapping[str, list[str]]], l2: L2Announcer) -> None:
+                 problems: Callable[[], Mapping[str, list[str]]], l2: L2Announcer, bgp: BgpAnnouncements) -> None:
         self.registry = CollectorRegistry()
         self.sync_seconds = Histogram(
             "portico_agent_sync_duration_seconds", "Time to bring the kernel's table to the desired state",
@@ -43,6 +44,7 @@ class AgentMetrics:
         self.registry.register(_KernelCounters(nft, service_of))
         self.registry.register(_Problems(problems))
         self.registry.register(_Announcements(l2))
+        self.registry.register(_Bgp(bgp))
 
     def serve(self, address: str, port: int) -> WSGIServer:
         """/metrics in a thread of its own; returns the server (its port, when asked for port 0)."""
@@ -125,3 +127,27 @@ class _Announcements(Collector):
                                        "that were not a beat from a known node's address",
                                        value=self.l2.mesh.rejected)
         yield from (announced, eligible, peers, changes, rejected)
+
+
+class _Bgp(Collector):
+    def __init__(self, bgp: BgpAnnouncements) -> None:
+        self.bgp = bgp
+
+    def collect(self) -> Iterator[Metric]:
+        advertised = GaugeMetricFamily("portico_bgp_advertised", "1 for each VIP this node advertises over BGP",
+                                       labels=["service", "vip"])
+        for vip, services in sorted(self.bgp.advertised.items(), key=lambda i: (i[0].version, int(i[0]))):
+            for service in services:
+                advertised.add_metric([service, str(vip)], 1)
+        withheld = GaugeMetricFamily("portico_bgp_withheld_vips", "VIPs this node would advertise but cannot serve "
+                                     "now (reasons in the Service's events)", value=len(self.bgp.withheld))
+        sessions = GaugeMetricFamily("portico_bgp_session_established", "1 while this node's session with the "
+                                     "BGPPeer is established", labels=["peer"])
+        bfd = GaugeMetricFamily("portico_bfd_session_up", "1 while this node's BFD session with the BGPPeer is up",
+                                labels=["peer"])
+        for peer, session in sorted(self.bgp.speaker.sessions.items()):
+            state = self.bgp.states.get(peer)
+            sessions.add_metric([peer], 1 if state is not None and state.state == "Established" else 0)
+            if (bfd_state := self.bgp.bfd.state(session.address)) is not None:
+                bfd.add_metric([peer], 1 if bfd_state == "Up" else 0)
+        yield from (advertised, withheld, sessions, bfd)

@@ -2,8 +2,9 @@
 second which peers are alive and which VIPs each may announce.
 
 Every beat carries the sender's whole eligible set (packed addresses), so all agents rank the same
-candidates. A peer that stays silent for `dead_after` is dead. Beats are accepted only from the
-address the sender's Node object gives it. The transport is asyncio's; the wire format is pure.
+candidates, and the VIPs it advertises over BGP (so any agent can say on a Service who advertises it).
+A peer that stays silent for `dead_after` is dead. Beats are accepted only from the address the
+sender's Node object gives it. The transport is asyncio's; the wire format is pure.
 """
 
 from __future__ import annotations
@@ -37,22 +38,32 @@ class Beat(msgspec.Struct, array_like=True, frozen=True):
     seq: int
     ipv4: bytes = b""  # eligible addresses, 4 bytes each
     ipv6: bytes = b""  # 16 bytes each
+    bgp_ipv4: bytes = b""  # advertised over BGP by the sender
+    bgp_ipv6: bytes = b""
 
 
-def encode_beat(node: str, boot: int, seq: int, eligible: Iterable[IPAddress]) -> bytes:
-    v4 = b"".join(a.packed for a in sorted(a for a in eligible if a.version == 4))
-    v6 = b"".join(a.packed for a in sorted(a for a in eligible if a.version == 6))
-    return msgspec.msgpack.encode(Beat(node, boot, seq, v4, v6))
+def _pack(addresses: Iterable[IPAddress], version: int) -> bytes:
+    return b"".join(a.packed for a in sorted(a for a in addresses if a.version == version))
 
 
-def decode_beat(data: bytes) -> tuple[Beat, frozenset[IPAddress]]:
-    """Raises msgspec.DecodeError or ValueError on anything that is not a beat."""
-    beat = msgspec.msgpack.decode(data, type=Beat)
-    if len(beat.ipv4) % 4 or len(beat.ipv6) % 16:
+def _unpack(v4: bytes, v6: bytes) -> frozenset[IPAddress]:
+    if len(v4) % 4 or len(v6) % 16:
         raise ValueError("truncated address list")
-    v4 = (ipaddress.IPv4Address(beat.ipv4[i:i + 4]) for i in range(0, len(beat.ipv4), 4))
-    v6 = (ipaddress.IPv6Address(beat.ipv6[i:i + 16]) for i in range(0, len(beat.ipv6), 16))
-    return beat, frozenset([*v4, *v6])
+    return frozenset([*(ipaddress.IPv4Address(v4[i:i + 4]) for i in range(0, len(v4), 4)),
+                      *(ipaddress.IPv6Address(v6[i:i + 16]) for i in range(0, len(v6), 16))])
+
+
+def encode_beat(node: str, boot: int, seq: int, eligible: Iterable[IPAddress],
+                advertised: Iterable[IPAddress] = ()) -> bytes:
+    return msgspec.msgpack.encode(Beat(node, boot, seq, _pack(eligible, 4), _pack(eligible, 6),
+                                       _pack(advertised, 4), _pack(advertised, 6)))
+
+
+def decode_beat(data: bytes) -> tuple[Beat, frozenset[IPAddress], frozenset[IPAddress]]:
+    """(beat, eligible, advertised over BGP). Raises msgspec.DecodeError or ValueError on anything that is not
+    a beat."""
+    beat = msgspec.msgpack.decode(data, type=Beat)
+    return beat, _unpack(beat.ipv4, beat.ipv6), _unpack(beat.bgp_ipv4, beat.bgp_ipv6)
 
 
 @dataclass
@@ -61,6 +72,7 @@ class Peer:
     boot: int = 0
     seq: int = -1
     eligible: frozenset[IPAddress] = frozenset()
+    advertised: frozenset[IPAddress] = frozenset()  # over BGP
     heard: float | None = None  # monotonic time of the last beat; None: not alive
     expiry: asyncio.TimerHandle | None = field(default=None, repr=False)
 
@@ -80,6 +92,7 @@ class HeartbeatMesh(asyncio.DatagramProtocol):
         self.on_change = on_change
         self.peers: dict[str, Peer] = {}
         self.eligible: frozenset[IPAddress] = frozenset()
+        self.advertised: frozenset[IPAddress] = frozenset()
         self.started: float | None = None
         self.rejected = 0  # datagrams that were not a beat from a known node's address
         self._boot = secrets.randbits(63)
@@ -119,6 +132,12 @@ class HeartbeatMesh(asyncio.DatagramProtocol):
             self.eligible = eligible
             self._wake.set()
 
+    def set_advertised(self, advertised: frozenset[IPAddress]) -> None:
+        """The VIPs this node advertises over BGP; a change is sent at once."""
+        if advertised != self.advertised:
+            self.advertised = advertised
+            self._wake.set()
+
     # -- running ---------------------------------------------------------------------------------------
     async def run(self) -> None:
         sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
@@ -136,7 +155,7 @@ class HeartbeatMesh(asyncio.DatagramProtocol):
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.interval)
         finally:  # a last beat with nothing eligible: on a graceful stop peers take over at once
-            self.eligible = frozenset()
+            self.eligible = self.advertised = frozenset()
             self._send()
             transport.close()
             for peer in self.peers.values():
@@ -146,9 +165,10 @@ class HeartbeatMesh(asyncio.DatagramProtocol):
     def _send(self) -> None:
         assert self._transport is not None
         self._seq += 1
-        data = encode_beat(self.node, self._boot, self._seq, self.eligible)
+        data = encode_beat(self.node, self._boot, self._seq, self.eligible, self.advertised)
         if len(data) > MAX_BEAT_BYTES:
-            log.error("%d eligible addresses do not fit one heartbeat; announcing none", len(self.eligible))
+            log.error("%d eligible and %d advertised addresses do not fit one heartbeat; announcing none in layer 2"
+                      " and reporting none", len(self.eligible), len(self.advertised))
             data = encode_beat(self.node, self._boot, self._seq, ())
         for peer in self.peers.values():
             try:
@@ -158,7 +178,7 @@ class HeartbeatMesh(asyncio.DatagramProtocol):
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
         try:
-            beat, eligible = decode_beat(data)
+            beat, eligible, advertised = decode_beat(data)
         except (msgspec.DecodeError, ValueError):
             self.rejected += 1
             return
@@ -170,8 +190,9 @@ class HeartbeatMesh(asyncio.DatagramProtocol):
             return  # reordered
         came = not peer.alive
         restarted = peer.alive and beat.boot != peer.boot
-        changed = eligible != peer.eligible
+        changed = eligible != peer.eligible or advertised != peer.advertised
         peer.boot, peer.seq, peer.eligible, peer.heard = beat.boot, beat.seq, eligible, time.monotonic()
+        peer.advertised = advertised
         if peer.expiry:
             peer.expiry.cancel()
         peer.expiry = asyncio.get_running_loop().call_later(self.dead_after, self._expire, beat.node)
@@ -183,7 +204,7 @@ class HeartbeatMesh(asyncio.DatagramProtocol):
         if peer is None or peer.heard is None:
             return
         silent = time.monotonic() - peer.heard
-        peer.heard, peer.eligible, peer.expiry = None, frozenset(), None
+        peer.heard, peer.eligible, peer.advertised, peer.expiry = None, frozenset(), frozenset(), None
         self.on_change(name, f"silent for {silent * 1000:.0f} ms")
 
 

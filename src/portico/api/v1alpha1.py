@@ -151,7 +151,7 @@ class L2AdvertisementSpec(Struct, omit_defaults=True):
 
 
 class AnnouncementStatus(Struct, omit_defaults=True):
-    conditions: list[Condition] = field(default_factory=list)
+    conditions: list[Condition] = field(default_factory=list)  # NodesSelected: does the nodeSelector match a node
 
 
 class L2Advertisement(Struct, omit_defaults=True):
@@ -206,6 +206,7 @@ class BGPPeerStatus(Struct, omit_defaults=True):
     # A list map keyed by node: each agent server-side-applies its own entry, no node overwrites another's.
     sessions: Annotated[list[PeerSession], Meta(extra_json_schema={
         "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["node"]})] = field(default_factory=list)
+    conditions: list[Condition] = field(default_factory=list)  # NodesSelected
 
 
 class BGPPeer(Struct, omit_defaults=True):
@@ -248,6 +249,7 @@ def _columns(*columns: tuple[str, str, str]) -> list[dict[str, str]]:
 
 READY_COLUMN = ("Ready", "string", '.status.conditions[?(@.type=="Ready")].status')
 AGE_COLUMN = ("Age", "date", ".metadata.creationTimestamp")
+NODES_COLUMN = ("Nodes", "string", '.status.conditions[?(@.type=="NodesSelected")].message')
 PRINTER_COLUMNS: dict[str, list[dict[str, str]]] = {
     "IPPool": _columns(
         ("Addresses", "string", ".spec.addresses"),
@@ -268,19 +270,21 @@ PRINTER_COLUMNS: dict[str, list[dict[str, str]]] = {
     "L2Advertisement": _columns(
         ("Pools", "string", ".spec.ipPools"),
         ("Interfaces", "string", ".spec.interfaces"),
+        NODES_COLUMN,
     ),
     "BGPPeer": _columns(
         ("Address", "string", ".spec.peerAddress"),
         ("Peer ASN", "integer", ".spec.peerASN"),
         ("My ASN", "integer", ".spec.myASN"),
         ("Hold", "integer", ".spec.holdTime"),
-        ("Sessions", "string", ".status.sessions[*].state"),
+        NODES_COLUMN,
     ),
     "BGPAdvertisement": _columns(
         ("Pools", "string", ".spec.ipPools"),
         ("Peers", "string", ".spec.peers"),
         ("Communities", "string", ".spec.communities"),
         ("Local Pref", "integer", ".spec.localPref"),
+        NODES_COLUMN,
     ),
 }
 

@@ -59,6 +59,21 @@ def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: 
     raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value: {last!r}")
 
 
+def probe_during(vip: str, source: str, failure: Callable[[], None], *options: str,
+                 duration: float = 4.0) -> dict[str, Any]:
+    """Run `portico.dev.probe` in the client for `duration` seconds and cause `failure` one second in."""
+    proc = subprocess.Popen(["ip", "netns", "exec", "portico-client", sys.executable, "-m", "portico.dev.probe",
+                             vip, "--source", source, "--duration", str(duration), *options],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1)
+    failure()
+    out, err = proc.communicate(timeout=duration + 10)
+    assert proc.returncode == 0, err
+    result: dict[str, Any] = json.loads(out)
+    print(f"{vip}: {result}")
+    return result
+
+
 @pytest.fixture(scope="session")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
     if os.geteuid() != 0:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -21,7 +20,7 @@ import pytest
 
 from portico.dev.netns import agent_pid
 from portico.dev.topology import link_up_commands, plan_lab
-from tests.e2e.conftest import Lab, wait_for
+from tests.e2e.conftest import Lab, probe_during, wait_for
 
 NODES = ("node-1", "node-2")
 CLIENT = {4: "198.18.0.100", 6: "fd00:198:18::64"}
@@ -58,17 +57,8 @@ def ha(lab: Lab) -> Iterator[dict[int, str]]:
 
 
 def measure(lab: Lab, vip: str, family: int, failure: Callable[[], None], duration: float = 4.0) -> dict[str, object]:
-    """Run the probe for `duration` seconds and cause `failure` one second in."""
-    probe = subprocess.Popen(["ip", "netns", "exec", "portico-client", sys.executable, "-m", "portico.dev.probe",
-                              vip, "--source", CLIENT[family], "--duration", str(duration)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1)
-    failure()
-    out, err = probe.communicate(timeout=duration + 10)
-    assert probe.returncode == 0, err
-    result: dict[str, object] = json.loads(out)
-    print(f"{vip}: {result}")
-    return result
+    """The probe with ARP/NDP questions, from the client's LAN address."""
+    return probe_during(vip, CLIENT[family], failure, duration=duration)
 
 
 def settled(lab: Lab, family: int, vips: dict[int, str]) -> str:

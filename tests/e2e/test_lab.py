@@ -178,7 +178,7 @@ def test_cli_contract(lab: Lab) -> None:
 
     bad = lab.portico("dev", "exec", "node-9", "--", "true", check=False)
     assert bad.returncode != 0
-    assert "valid hosts: client, node-1, node-2" in bad.stderr
+    assert "valid hosts: router, client, node-1, node-2" in bad.stderr
 
     assert lab.exec_in("node-1", "ip", "-br", "addr", "show", "eth0").stdout.split()[2] == "198.18.0.11/24"
 

@@ -101,7 +101,7 @@ def next_hops(vip: str) -> set[str]:
 def bgp_trial(vip: str, fail: Callable[[str], None], restore: Callable[[str], None]) -> dict[str, float]:
     both = {str(addressing.node_addressing(i).lan_v4) for i in (1, 2)}
     wait_for("both agents", lambda: all(agent_pid(n) for n in NODES), 60)
-    wait_for("both nodes in the route", lambda: next_hops(vip) == both, 60)
+    wait_for("both nodes in the route", lambda: next_hops(vip) == both, 120)
     client = str(addressing.client_segment_addresses()[0])
     probe = subprocess.Popen(["ip", "netns", "exec", "portico-client", sys.executable, "-m", "portico.dev.probe", vip,
                               "--source", client, "--no-arp", "--flows", "16", "--duration", "3",

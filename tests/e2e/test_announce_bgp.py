@@ -95,7 +95,7 @@ def probe(lab: Lab, vip: str, family: int, failure: Callable[[], None]) -> dict[
 def both_back(lab: Lab, vips: dict[int, str]) -> None:
     wait_for(lambda: agent_pid("node-1") and agent_pid("node-2"), 60, "both agents running")
     for vip in vips.values():
-        wait_for(partial(over_both_nodes, lab, vip), 60, f"{vip} over both nodes again")
+        wait_for(partial(over_both_nodes, lab, vip), 90, f"{vip} over both nodes again")
 
 
 def test_the_router_learns_each_vip_from_every_node_with_the_configured_attributes(
@@ -169,9 +169,16 @@ def test_losing_the_only_local_endpoint_withdraws_the_nodes_route(lab: Lab, vips
     pod = next(p["metadata"]["name"] for p in lab.get("pods", "-l", "app=ha")["items"]
                if p["spec"]["nodeName"] == "node-1")
 
+    seen: list[set[str]] = []
+
     def delete_endpoint() -> None:
         lab.kubectl("delete", "pod", pod, "--wait=false")
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline:  # the router's route, while the probe runs
+            seen.append(next_hops(lab, vips[4]))
+            time.sleep(0.02)
     result = probe(lab, vips[4], 4, delete_endpoint)
+    assert {"node-2"} in seen, seen  # node-1 left the route (its new pod was not ready yet)
     assert isinstance(result["max_gap_ms"], float) and result["max_gap_ms"] < 1000, result
     events = lab.kubectl("get", "events", "--field-selector", "involvedObject.name=ha-bgp,reason=BGPWithdrawn")
     assert f"node-1 withdrew {vips[4]}: no ready local endpoint on node-1" in events, events

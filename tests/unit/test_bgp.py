@@ -143,7 +143,7 @@ def test_session_messages_say_what_to_check() -> None:
     assert session_message(SessionState(peer, address, "Established", 0, 1), None, "Up") == (
         "Established", "1 route advertised; BFD Up")
     assert session_message(SessionState(peer, address, "Active", 2, 0), None)[1].startswith(
-        "the session was refused (2 NOTIFICATIONs exchanged): check peerASN")
+        "the session was refused (2 NOTIFICATIONs exchanged since it was last up): check peerASN")
     assert "the password" in session_message(SessionState(peer, address, "Active"), None)[1]
     assert session_message(None, "password Secret x is missing") == ("NotConfigured", "password Secret x is missing")
 

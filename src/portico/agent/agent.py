@@ -52,6 +52,7 @@ from portico.dataplane.nft import Nft
 from portico.dataplane.nftables import NODE, Ruleset, node_fragment, render_frontend
 from portico.dataplane.syncer import Syncer
 from portico.ipam.blocks import IPAddress
+from portico.kube.client import error_text
 from portico.kube.events import EventRecorder
 from portico.kube.informer import Informer, object_key, run_synced
 
@@ -319,9 +320,9 @@ class Agent:
                     continue
                 try:
                     await self._write_announced(service, vips, advertisers)
-                except ApiError as e:  # a conflict: the informer brings the newer object and wakes us
-                    log.info("%s: status not written (%s); will retry", service, e.status.message)
-                    await asyncio.sleep(0.1)
+                except Exception as e:  # a conflict (the informer brings the newer object), or the API unreachable
+                    log.info("%s: status not written (%s); will retry", service, error_text(e))
+                    await asyncio.sleep(0.1 if isinstance(e, ApiError) else 1.0)
                     self._report_wake.set()
 
     async def _report_selections(self) -> None:
@@ -347,8 +348,8 @@ class Agent:
                 try:
                     await self.client.patch(resource.Status, name, {"status": {"conditions": wanted}},
                                             patch_type=PatchType.MERGE)
-                except ApiError as e:
-                    log.warning("%s %s: condition not written: %s", resource.__name__, name, e.status.message)
+                except Exception as e:  # retried with the next report round
+                    log.warning("%s %s: condition not written: %s", resource.__name__, name, error_text(e))
                     self._selections_dirty = True
 
     def _announced_services(self) -> dict[str, list[IPAddress]]:

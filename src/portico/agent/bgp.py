@@ -15,6 +15,7 @@ import logging
 import shutil
 import tempfile
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ from portico.api import v1alpha1 as api
 from portico.api.resources import BGPAdvertisementResource, BGPPeerResource, decode
 from portico.dataplane.model import FrontendPolicy
 from portico.ipam.blocks import IPAddress
+from portico.kube.client import error_text
 from portico.kube.informer import Informer, object_key
 
 log = logging.getLogger(__name__)
@@ -50,7 +52,8 @@ def session_message(state: SessionState | None, problem: str | None, bfd: str | 
         routes = f"{state.routes_sent} route{'' if state.routes_sent == 1 else 's'} advertised"
         return state.state, routes + (f"; BFD {bfd}" if bfd is not None else "")
     if state.notifications:
-        return state.state, (f"the session was refused ({state.notifications} NOTIFICATIONs exchanged): check "
+        return state.state, (f"the session was refused ({state.notifications} NOTIFICATIONs exchanged since it was "
+                             "last up): check "
                              "peerASN and myASN, and that the peer is configured for this node")
     return state.state, f"not established: {NOT_ESTABLISHED_HINT}"
 
@@ -80,6 +83,7 @@ class BgpAnnouncements:
         self._wake_agent = wake
         self._written: dict[str, tuple[str, str] | None] = {}  # BGPPeer -> what this node last wrote
         self._peers_changed = asyncio.Event()  # re-read passwords now
+        self._notifications_at_up: dict[str, int] = {}
 
     # -- informer callbacks ---------------------------------------------------------------------------
     def _on_peer(self, old: Any, new: Any) -> None:
@@ -138,6 +142,24 @@ class BgpAnnouncements:
             await self.speaker.stop()
             shutil.rmtree(self._socket_dir, ignore_errors=True)
 
+    async def _read_passwords(self) -> tuple[dict[str, str], dict[str, str]]:
+        passwords, problems = {}, {}
+        for name, spec in list(self.peer_specs.items()):
+            ref = spec.passwordSecret
+            if ref is None:
+                continue
+            try:
+                secret = await self.client.get(Secret, ref.name, namespace=ref.namespace)
+            except ApiError as e:
+                problems[name] = f"cannot read password Secret {ref.namespace}/{ref.name}: {e.status.message}"
+                continue
+            value = (secret.data or {}).get(ref.key)
+            if value is None:
+                problems[name] = f"Secret {ref.namespace}/{ref.name} has no key {ref.key!r}"
+            else:
+                passwords[name] = base64.b64decode(value).decode()
+        return passwords, problems
+
     async def _program_forever(self) -> None:
         while True:
             await self._wake_speaker.wait()
@@ -159,11 +181,18 @@ class BgpAnnouncements:
                 await self.speaker.stop()
                 self._wake_speaker.set()
             try:
-                self.states = {s.peer: s for s in await self.speaker.states()}
+                self.states = {s.peer: self._since_up(s) for s in await self.speaker.states()}
             except Exception as e:
                 log.warning("could not read BGP session states: %s", e)
             for peer in sorted(self.peer_specs.keys() | self._written.keys()):
                 await self._write_session(peer)
+
+    def _since_up(self, state: SessionState) -> SessionState:
+        """The state with NOTIFICATIONs counted since the session was last established (a flap's Cease is not a
+        refusal of the configuration)."""
+        if state.state == "Established":
+            self._notifications_at_up[state.peer] = state.notifications
+        return replace(state, notifications=state.notifications - self._notifications_at_up.get(state.peer, 0))
 
     async def _write_session(self, peer: str) -> None:
         """This node's entry in the BGPPeer's status.sessions (a list map keyed by node: each agent applies only
@@ -184,25 +213,16 @@ class BgpAnnouncements:
             await self.client.patch(BGPPeerResource.Status, peer, body, patch_type=PatchType.APPLY,
                                     field_manager=f"portico-agent.{self.node}", force=True)
             self._written[peer] = entry
-        except ApiError as e:
-            log.warning("BGPPeer %s: status not written: %s", peer, e.status.message)
+        except Exception as e:  # refused, or the API unreachable (our link is down): next round
+            log.warning("BGPPeer %s: status not written: %s", peer, error_text(e))
 
     async def _secrets_forever(self) -> None:
         while True:
-            passwords, problems = {}, {}
-            for name, spec in list(self.peer_specs.items()):
-                ref = spec.passwordSecret
-                if ref is None:
-                    continue
-                try:
-                    secret = await self.client.get(Secret, ref.name, namespace=ref.namespace)
-                    value = (secret.data or {}).get(ref.key)
-                    if value is None:
-                        problems[name] = f"Secret {ref.namespace}/{ref.name} has no key {ref.key!r}"
-                    else:
-                        passwords[name] = base64.b64decode(value).decode()
-                except ApiError as e:
-                    problems[name] = f"cannot read password Secret {ref.namespace}/{ref.name}: {e.status.message}"
+            try:
+                passwords, problems = await self._read_passwords()
+            except Exception as e:  # the API unreachable: keep the passwords we have, sessions stay as they are
+                log.warning("password Secrets not re-read: %s", error_text(e))
+                passwords, problems = self.passwords, self.secret_problems
             if (passwords, problems) != (self.passwords, self.secret_problems):
                 self.passwords, self.secret_problems = passwords, problems
                 self._wake_agent()

@@ -156,6 +156,7 @@ class BfdEndpoint:
     def __init__(self) -> None:
         self.sessions: dict[IPAddress, BfdSession] = {}
         self._senders: dict[IPAddress, asyncio.Task[None]] = {}
+        self._wakes: dict[IPAddress, asyncio.Event] = {}
         self._sockets: dict[IPAddress, socket.socket] = {}
         self._receivers: dict[int, socket.socket] = {}
 
@@ -165,6 +166,7 @@ class BfdEndpoint:
             if settings is None or (session.desired_min_tx_us, session.detect_mult) != (
                     settings.interval_ms * 1000, settings.multiplier):
                 self._senders.pop(address).cancel()
+                del self._wakes[address]
                 self._sockets.pop(address).close()
                 del self.sessions[address]
         for address, settings in peers.items():
@@ -174,6 +176,7 @@ class BfdEndpoint:
             self.sessions[address] = BfdSession(random.randrange(1, 2**32), settings.interval_ms * 1000,
                                                 settings.interval_ms * 1000, settings.multiplier)
             self._sockets[address] = _sender(address)
+            self._wakes[address] = asyncio.Event()
             self._senders[address] = asyncio.get_running_loop().create_task(self._send_forever(address))
 
     def state(self, address: IPAddress) -> str | None:
@@ -217,24 +220,32 @@ class BfdEndpoint:
                     continue
                 if session.receive(packet, time.monotonic()):
                     self._send(address, final=True)
-                self._report(address, session)
+                if self._report(address, session):
+                    self._wakes[address].set()  # tell the peer now, and at the new pace from now on
 
-    def _report(self, address: IPAddress, session: BfdSession) -> None:
+    def _report(self, address: IPAddress, session: BfdSession) -> bool:
+        """Log state changes; True if there were any."""
+        changed = bool(session.changes)
         for old, new in session.changes:
             log.info("BFD with %s: %s -> %s", address, STATE_NAMES[old], STATE_NAMES[new])
         session.changes.clear()
+        return changed
 
     def _send(self, address: IPAddress, *, final: bool = False) -> None:
         with contextlib.suppress(OSError):  # the link is down: the peer's timer will notice, so will ours
             self._sockets[address].send(self.sessions[address].packet(final=final).encode())
 
     async def _send_forever(self, address: IPAddress) -> None:
-        session = self.sessions[address]
+        """Periodic packets, and one at once on every state change: coming Up we advertise the fast interval, so
+        the peer expects it at once — still sleeping out the slow one would get us declared dead."""
+        session, wake = self.sessions[address], self._wakes[address]
         while True:
             session.check_expiry(time.monotonic())
             self._report(address, session)
             self._send(address)
-            await asyncio.sleep(session.tx_interval())
+            wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), session.tx_interval())
 
 
 def _address(text: str) -> IPAddress | None:

@@ -41,7 +41,9 @@ STATES = {api.PeerState.UNKNOWN: "Unknown", api.PeerState.IDLE: "Idle", api.Peer
           api.PeerState.ACTIVE: "Active", api.PeerState.OPENSENT: "OpenSent",
           api.PeerState.OPENCONFIRM: "OpenConfirm", api.PeerState.ESTABLISHED: "Established"}
 EXPORT_POLICY = "portico-export"
-CONNECT_RETRY_SECONDS = 2  # a session that drops comes back this fast once the peer answers again
+# A session that dropped is retried this often once the peer answers again. (GoBGP's default also idles 30 s
+# after a reset, which kept a node out of the router's route for up to a minute after a link flap.)
+CONNECT_RETRY_SECONDS = 2
 
 
 @dataclass(frozen=True)
@@ -128,7 +130,8 @@ def _peer_of(session: Session) -> Any:
                           local_asn=session.my_asn, auth_password=session.password, description=session.peer),
         timers=api.Timers(config=api.TimersConfig(hold_time=session.hold_time,
                                                   keepalive_interval=session.keepalive_time,
-                                                  connect_retry=CONNECT_RETRY_SECONDS)),
+                                                  connect_retry=CONNECT_RETRY_SECONDS,
+                                                  idle_hold_time_after_reset=CONNECT_RETRY_SECONDS)),
         transport=api.Transport(remote_port=session.port, passive_mode=False),
         ebgp_multihop=api.EbgpMultihop(enabled=session.ebgp_multihop, multihop_ttl=255 if session.ebgp_multihop
                                        else 0),

@@ -84,7 +84,11 @@ class L2Responder:
     def _readable(self, sock: socket.socket) -> None:
         with contextlib.suppress(BlockingIOError, InterruptedError):
             while True:
-                frame, address = sock.recvfrom(2048)
+                try:
+                    frame, address = sock.recvfrom(2048)
+                except OSError as e:  # ENETDOWN: the interface went down; the link watch withdraws
+                    log.debug("%s: receive failed: %s", self.interface, e)
+                    return
                 if address[2] == PACKET_OUTGOING:
                     continue
                 self._answer(frame)

@@ -12,11 +12,9 @@ import asyncio
 import base64
 import contextlib
 import logging
-import shutil
-import tempfile
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 from lightkube import AsyncClient
@@ -75,8 +73,7 @@ class BgpAnnouncements:
         self.advertised: dict[IPAddress, tuple[str, ...]] = {}  # VIP -> its Services, while advertised here
         self.withheld: dict[IPAddress, str] = {}
         self.states: dict[str, SessionState] = {}
-        self._socket_dir = Path(tempfile.mkdtemp(prefix="portico-gobgp-"))
-        self.speaker = GoBgp(self._socket_dir / "gobgp.sock", router_id="0.0.0.0")
+        self.speaker = GoBgp(f"portico-gobgp-{os.getpid()}", router_id="0.0.0.0")
         self.bfd = BfdEndpoint()
         self._wanted: tuple[dict[str, Any], dict[Prefix, Route]] = ({}, {})
         self._wake_speaker = asyncio.Event()
@@ -140,7 +137,6 @@ class BgpAnnouncements:
         finally:
             self.bfd.close()
             await self.speaker.stop()
-            shutil.rmtree(self._socket_dir, ignore_errors=True)
 
     async def _read_passwords(self) -> tuple[dict[str, str], dict[str, str]]:
         passwords, problems = {}, {}

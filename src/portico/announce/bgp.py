@@ -19,7 +19,6 @@ import logging
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import grpc
@@ -158,7 +157,7 @@ def _set_parent_death_signal() -> None:
 class GoBgp:
     """gobgpd run and programmed by the agent. `apply` is idempotent and level-triggered."""
 
-    socket_path: Path
+    socket_name: str  # abstract unix socket (no file), e.g. portico-gobgp-<agent pid>
     router_id: str
     binary: str = "gobgpd"
     sessions: dict[str, Session] = field(default_factory=dict)  # what gobgpd holds now
@@ -270,13 +269,10 @@ class GoBgp:
         return out
 
     async def _start(self, sessions: Mapping[str, Session]) -> None:
-        self.socket_path.parent.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileNotFoundError):
-            self.socket_path.unlink()
         self._process = await asyncio.create_subprocess_exec(
-            self.binary, f"--api-hosts=unix://{self.socket_path}", "--log-plain", "--pprof-disable",
+            self.binary, f"--api-hosts=unix://@{self.socket_name}", "--log-plain", "--pprof-disable",
             stdin=asyncio.subprocess.DEVNULL, preexec_fn=_set_parent_death_signal)
-        self._channel = grpc.aio.insecure_channel(f"unix://{self.socket_path}")
+        self._channel = grpc.aio.insecure_channel(f"unix-abstract:{self.socket_name}")
         self._stub = api_grpc.GobgpApiStub(self._channel)
         asn = min(s.my_asn for s in sessions.values())  # each session states its own local AS too
         for _ in range(100):
@@ -289,7 +285,7 @@ class GoBgp:
                     raise RuntimeError(f"gobgpd exited with status {self._process.returncode}") from None
                 await asyncio.sleep(0.05)
         else:
-            raise RuntimeError(f"gobgpd did not answer on {self.socket_path}")
+            raise RuntimeError(f"gobgpd did not answer on @{self.socket_name}")
         self.sessions, self.routes = {}, {}
         log.info("gobgpd started (pid %d, router id %s, AS %d)", self._process.pid, self.router_id, asn)
 

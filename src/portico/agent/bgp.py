@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import ipaddress
 import logging
 import os
 from collections.abc import Callable, Mapping
@@ -69,7 +70,6 @@ class BgpAnnouncements:
         self.passwords: dict[str, str] = {}  # BGPPeer -> its password, read from its Secret
         self.secret_problems: dict[str, str] = {}
         self.problems: dict[str, str] = {}  # BGPPeer -> why this node has no session with it
-        self.routes: dict[Prefix, Route] = {}  # desired now
         self.advertised: dict[IPAddress, tuple[str, ...]] = {}  # VIP -> its Services, while advertised here
         self.withheld: dict[IPAddress, str] = {}
         self.states: dict[str, SessionState] = {}
@@ -107,10 +107,12 @@ class BgpAnnouncements:
         routes, withheld = bgp_routes(self.node, labels=labels, advertisements=self.advertisement_specs.values(),
                                       sessions=sessions, allocations=allocations, policies_of=policies_of,
                                       is_local=is_local, data_path_ok=data_path_ok)
+        lengths = {(p.version, p.prefixlen) for p in routes}  # a VIP is advertised by its /32, /128 or aggregate
         advertised = {vip: owners.services for vip, owners in allocations.items()
-                      if any(vip in r.prefix for r in routes.values())}
+                      if any(ipaddress.ip_network((vip, n), strict=False) in routes for v, n in lengths
+                             if v == vip.version)}
         self._report_changes(advertised, withheld)
-        self.routes, self.withheld = routes, withheld
+        self.withheld = withheld
         self.speaker.router_id = router_id(address, self.node)
         self.bfd.set_peers({s.address: BfdSettings(bfd.intervalMs, bfd.multiplier) for name, s in sessions.items()
                             if (bfd := self.peer_specs[name].bfd) is not None})

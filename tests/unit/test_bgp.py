@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from portico.agent.announcements import VipOwners, bgp_routes, bgp_sessions
-from portico.agent.bgp import session_message
+from portico.agent.bgp import session_message, since_up
 from portico.agent.selection import selection_condition
 from portico.announce import bfd
 from portico.announce.bgp import Route, Session, SessionState, community_values, path_of, router_id
@@ -146,6 +146,16 @@ def test_session_messages_say_what_to_check() -> None:
         "the session was refused (2 NOTIFICATIONs exchanged since it was last up): check peerASN")
     assert "the password" in session_message(SessionState(peer, address, "Active"), None)[1]
     assert session_message(None, "password Secret x is missing") == ("NotConfigured", "password Secret x is missing")
+
+
+def test_refusals_count_from_the_last_time_the_session_was_up() -> None:
+    address = ipaddress.ip_address("198.18.0.2")
+    up, base = since_up(SessionState("r4", address, "Established", 3), 0)
+    assert (up.notifications, base) == (0, 3)  # earlier flaps' Cease messages are history
+    down, base = since_up(SessionState("r4", address, "Active", 5), base)
+    assert (down.notifications, base) == (2, 3)
+    remade, base = since_up(SessionState("r4", address, "Active", 1), base)  # a new gobgpd peer counts from 0
+    assert (remade.notifications, base) == (1, 0)
 
 
 # -- BFD ----------------------------------------------------------------------------------------------------

@@ -41,6 +41,16 @@ NOT_ESTABLISHED_HINT = ("check the peer's address and that it answers on its por
                         "and that the peer is configured for this node")
 
 
+def since_up(state: SessionState, base: int) -> tuple[SessionState, int]:
+    """The state with NOTIFICATIONs counted since the session was last established (a flap's Cease is not a
+    refusal of the configuration), and the new base. gobgpd counts from 0 again when a session is re-made."""
+    if state.state == "Established":
+        base = state.notifications
+    elif state.notifications < base:
+        base = 0
+    return replace(state, notifications=state.notifications - base), base
+
+
 def session_message(state: SessionState | None, problem: str | None, bfd: str | None = None) -> tuple[str, str]:
     """(state, message) of this node's session with a BGPPeer, for its status."""
     if problem is not None:
@@ -186,11 +196,8 @@ class BgpAnnouncements:
                 await self._write_session(peer)
 
     def _since_up(self, state: SessionState) -> SessionState:
-        """The state with NOTIFICATIONs counted since the session was last established (a flap's Cease is not a
-        refusal of the configuration)."""
-        if state.state == "Established":
-            self._notifications_at_up[state.peer] = state.notifications
-        return replace(state, notifications=state.notifications - self._notifications_at_up.get(state.peer, 0))
+        counted, self._notifications_at_up[state.peer] = since_up(state, self._notifications_at_up.get(state.peer, 0))
+        return counted
 
     async def _write_session(self, peer: str) -> None:
         """This node's entry in the BGPPeer's status.sessions (a list map keyed by node: each agent applies only

@@ -181,15 +181,9 @@ class GoBgp:
         added = {name: s for name, s in sessions.items() if self.sessions.get(name) != s}
         for name in removed:
             await stub.DeletePeer(api.DeletePeerRequest(address=str(self.sessions.pop(name).address)))
-        for name, session in added.items():  # filters first: nothing leaves on a session before its own
-            await stub.AddDefinedSet(api.AddDefinedSetRequest(defined_set=_prefix_set(name, [
-                p for p, r in self.routes.items() if name in r.peers and p.version == session.address.version])))
         self.sessions.update(added)
-        if removed or added:
-            await self._sync_export_policy()
-        for name in removed:
-            if name not in added:
-                await self._delete_sets(name)
+        if removed or added:  # filters first: nothing leaves on a session before its own is in place
+            await self._set_export_filters()
         for session in added.values():
             await stub.AddPeer(api.AddPeerRequest(peer=_peer_of(session)))
         for prefix in [p for p in self.routes if p not in routes]:
@@ -223,34 +217,23 @@ class GoBgp:
             await self._stub.DeleteDefinedSet(api.DeleteDefinedSetRequest(
                 defined_set=_prefix_set(peer, [route.prefix]), all=False))
 
-    async def _sync_export_policy(self) -> None:
-        """One global export policy, default reject, with a statement per session: a route leaves on a session
-        only when its prefix is in that session's prefix set. (GoBGP applies export policies globally; a
+    async def _set_export_filters(self) -> None:
+        """Every session's filter, replaced in one call (SetPolicies, atomic in gobgpd): per session a neighbor
+        set, a prefix set of the routes meant for it, and a statement accepting exactly those. The global
+        export assignment (made at start) rejects everything else. (GoBGP applies export policies globally; a
         neighbor-set condition on export matches the session the route is about to leave on.)"""
-        stub = self._stub
-        with contextlib.suppress(grpc.aio.AioRpcError):  # none yet
-            await stub.DeletePolicyAssignment(api.DeletePolicyAssignmentRequest(
-                assignment=api.PolicyAssignment(name="global", direction=api.PolicyDirection.EXPORT), all=True))
-            await stub.DeletePolicy(api.DeletePolicyRequest(policy=api.Policy(name=EXPORT_POLICY), all=True))
-        statements = []
+        sets, statements = [], []
         for peer, session in sorted(self.sessions.items()):
-            address = str(ipaddress.ip_network(session.address))
-            await stub.AddDefinedSet(api.AddDefinedSetRequest(defined_set=api.DefinedSet(
-                defined_type=api.DefinedType.NEIGHBOR, name=_set_name(peer), list=[address])))
+            sets += [api.DefinedSet(defined_type=api.DefinedType.NEIGHBOR, name=_set_name(peer),
+                                    list=[str(ipaddress.ip_network(session.address))]),
+                     _prefix_set(peer, [p for p, r in self.routes.items()
+                                        if peer in r.peers and p.version == session.address.version])]
             statements.append(api.Statement(name=_set_name(peer), conditions=api.Conditions(
                 prefix_set=api.MatchSet(type=api.MatchSet.ANY, name=_set_name(peer)),
                 neighbor_set=api.MatchSet(type=api.MatchSet.ANY, name=_set_name(peer))),
                 actions=api.Actions(route_action=api.RouteAction.ACCEPT)))
-        await stub.AddPolicy(api.AddPolicyRequest(policy=api.Policy(name=EXPORT_POLICY, statements=statements)))
-        await stub.AddPolicyAssignment(api.AddPolicyAssignmentRequest(assignment=api.PolicyAssignment(
-            name="global", direction=api.PolicyDirection.EXPORT, policies=[api.Policy(name=EXPORT_POLICY)],
-            default_action=api.RouteAction.REJECT)))
-
-    async def _delete_sets(self, peer: str) -> None:
-        for kind in (api.DefinedType.PREFIX, api.DefinedType.NEIGHBOR):
-            with contextlib.suppress(grpc.aio.AioRpcError):
-                await self._stub.DeleteDefinedSet(api.DeleteDefinedSetRequest(
-                    defined_set=api.DefinedSet(defined_type=kind, name=_set_name(peer)), all=True))
+        await self._stub.SetPolicies(api.SetPoliciesRequest(
+            defined_sets=sets, policies=[api.Policy(name=EXPORT_POLICY, statements=statements)]))
 
     async def states(self) -> list[SessionState]:
         if not self.running:
@@ -287,6 +270,10 @@ class GoBgp:
         else:
             raise RuntimeError(f"gobgpd did not answer on @{self.socket_name}")
         self.sessions, self.routes = {}, {}
+        await self._set_export_filters()
+        await self._stub.AddPolicyAssignment(api.AddPolicyAssignmentRequest(assignment=api.PolicyAssignment(
+            name="global", direction=api.PolicyDirection.EXPORT, policies=[api.Policy(name=EXPORT_POLICY)],
+            default_action=api.RouteAction.REJECT)))
         log.info("gobgpd started (pid %d, router id %s, AS %d)", self._process.pid, self.router_id, asn)
 
     async def stop(self) -> None:

@@ -150,6 +150,12 @@ def test_an_interface_that_does_not_exist_is_reported_and_harms_nothing(lab: Lab
                                "involvedObject.name=broken,reason=InterfaceMissing")
         wait_for(lambda: all(f"interface eth9 does not exist on {node}" in events() for node in NODES), 30,
                  "an InterfaceMissing event from each node")
+
+        def problems() -> dict[str, str]:
+            return {p["node"]: p["message"] for p in lab.get("l2advertisement", "broken").get("status", {}).get(
+                "problems", [])}
+        wait_for(lambda: problems() == {n: f"interface eth9 does not exist on {n}" for n in NODES}, 30,
+                 "each node's entry in the status")
         result = measure(lab, ha[4], 4, lambda: None, duration=1.5)
         assert result["echoed"] == result["sent"] and result["split_brain_rounds"] == 0, result
     finally:

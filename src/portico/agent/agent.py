@@ -52,7 +52,7 @@ from portico.dataplane.nft import Nft
 from portico.dataplane.nftables import NODE, Ruleset, node_fragment, render_frontend
 from portico.dataplane.syncer import Syncer
 from portico.ipam.blocks import IPAddress
-from portico.kube.client import error_text
+from portico.kube.client import apply_status, error_text
 from portico.kube.events import EventRecorder
 from portico.kube.informer import Informer, object_key, run_synced
 
@@ -88,6 +88,7 @@ class Agent:
         self.l2_specs: dict[str, L2AdvertisementSpec] = {}  # L2Advertisement name -> its spec
         self.problems: dict[str, list[str]] = {}  # Service key -> what was last reported
         self._advertisement_problems: dict[str, list[str]] = {}  # L2Advertisement -> what was last reported
+        self._problems_to_write: set[str] = set()  # L2Advertisements whose status entry of this node is stale
         self._dirty: set[str] = set()
         self._triggered: dict[str, list[float]] = {}  # Service key -> trigger times (epoch) not yet applied
         self._synced = False  # changes listed at start-up are not "programming latency"
@@ -270,6 +271,8 @@ class Agent:
             problems = advertisement_problems(self.node, labels, self._default_interface, spec, interface_state)
             if problems != self._advertisement_problems.get(key, []):
                 self._advertisement_problems[key] = problems
+                self._problems_to_write.add(key)
+                self._report_wake.set()
                 for problem in problems:
                     log.warning("L2Advertisement %s: %s", key, problem)
                     self.events.record(self.l2_advertisements.cache[key], type="Warning", reason="InterfaceMissing",
@@ -311,6 +314,8 @@ class Agent:
             if self._selections_dirty:
                 self._selections_dirty = False
                 await self._report_selections()
+            for key in sorted(self._problems_to_write):
+                await self._write_problems(key)
             advertisers = self._bgp_advertisers()
             for service, vips in self._announced_services().items():
                 first = min(vips, key=lambda a: (a.version, int(a)))
@@ -351,6 +356,18 @@ class Agent:
                 except Exception as e:  # retried with the next report round
                     log.warning("%s %s: condition not written: %s", resource.__name__, name, error_text(e))
                     self._selections_dirty = True
+
+    async def _write_problems(self, key: str) -> None:
+        """This node's entry in the L2Advertisement's status.problems (its own entry only: server-side apply)."""
+        problems = self._advertisement_problems.get(key, [])
+        entries = [{"node": self.node, "message": "; ".join(problems)}] if problems else []
+        try:
+            if key in self.l2_advertisements.cache:
+                await apply_status(self.client, L2AdvertisementResource, key, {"problems": entries},
+                                   field_manager=f"portico-agent.{self.node}")
+            self._problems_to_write.discard(key)
+        except Exception as e:  # retried with the next report round
+            log.warning("L2Advertisement %s: problems not written: %s", key, error_text(e))
 
     def _announced_services(self) -> dict[str, list[IPAddress]]:
         """Services with a VIP this node may announce (layer 2) or considers advertising (BGP)."""

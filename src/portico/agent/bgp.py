@@ -21,7 +21,6 @@ from typing import Any
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.resources.core_v1 import Secret
-from lightkube.types import PatchType
 
 from portico.agent.announcements import VipOwners, bgp_routes, bgp_sessions
 from portico.announce.bfd import BfdEndpoint, BfdSettings
@@ -30,7 +29,7 @@ from portico.api import v1alpha1 as api
 from portico.api.resources import BGPAdvertisementResource, BGPPeerResource, decode
 from portico.dataplane.model import FrontendPolicy
 from portico.ipam.blocks import IPAddress
-from portico.kube.client import error_text
+from portico.kube.client import apply_status, error_text
 from portico.kube.informer import Informer, object_key
 
 log = logging.getLogger(__name__)
@@ -212,11 +211,9 @@ class BgpAnnouncements:
         if self._written.get(peer, "unwritten") == entry:
             return
         sessions = [] if entry is None else [{"node": self.node, "state": entry[0], "message": entry[1]}]
-        body = {"apiVersion": f"{api.GROUP}/{api.VERSION}", "kind": api.BGPPeer.KIND, "metadata": {"name": peer},
-                "status": {"sessions": sessions}}
         try:
-            await self.client.patch(BGPPeerResource.Status, peer, body, patch_type=PatchType.APPLY,
-                                    field_manager=f"portico-agent.{self.node}", force=True)
+            await apply_status(self.client, BGPPeerResource, peer, {"sessions": sessions},
+                               field_manager=f"portico-agent.{self.node}")
             self._written[peer] = entry
         except Exception as e:  # refused, or the API unreachable (our link is down): next round
             log.warning("BGPPeer %s: status not written: %s", peer, error_text(e))

@@ -154,12 +154,28 @@ class AnnouncementStatus(Struct, omit_defaults=True):
     conditions: list[Condition] = field(default_factory=list)  # NodesSelected: does the nodeSelector match a node
 
 
+# A list map keyed by node: each agent server-side-applies only its own entry, no node overwrites another's.
+PER_NODE = {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["node"]}
+
+
+class NodeProblem(Struct, omit_defaults=True):
+    """What keeps one node from answering where the advertisement says (e.g. a missing interface)."""
+
+    node: Name
+    message: str
+
+
+class L2AdvertisementStatus(Struct, omit_defaults=True):
+    conditions: list[Condition] = field(default_factory=list)  # NodesSelected
+    problems: Annotated[list[NodeProblem], Meta(extra_json_schema=PER_NODE)] = field(default_factory=list)
+
+
 class L2Advertisement(Struct, omit_defaults=True):
     KIND: ClassVar[str] = "L2Advertisement"
     PLURAL: ClassVar[str] = "l2advertisements"
     SCOPE: ClassVar[str] = "Cluster"
     spec: L2AdvertisementSpec
-    status: AnnouncementStatus | None = None
+    status: L2AdvertisementStatus | None = None
 
 
 class SecretKeyRef(Struct, omit_defaults=True):
@@ -203,9 +219,7 @@ class PeerSession(Struct, omit_defaults=True):
 
 
 class BGPPeerStatus(Struct, omit_defaults=True):
-    # A list map keyed by node: each agent server-side-applies its own entry, no node overwrites another's.
-    sessions: Annotated[list[PeerSession], Meta(extra_json_schema={
-        "x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["node"]})] = field(default_factory=list)
+    sessions: Annotated[list[PeerSession], Meta(extra_json_schema=PER_NODE)] = field(default_factory=list)
     conditions: list[Condition] = field(default_factory=list)  # NodesSelected
 
 
@@ -271,6 +285,7 @@ PRINTER_COLUMNS: dict[str, list[dict[str, str]]] = {
         ("Pools", "string", ".spec.ipPools"),
         ("Interfaces", "string", ".spec.interfaces"),
         NODES_COLUMN,
+        ("Problems", "string", ".status.problems[*].message"),
     ),
     "BGPPeer": _columns(
         ("Address", "string", ".spec.peerAddress"),

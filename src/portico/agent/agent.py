@@ -280,12 +280,12 @@ class Agent:
         self.l2.mesh.set_peers({name: address for name, n in self.nodes.cache.items()
                                 if (address := _internal_ip(n)) is not None})
         self.l2.set_vips(vips, self._data_path_ok)
-        advertised = set(self.bgp.advertised)
+        before = (frozenset(self.bgp.advertised), frozenset(self.bgp.withheld))
         self.bgp.update(labels=labels, address=_internal_ip(node) if node is not None else None,
                         allocations=self.allocated, policies_of=self._policies_of, is_local=self._is_local,
                         data_path_ok=self._data_path_ok)
         self.l2.mesh.set_advertised(frozenset(self.bgp.advertised))
-        if set(self.bgp.advertised) != advertised or self.bgp.withheld:
+        if (frozenset(self.bgp.advertised), frozenset(self.bgp.withheld)) != before:  # on a change, not every sync
             self._report_wake.set()
 
     def _policies_of(self, vip: IPAddress) -> list[FrontendPolicy]:

@@ -30,6 +30,7 @@ COMPONENT = "portico-controller"  # the source of our Events
 SERVICE, POOL = "service", "pool"
 POOL_STATUS_DELAY = 1.0  # coalesce usage updates of a pool under a burst of allocations
 ORPHAN_SWEEP_INTERVAL = 60.0
+EVENTS_QUEUED = 20_000
 Item = tuple[str, str]
 
 
@@ -43,7 +44,8 @@ class Controller:
         self.allocations = Informer(client, IPAllocationResource, self._on_allocation)
         self.pools = Informer(client, IPPoolResource, self._on_pool)
         self.namespaces = Informer(client, Namespace, self._on_namespace)
-        self.events = EventRecorder(client, component=COMPONENT)
+        # Events yield to address writes under a burst; the queue holds a 10k-Service burst's worth.
+        self.events = EventRecorder(client, component=COMPONENT, busy=self.queue.busy, max_queued=EVENTS_QUEUED)
         self.service_reconciler = ServiceReconciler(client, self.events, self.allocator, self.services.cache,
                                                     self.allocations.cache, self._namespace_labels,
                                                     default_class=default_class)

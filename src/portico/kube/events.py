@@ -6,6 +6,7 @@ import asyncio
 import datetime as dt
 import logging
 import secrets
+from collections.abc import Callable
 from typing import Any, Literal
 
 from lightkube import AsyncClient
@@ -50,12 +51,17 @@ async def record_event(client: AsyncClient, obj: Any, *, type: EventType, reason
 class EventRecorder:
     """Events off the reconcile path, as client-go's broadcaster sends them: `record` queues and returns at
     once, one task writes them in order. Events are best-effort by design; when the queue is full (the API
-    server is slower than a burst) new ones are dropped and counted, never waited for."""
+    server is slower than a burst) new ones are dropped and counted, never waited for.
+
+    `busy` (optional) says the owner has more important writes waiting: then Events trickle, one per
+    `busy_interval`, and the rest follow once it is idle -- under a burst of new Services their addresses
+    are published first (an Event costs the API server about what a status write does)."""
 
     def __init__(self, client: AsyncClient, *, component: str, host: str | None = None,
-                 max_queued: int = 1000) -> None:
+                 max_queued: int = 1000, busy: Callable[[], bool] | None = None, busy_interval: float = 0.1) -> None:
         self.client, self.component, self.host = client, component, host
         self._queue: asyncio.Queue[Event] = asyncio.Queue(max_queued)
+        self._busy, self.busy_interval = busy, busy_interval
         self.dropped = 0
 
     def record(self, obj: Any, *, type: EventType, reason: str, message: str) -> None:
@@ -71,9 +77,10 @@ class EventRecorder:
     async def run(self) -> None:
         while True:
             event = await self._queue.get()
+            if self._busy is not None and self._busy():
+                await asyncio.sleep(self.busy_interval)
             try:
                 await self.client.create(event)
             except Exception as e:
                 assert event.involvedObject is not None
                 log.warning("could not record event %s on %s: %s", event.reason, event.involvedObject.name, e)
-

@@ -28,6 +28,10 @@ class WorkQueue(Generic[K]):
     def __len__(self) -> int:
         return len(self._queue)
 
+    def busy(self) -> bool:
+        """Keys waiting or being processed (delayed adds not counted)."""
+        return bool(self._queue or self._processing)
+
     def add(self, key: K) -> None:
         if key in self._dirty:
             return

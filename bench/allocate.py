@@ -1,11 +1,13 @@
 """How fast does the controller give 10,000 Services their addresses, next to bare API writes?
 
 In one run, against one real control plane (the lab's, started here on loopback):
-  baseline  create N Services of type ClusterIP            -> time for N bare writes
-  portico   create N Services of type LoadBalancer while the controller runs (a real process)
+  bare      create N Services of type ClusterIP            -> time for N bare writes
+  floor     create N LoadBalancer Services while bench/minimal_allocator.py serves them: the two writes
+            per Service Portico's protocol requires and nothing else -> the least any allocator can take
+  portico   the same while the controller runs (a real process)
             -> time from the first create to the last status.loadBalancer write, and the
                controller's peak RSS (VmHWM)
-and prints the ratio. Both phases create with the same client and concurrency.
+and prints the ratios. Every phase creates with the same client and concurrency.
 
     .venv/bin/python bench/allocate.py [--services 10000] [--concurrency 32] [--workers 16]
 """
@@ -33,13 +35,15 @@ from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Event, Namespace, Service
 
 from portico.api.crds import rendered_crds
-from portico.api.resources import IPPoolResource
+from portico.api.resources import IPAllocationResource, IPPoolResource
 from portico.controller.annotations import LOAD_BALANCER_CLASS
 from portico.dev.controlplane import ControlPlane, ControlPlaneConfig
 from portico.kube.client import async_client
 from portico.kube.crds import ensure_crd
 
 PORTICO = str(Path(sys.executable).parent / "portico")
+MINIMAL_ALLOCATOR = Path(__file__).parent / "minimal_allocator.py"
+POOL = "198.18.128.0/18"
 
 
 def free_port() -> int:
@@ -116,13 +120,14 @@ async def wait_all_events(client: AsyncClient, ns: str, n: int, reason: str) -> 
     return len(seen), last
 
 
-CPU_ACCOUNTED = ("kube-apiserver", "etcd", "kube-controller", "portico")  # comm names (15 chars max)
+CPU_ACCOUNTED = ("kube-apiserver", "etcd", "kube-controller")  # comm names (15 chars max)
 
 
-def cpu_seconds() -> dict[str, float]:
-    """CPU time (user + system) used so far by the processes that share the machine during a phase."""
+def cpu_seconds(allocator: int | None = None) -> dict[str, float]:
+    """CPU time (user + system) used so far by the processes that share the machine during a phase: the
+    control plane's, the allocator's (by pid) and this script's."""
     tick = os.sysconf("SC_CLK_TCK")
-    used = dict.fromkeys((*CPU_ACCOUNTED, "bench"), 0.0)
+    used = dict.fromkeys((*CPU_ACCOUNTED, "allocator", "bench"), 0.0)
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             text = stat.read_text()
@@ -133,6 +138,8 @@ def cpu_seconds() -> dict[str, float]:
         seconds = (int(fields[11]) + int(fields[12])) / tick
         if int(stat.parent.name) == os.getpid():
             used["bench"] += seconds
+        elif int(stat.parent.name) == allocator:
+            used["allocator"] += seconds
         elif name := next((n for n in CPU_ACCOUNTED if comm.startswith(n)), None):
             used[name] += seconds
     return used
@@ -167,41 +174,55 @@ def peak_rss_mb(pid: int) -> float:
     return float("nan")
 
 
+async def allocator_phase(client: AsyncClient, config: ControlPlaneConfig, argv: list[str], *, ns: str, n: int,
+                          concurrency: int) -> dict[str, Any]:
+    """Start an allocator process, create N LoadBalancer Services in `ns`, time the first create to the last
+    address seen; also its CPU, peak memory and the API writes made meanwhile."""
+    log = (config.state_dir / f"{ns}.log").open("wb")
+    allocator = await asyncio.create_subprocess_exec(*argv, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        await asyncio.sleep(2)  # started and synced
+        watcher = asyncio.create_task(wait_all_published(client, ns, n))
+        cpu0, writes0 = cpu_seconds(allocator.pid), write_requests(config)
+        start = time.monotonic()
+        await asyncio.sleep(0)
+        created = await create_all(client, ns, n, lb=True, concurrency=concurrency)
+        last = await watcher
+        result = {"created": created, "published": last - start, "rss_mb": peak_rss_mb(allocator.pid),
+                  "cpu": cpu_delta(cpu0, cpu_seconds(allocator.pid)), "writes": write_requests(config) - writes0}
+        if "controller" in argv:
+            events, last_event = await wait_all_events(client, ns, n, "IPAllocated")
+            result |= {"events": events, "last_event": last_event - start}
+        return result
+    finally:
+        allocator.kill()
+        await allocator.wait()
+        log.close()
+
+
 async def bench(config: ControlPlaneConfig, n: int, concurrency: int, workers: int) -> dict[str, Any]:
     client = async_client(config.admin_kubeconfig, field_manager="bench")
     for text in rendered_crds().values():
         await ensure_crd(client, yaml.safe_load(text.split("\n", 1)[1]))
-    await client.create(IPPoolResource(metadata=ObjectMeta(name="bench"), spec={"addresses": ["198.18.128.0/18"]}))
+    await client.create(IPPoolResource(metadata=ObjectMeta(name="bench"), spec={"addresses": [POOL]}))
 
     cpu0, writes0 = cpu_seconds(), write_requests(config)
     bare = await create_all(client, "bare", n, lb=False, concurrency=concurrency)
     cpu_bare, writes_bare = cpu_delta(cpu0, cpu_seconds()), write_requests(config) - writes0
     await delete_all(client, "bare", n, concurrency)  # give their ClusterIPs back (the range holds 16k)
 
-    log = (config.state_dir / "controller.log").open("wb")
-    ctl = await asyncio.create_subprocess_exec(
-        PORTICO, "controller", "--kubeconfig", str(config.admin_kubeconfig), "--no-leader-elect",
-        f"--workers={workers}", stdout=log, stderr=subprocess.STDOUT)
-    try:
-        await asyncio.sleep(2)  # started and synced (the caches hold N bare Services already)
-        watcher = asyncio.create_task(wait_all_published(client, "lb", n))
-        cpu0, writes0 = cpu_seconds(), write_requests(config)
-        start = time.monotonic()
-        await asyncio.sleep(0)
-        created = await create_all(client, "lb", n, lb=True, concurrency=concurrency)
-        last = await watcher
-        cpu_portico, writes_portico = cpu_delta(cpu0, cpu_seconds()), write_requests(config) - writes0
-        rss = peak_rss_mb(ctl.pid)
-        events, last_event = await wait_all_events(client, "lb", n, "IPAllocated")
-    finally:
-        ctl.kill()
-        await ctl.wait()
-        log.close()
+    kubeconfig = str(config.admin_kubeconfig)
+    floor = await allocator_phase(client, config, [
+        sys.executable, str(MINIMAL_ALLOCATOR), kubeconfig, "floor", POOL, f"--workers={workers}"],
+        ns="floor", n=n, concurrency=concurrency)
+    await delete_all(client, "floor", n, concurrency)  # no finalizers: gone at once, ClusterIPs too
+    await client.deletecollection(IPAllocationResource)
+
+    portico = await allocator_phase(client, config, [
+        PORTICO, "controller", "--kubeconfig", kubeconfig, "--no-leader-elect", f"--workers={workers}"],
+        ns="lb", n=n, concurrency=concurrency)
     await client.close()
-    return {"bare": bare, "created": created, "portico": last - start, "rss_mb": rss,
-            "events": events, "last_event": last_event - start,
-            "cpu_bare": cpu_bare, "cpu_portico": cpu_portico,
-            "writes_bare": writes_bare, "writes_portico": writes_portico}
+    return {"bare": bare, "cpu_bare": cpu_bare, "writes_bare": writes_bare, "floor": floor, "portico": portico}
 
 
 def main() -> None:
@@ -220,22 +241,31 @@ def main() -> None:
             r = asyncio.run(bench(config, args.services, args.concurrency, args.workers))
         finally:
             cp.stop()
-    n = args.services
-    print(f"services                         {n}")
-    print(f"bare writes ({n} ClusterIP)      {r['bare']:.1f} s  ({n / r['bare']:.0f}/s)")
-    print(f"LoadBalancer creates alone       {r['created']:.1f} s")
-    print(f"to last status write (portico)   {r['portico']:.1f} s  ({n / r['portico']:.0f}/s)")
-    print(f"ratio portico / bare             {r['portico'] / r['bare']:.2f}   (goal <= 1.5)")
-    print(f"IPAllocated Events, last one     {r['last_event']:.1f} s  ({r['events']} of {n}; Events yield to "
-          "address writes while the controller is busy)")
-    print(f"controller peak RSS              {r['rss_mb']:.0f} MB  (goal < 300)")
-    print("CPU seconds by process           bare    portico")
-    for name in r["cpu_bare"]:
-        print(f"  {name:<30} {r['cpu_bare'][name]:6.1f}  {r['cpu_portico'][name]:6.1f}")
-    print("API writes per Service           bare    portico")
-    for what in sorted(r["writes_bare"].keys() | r["writes_portico"].keys()):
-        print(f"  {what:<30} {r['writes_bare'][what] / n:6.2f}  {r['writes_portico'][what] / n:6.2f}")
+    report(args.services, r)
 
+
+def report(n: int, r: dict[str, Any]) -> None:
+    floor, portico = r["floor"], r["portico"]
+    print(f"services                           {n}")
+    print(f"bare writes ({n} ClusterIP)        {r['bare']:.1f} s  ({n / r['bare']:.0f}/s)")
+    print(f"floor: minimal allocator, last     {floor['published']:.1f} s  ({n / floor['published']:.0f}/s)")
+    print(f"portico: last status write         {portico['published']:.1f} s  ({n / portico['published']:.0f}/s;"
+          f" creates alone {portico['created']:.1f} s)")
+    print(f"ratio portico / bare               {portico['published'] / r['bare']:.2f}   (goal <= 1.5;"
+          f" the floor's: {floor['published'] / r['bare']:.2f})")
+    print(f"ratio portico / floor              {portico['published'] / floor['published']:.2f}")
+    print(f"IPAllocated Events, last one       {portico['last_event']:.1f} s  ({portico['events']} of {n}; "
+          "Events yield to address writes while the controller is busy)")
+    print(f"controller peak RSS                {portico['rss_mb']:.0f} MB  (goal < 300; minimal allocator "
+          f"{floor['rss_mb']:.0f} MB)")
+    print(f"{'CPU seconds by process':<34}{'bare':>8}{'floor':>8}{'portico':>8}")
+    for name in r["cpu_bare"]:
+        print(f"  {name:<32}{r['cpu_bare'][name]:8.1f}{floor['cpu'][name]:8.1f}{portico['cpu'][name]:8.1f}")
+    print(f"{'API writes per Service':<34}{'bare':>8}{'floor':>8}{'portico':>8}")
+    for what in sorted(r["writes_bare"].keys() | floor["writes"].keys() | portico["writes"].keys()):
+        counts = (r["writes_bare"][what], floor["writes"][what], portico["writes"][what])
+        if any(c / n >= 0.005 for c in counts):
+            print(f"  {what:<32}" + "".join(f"{c / n:8.2f}" for c in counts))
 
 if __name__ == "__main__":
     main()

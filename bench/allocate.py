@@ -74,13 +74,15 @@ async def create_all(client: AsyncClient, ns: str, n: int, lb: bool, concurrency
     return time.monotonic() - start
 
 
-async def delete_all(client: AsyncClient, ns: str, n: int, concurrency: int) -> None:
+async def delete_all(client: AsyncClient, resource: Any, names: list[str], concurrency: int,
+                     namespace: str | None = None) -> None:
+    """One DELETE per object (a deletecollection of 10k outlasts the client's timeout)."""
     gate = asyncio.Semaphore(concurrency)
 
-    async def one(i: int) -> None:
+    async def one(name: str) -> None:
         async with gate:
-            await client.delete(Service, f"s{i:05d}", namespace=ns)
-    await asyncio.gather(*(one(i) for i in range(n)))
+            await client.delete(resource, name, namespace=namespace)
+    await asyncio.gather(*(one(name) for name in names))
 
 
 async def wait_all_published(client: AsyncClient, ns: str, n: int) -> float:
@@ -209,14 +211,16 @@ async def bench(config: ControlPlaneConfig, n: int, concurrency: int, workers: i
     cpu0, writes0 = cpu_seconds(), write_requests(config)
     bare = await create_all(client, "bare", n, lb=False, concurrency=concurrency)
     cpu_bare, writes_bare = cpu_delta(cpu0, cpu_seconds()), write_requests(config) - writes0
-    await delete_all(client, "bare", n, concurrency)  # give their ClusterIPs back (the range holds 16k)
+    services = [f"s{i:05d}" for i in range(n)]
+    await delete_all(client, Service, services, concurrency, "bare")  # give their ClusterIPs back (16k in range)
 
     kubeconfig = str(config.admin_kubeconfig)
     floor = await allocator_phase(client, config, [
         sys.executable, str(MINIMAL_ALLOCATOR), kubeconfig, "floor", POOL, f"--workers={workers}"],
         ns="floor", n=n, concurrency=concurrency)
-    await delete_all(client, "floor", n, concurrency)  # no finalizers: gone at once, ClusterIPs too
-    await client.deletecollection(IPAllocationResource)
+    await delete_all(client, Service, services, concurrency, "floor")  # no finalizers: gone at once
+    allocations = [a.metadata.name async for a in client.list(IPAllocationResource) if a.metadata and a.metadata.name]
+    await delete_all(client, IPAllocationResource, allocations, concurrency)
 
     portico = await allocator_phase(client, config, [
         PORTICO, "controller", "--kubeconfig", kubeconfig, "--no-leader-elect", f"--workers={workers}"],

@@ -8,7 +8,7 @@ counting costs the sync path nothing.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
@@ -21,6 +21,7 @@ from portico.announce.announcer import L2Announcer
 from portico.dataplane.model import Frontend
 from portico.dataplane.nft import Nft
 from portico.dataplane.nftables import FRONTEND_COUNTERS, REFUSED, dropped_counter
+from portico.ipam.blocks import IPAddress
 
 METRICS_PORT = 9470  # the agent's /metrics, on every node (hostNetwork)
 FRONTEND_LABELS = ("service", "vip", "protocol", "port")
@@ -106,17 +107,23 @@ class _Problems(Collector):
 
 
 
+def _per_vip(name: str, documentation: str, services: Mapping[IPAddress, Iterable[str]]) -> GaugeMetricFamily:
+    """A gauge of 1 per (Service, VIP), VIPs in address order."""
+    gauge = GaugeMetricFamily(name, documentation, labels=["service", "vip"])
+    for vip in sorted(services, key=lambda a: (a.version, int(a))):
+        for service in services[vip]:
+            gauge.add_metric([service, str(vip)], 1)
+    return gauge
+
+
 class _Announcements(Collector):
     def __init__(self, l2: L2Announcer) -> None:
         self.l2 = l2
 
     def collect(self) -> Iterator[Metric]:
-        announced = GaugeMetricFamily("portico_l2_announced", "1 for each VIP this node answers ARP/NDP for",
-                                      labels=["service", "vip"])
-        for vip in sorted(self.l2.owned, key=lambda a: (a.version, int(a))):
-            entry = self.l2.vips.get(vip)
-            for service in entry.services if entry else ():
-                announced.add_metric([service, str(vip)], 1)
+        announced = _per_vip("portico_l2_announced", "1 for each VIP this node answers ARP/NDP for",
+                             {vip: entry.services if (entry := self.l2.vips.get(vip)) else ()
+                              for vip in self.l2.owned})
         eligible = GaugeMetricFamily("portico_l2_eligible_vips", "VIPs this node may answer for (its data path "
                                      "is ready for them)", value=len(self.l2.mesh.eligible))
         peers = GaugeMetricFamily("portico_announce_peers_alive", "Other agents heard from within the dead "
@@ -134,11 +141,8 @@ class _Bgp(Collector):
         self.bgp = bgp
 
     def collect(self) -> Iterator[Metric]:
-        advertised = GaugeMetricFamily("portico_bgp_advertised", "1 for each VIP this node advertises over BGP",
-                                       labels=["service", "vip"])
-        for vip, services in sorted(self.bgp.advertised.items(), key=lambda i: (i[0].version, int(i[0]))):
-            for service in services:
-                advertised.add_metric([service, str(vip)], 1)
+        advertised = _per_vip("portico_bgp_advertised", "1 for each VIP this node advertises over BGP",
+                              self.bgp.advertised)
         withheld = GaugeMetricFamily("portico_bgp_withheld_vips", "VIPs this node would advertise but cannot serve "
                                      "now (reasons in the Service's events)", value=len(self.bgp.withheld))
         sessions = GaugeMetricFamily("portico_bgp_session_established", "1 while this node's session with the "

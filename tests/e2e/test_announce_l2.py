@@ -53,7 +53,8 @@ def ha(lab: Lab) -> Iterator[dict[int, str]]:
     wait_for(lambda: len(announcers(lab)) == 2, 90, "both VIPs announced")
     ingress = lab.get("service", "ha")["status"]["loadBalancer"]["ingress"]
     yield {4 if ":" not in i["ip"] else 6: i["ip"] for i in ingress}
-    lab.kubectl("delete", "--wait=false", *MANIFESTS)
+    lab.kubectl("delete", *MANIFESTS)  # and wait: the pool is protected until its Services let go, and the
+    # next module applies the same pool (applied while terminating, it would vanish under that module)
 
 
 def measure(lab: Lab, vip: str, family: int, failure: Callable[[], None], duration: float = 4.0) -> dict[str, object]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import json
 import subprocess
 import uuid
@@ -26,8 +27,11 @@ from lightkube.resources.core_v1 import Node, NodeStatus
 from lightkube.resources.discovery_v1 import EndpointSlice
 from lightkube.types import PatchType
 
+from portico.agent import agent as agent_module
 from portico.agent.agent import SERVICE_NAME_LABEL, TRIGGER_TIME, Agent
+from portico.dataplane.model import Frontend, FrontendPolicy
 from portico.dataplane.nft import Nft
+from portico.dataplane.nftables import FRONTENDS, VIPS, Ruleset, frontend_key, render_frontend
 from portico.dev.controlplane import ControlPlaneConfig
 from portico.kube.client import async_client
 from tests.integration.controller_helpers import Scope, wait_until
@@ -125,6 +129,40 @@ async def test_an_ipv6_service_on_an_ipv4_only_node_is_reported_not_programmed(
         assert f'portico_agent_forwarding_problems{{service="{s.ns}/v6"}} 1.0' in text
         assert f'portico_frontend_packets_total{{port="80",protocol="tcp",service="{s.ns}/v4",vip="{vip4}"}}' in text
         assert f'vip="{vip6}"' not in text
+
+
+async def test_a_service_the_kernel_refuses_is_left_out_and_reported(
+        client: AsyncClient, agent: tuple[Agent, str], monkeypatch: pytest.MonkeyPatch) -> None:
+    """No user input is known to make nft refuse our rules, so a renderer that does is put in for one Service:
+    masquerade in a chain prerouting reaches, which the kernel refuses when the transaction commits."""
+    bad_vips: set[str] = set()
+
+    def render(fe: Frontend, policy: FrontendPolicy) -> Ruleset:
+        if str(fe.vip) not in bad_vips:
+            return render_frontend(fe, policy)
+        chain = f"bad-{fe.port}"
+        return Ruleset(chains={chain: ("masquerade",)}, elements={
+            VIPS[4]: {str(fe.vip): None}, FRONTENDS[4]: {frontend_key(fe): f"goto {chain}"}})
+
+    monkeypatch.setattr(agent_module, "render_frontend", render)
+    async with Scope(client) as s:
+        await s.pool(["198.18.120.24/29"])
+        await s.service("good")
+        good = (await s.wait_ingress("good"))[0]
+        await client.create(endpoint_slice(s.ns, "good", "good-0", ["198.19.0.4"]))
+        await wait_until(lambda: kernel_backends(good), 10, "the good Service programmed")
+        await s.service("bad", loadBalancerIP="198.18.120.30")
+        bad_vips.add((await s.wait_ingress("bad"))[0])
+        await client.create(endpoint_slice(s.ns, "bad", "bad-0", ["198.19.0.5"]))
+        problems = await wait_until(lambda: warnings(s, "bad"), 10, "a ForwardingProblem for the refused Service")
+        assert problems == [f"the kernel refused the rules for 198.18.120.30:80/tcp, which is not served from node "
+                            f"{NODE}: Could not process rule: Operation not supported"]
+        await client.create(endpoint_slice(s.ns, "good", "good-1", ["198.19.0.6"]))  # the others keep working
+        assert await wait_until(lambda: kernel_backends(good, 2), 10, "a later change to another Service applied")
+        assert await kernel_backends("198.18.120.30") is None
+        agent_obj, _ = agent
+        assert not agent_obj.frontends_of.get(ipaddress.ip_address("198.18.120.30"))  # not announced for it
+        assert await warnings(s, "good") == []
 
 
 async def test_metrics_for_syncs_and_network_programming_latency(client: AsyncClient,

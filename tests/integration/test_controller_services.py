@@ -61,6 +61,26 @@ async def test_type_change_away_from_load_balancer_releases(client: AsyncClient)
         await s.wait_event("web", "IPReleased")
 
 
+async def test_another_load_balancers_finalizer_is_left_alone(client: AsyncClient) -> None:
+    """Beside a cloud controller or another implementation, Portico removes only the finalizer it added."""
+    theirs = "service.kubernetes.io/load-balancer-cleanup"  # what cloud service controllers add
+    async with Scope(client) as s:
+        await s.pool(["198.18.110.24/29"])
+        await s.service("theirs", loadBalancerClass="example.com/other")
+        await client.patch(Service, "theirs", {"metadata": {"finalizers": [theirs]}}, namespace=s.ns,
+                           patch_type=PatchType.MERGE)
+        await s.service("ours")  # reconciled after "theirs": once it has its address, "theirs" was seen twice
+        await s.wait_ingress("ours")
+        await client.patch(Service, "theirs", {"metadata": {"labels": {"touched": "yes"}}}, namespace=s.ns,
+                           patch_type=PatchType.MERGE)
+        await s.service("ours-too")
+        await s.wait_ingress("ours-too")
+        assert (await s.get("theirs")).metadata.finalizers == [theirs]
+        assert theirs not in ((await s.get("ours")).metadata.finalizers or [])
+        await client.patch(Service, "theirs", {"metadata": {"finalizers": None}}, namespace=s.ns,
+                           patch_type=PatchType.MERGE)  # the other implementation's job, done for it
+
+
 async def test_other_classes_are_left_alone_and_class_is_immutable(client: AsyncClient) -> None:
     async with Scope(client) as s:
         await s.pool(["198.18.110.16/29"])

@@ -19,7 +19,7 @@ import pytest
 
 from portico.dataplane.model import Algorithm, Backend, Frontend, FrontendPolicy
 from portico.dataplane.nft import Nft
-from portico.dataplane.nftables import NODE, node_fragment, render_frontend
+from portico.dataplane.nftables import FRONTENDS, NODE, VIPS, Ruleset, frontend_key, node_fragment, render_frontend
 from portico.dataplane.syncer import Syncer
 
 ip = ipaddress.ip_address
@@ -264,4 +264,54 @@ async def test_a_refused_partial_sync_is_repaired_by_a_full_one(syncer: Syncer) 
     sh(*in_ns("ptdp-node", "nft", "flush", "map", "inet", "portico", "backends4_tcp"))  # someone meddles
     result = await syncer.sync({WEB4: render_frontend(WEB4, policy("ptdp-pod2"))})  # deleting a missing element
     assert (result.kind, result.fallback) == ("full", True)
+    assert set(spread(VIP4, 10)) == {"ptdp-pod2"}
+
+
+# Fragments the kernel refuses, as a bad renderer or a kernel limit would produce: one that `nft --check` catches
+# (a verdict pointing at a chain that does not exist), and one refused only at commit (masquerade in a chain
+# that prerouting reaches; the kernel checks hooks when the transaction commits).
+BAD_VIP = ipaddress.IPv4Address("198.19.242.9")
+BAD = Frontend(BAD_VIP, "tcp", 80)
+CHECKED_FAULT = Ruleset(elements={VIPS[4]: {str(BAD_VIP): None}, FRONTENDS[4]: {frontend_key(BAD): "goto no-such"}})
+COMMIT_FAULT = Ruleset(chains={"bad-chain": ("masquerade",)},
+                       elements={VIPS[4]: {str(BAD_VIP): None}, FRONTENDS[4]: {frontend_key(BAD): "goto bad-chain"}})
+
+
+def frontends_in_kernel() -> str:
+    r = subprocess.run(in_ns("ptdp-node", "nft", "list", "map", "inet", "portico", "frontends4"),
+                       capture_output=True, text=True, check=True)
+    return r.stdout
+
+
+@pytest.mark.parametrize("fault", [CHECKED_FAULT, COMMIT_FAULT], ids=["refused-by-check", "refused-at-commit"])
+async def test_a_refused_fragment_is_left_out_and_the_rest_is_programmed(syncer: Syncer, fault: Ruleset) -> None:
+    web4b = Frontend(VIP4, "tcp", 8080)
+    await syncer.sync({WEB4: render_frontend(WEB4, policy("ptdp-pod1"))})
+    # One batch: a new good frontend, a change to the old one, and the bad one. The partial transaction is refused
+    # whole; the full sync that follows finds the bad fragment and lays everything else.
+    result = await syncer.sync({BAD: fault, WEB4: render_frontend(WEB4, policy("ptdp-pod2")),
+                                web4b: render_frontend(web4b, policy("ptdp-pod1"))})
+    assert set(result.refused) == {BAD} and result.kind == "full"
+    assert "Could not process rule" in result.refused[BAD]
+    assert set(spread(VIP4, 10)) == {"ptdp-pod2"}
+    assert http(VIP4, 8080) is not None
+    listing = frontends_in_kernel()
+    assert str(BAD_VIP) not in listing and f"{VIP4} . tcp . 8080" in listing
+    # Left out, not stuck: the next change is an ordinary partial sync.
+    result = await syncer.sync({WEB4: render_frontend(WEB4, policy("ptdp-pod1", "ptdp-pod2"))})
+    assert (result.kind, dict(result.refused)) == ("partial", {})
+    assert set(spread(VIP4, 40)) == {"ptdp-pod1", "ptdp-pod2"}
+    # A fixed fragment is programmed.
+    result = await syncer.sync({BAD: render_frontend(BAD, policy("ptdp-pod1"))})
+    assert (result.kind, dict(result.refused)) == ("partial", {})
+    assert http(BAD_VIP) is not None
+
+
+async def test_a_refused_fragment_on_a_fresh_agent_leaves_the_others_programmed(syncer: Syncer) -> None:
+    """A restarted agent (everything new, the old table adopted) with one Service the kernel refuses."""
+    await syncer.sync({WEB4: render_frontend(WEB4, policy("ptdp-pod1"))})
+    fresh = Syncer(syncer.nft)
+    result = await fresh.sync({NODE: syncer.kernel.fragments[NODE], BAD: COMMIT_FAULT,
+                               WEB4: render_frontend(WEB4, policy("ptdp-pod2"))})
+    assert set(result.refused) == {BAD}
     assert set(spread(VIP4, 10)) == {"ptdp-pod2"}

@@ -198,6 +198,8 @@ class Agent:
             raise
         self._data_path_ok = True
         self._node_dirty = False
+        for fe, error in result.refused.items():
+            self._leave_out(fe, error)
         self._update_announcements()
         stale, self._stale_flows = self._stale_flows, []
         await forget(stale)  # only now: until the new rules are in, a datagram would recreate them
@@ -250,6 +252,18 @@ class Agent:
         else:
             self._report(svc, problems)
         return out
+
+    def _leave_out(self, fe: object, error: str) -> None:
+        """The kernel refused this frontend's rules: it is not applied (so its VIP is not announced for it here)
+        and its Service is told; the next change to the Service tries again."""
+        if not isinstance(fe, Frontend) or (held := self.applied.pop(fe, None)) is None:
+            log.error("the kernel refused %s: %s", fe, error)
+            return
+        self.frontends_of[fe.vip].discard(fe)
+        svc = self.services.cache.get(held[0])
+        if svc is not None:
+            self._report(svc, [*self.problems.get(held[0], []), f"the kernel refused the rules for {fe}, which is "
+                               f"not served from node {self.node}: {_nft_error(error)}"])
 
     def _report(self, svc: Any, problems: list[str]) -> None:
         key = object_key(svc)
@@ -427,6 +441,12 @@ class Agent:
         node = self.nodes.cache.get(self.node)
         cidrs = (node.spec.podCIDRs or []) if node is not None and node.spec is not None else []
         return [ipaddress.ip_network(c) for c in cidrs]
+
+
+def _nft_error(text: str) -> str:
+    """nft's complaint, without the statements it quotes: "Could not process rule: Operation not supported"."""
+    reasons = [line.split("Error: ", 1)[1] for line in text.splitlines() if "Error: " in line]
+    return "; ".join(dict.fromkeys(reasons))[:300] or text[:300]
 
 
 def _internal_ip(node: Any) -> IPAddress | None:

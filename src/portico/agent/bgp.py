@@ -13,7 +13,6 @@ import base64
 import contextlib
 import ipaddress
 import logging
-import os
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
@@ -24,7 +23,7 @@ from lightkube.resources.core_v1 import Secret
 
 from portico.agent.announcements import VipOwners, bgp_routes, bgp_sessions
 from portico.announce.bfd import BfdEndpoint, BfdSettings
-from portico.announce.bgp import GoBgp, Prefix, Route, SessionState, router_id
+from portico.announce.bgp import GoBgp, Prefix, Route, SessionState, api_socket, router_id
 from portico.api import v1alpha1 as api
 from portico.api.resources import BGPAdvertisementResource, BGPPeerResource, decode
 from portico.dataplane.model import FrontendPolicy
@@ -82,7 +81,7 @@ class BgpAnnouncements:
         self.advertised: dict[IPAddress, tuple[str, ...]] = {}  # VIP -> its Services, while advertised here
         self.withheld: dict[IPAddress, str] = {}
         self.states: dict[str, SessionState] = {}
-        self.speaker = GoBgp(f"portico-gobgp-{os.getpid()}", router_id="0.0.0.0")
+        self.speaker = GoBgp(api_socket(node), router_id="0.0.0.0")
         self.bfd = BfdEndpoint()
         self._wanted: tuple[dict[str, Any], dict[Prefix, Route]] = ({}, {})
         self._wake_speaker = asyncio.Event()
@@ -189,8 +188,10 @@ class BgpAnnouncements:
                 self._wake_speaker.set()
             try:
                 self.states = {s.peer: self._since_up(s) for s in await self.speaker.states()}
-            except Exception as e:
-                log.warning("could not read BGP session states: %s", e)
+            except Exception as e:  # gobgpd hung past the deadline, or died between the check and the call
+                log.warning("could not read BGP session states (%s); restarting gobgpd", e)
+                await self.speaker.stop()
+                self._wake_speaker.set()
             for peer in sorted(self.peer_specs.keys() | self._written.keys()):
                 await self._write_session(peer)
 

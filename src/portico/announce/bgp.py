@@ -6,6 +6,11 @@ withdrawn one by one, each route sent only to the sessions it is meant for (a pe
 policy over a prefix set). gobgpd is the agent's child, listening on a unix socket only, and dies
 with it (PR_SET_PDEATHSIG): a killed agent's sessions close at once and the router withdraws its
 routes — the fail-safe the layer-2 responder has by construction.
+
+gobgpd's API has no authentication, so where it listens is the access control: a socket file in a
+directory only the agent's user may enter (in a pod, inside the agent container's own filesystem),
+never an abstract socket, which any process in the node's network namespace can connect to. Every
+call has a deadline: a hung gobgpd is killed and started afresh rather than holding the agent up.
 """
 
 from __future__ import annotations
@@ -16,8 +21,9 @@ import ctypes
 import hashlib
 import ipaddress
 import logging
+import os
 import signal
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,6 +49,8 @@ EXPORT_POLICY = "portico-export"
 # A session that dropped is retried this often once the peer answers again. (GoBGP's default also idles 30 s
 # after a reset, which kept a node out of the router's route for up to a minute after a link flap.)
 CONNECT_RETRY_SECONDS = 2
+RPC_TIMEOUT_SECONDS = 5.0  # every gRPC call's deadline
+RUN_DIR = os.environ.get("PORTICO_RUN_DIR", "/run/portico")  # private to the agent: mode 0700
 
 
 @dataclass(frozen=True)
@@ -153,17 +161,30 @@ def _set_parent_death_signal() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
 
 
+def api_socket(node: str, run_dir: str = RUN_DIR) -> str:
+    """Where this node's gobgpd listens: a file in the agent's private directory (unix socket paths are at most
+    107 bytes, node names up to 253: long ones are hashed)."""
+    name = node if len(node) <= 40 else hashlib.blake2b(node.encode(), digest_size=16).hexdigest()
+    return os.path.join(run_dir, f"gobgp-{name}.sock")
+
+
+def private_directory(path: str) -> None:
+    """Create `path` (and parents) with mode 0700, or make an existing one so: only its owner may enter."""
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    os.chmod(path, 0o700)
+
+
 @dataclass
 class GoBgp:
     """gobgpd run and programmed by the agent. `apply` is idempotent and level-triggered."""
 
-    socket_name: str  # abstract unix socket (no file), e.g. portico-gobgp-<agent pid>
+    socket_path: str  # api_socket(node): in a directory of mode 0700
     router_id: str
     binary: str = "gobgpd"
     sessions: dict[str, Session] = field(default_factory=dict)  # what gobgpd holds now
     routes: dict[Prefix, Route] = field(default_factory=dict)
     _process: asyncio.subprocess.Process | None = None
-    _stub: Any = None
+    _stub: Any = None  # _Deadlined(GobgpApiStub)
     _channel: Any = None
 
     @property
@@ -252,11 +273,12 @@ class GoBgp:
         return out
 
     async def _start(self, sessions: Mapping[str, Session]) -> None:
+        private_directory(os.path.dirname(self.socket_path))
         self._process = await asyncio.create_subprocess_exec(
-            self.binary, f"--api-hosts=unix://@{self.socket_name}", "--log-plain", "--pprof-disable",
+            self.binary, f"--api-hosts=unix://{self.socket_path}", "--log-plain", "--pprof-disable",
             stdin=asyncio.subprocess.DEVNULL, preexec_fn=_set_parent_death_signal)
-        self._channel = grpc.aio.insecure_channel(f"unix-abstract:{self.socket_name}")
-        self._stub = api_grpc.GobgpApiStub(self._channel)
+        self._channel = grpc.aio.insecure_channel(f"unix:{self.socket_path}")
+        self._stub = _Deadlined(api_grpc.GobgpApiStub(self._channel))
         asn = min(s.my_asn for s in sessions.values())  # each session states its own local AS too
         for _ in range(100):
             try:
@@ -268,7 +290,7 @@ class GoBgp:
                     raise RuntimeError(f"gobgpd exited with status {self._process.returncode}") from None
                 await asyncio.sleep(0.05)
         else:
-            raise RuntimeError(f"gobgpd did not answer on @{self.socket_name}")
+            raise RuntimeError(f"gobgpd did not answer on {self.socket_path}")
         self.sessions, self.routes = {}, {}
         await self._set_export_filters()
         await self._stub.AddPolicyAssignment(api.AddPolicyAssignmentRequest(assignment=api.PolicyAssignment(
@@ -289,6 +311,23 @@ class GoBgp:
                 await self._process.wait()
         self._process = self._stub = self._channel = None
         self.sessions, self.routes = {}, {}
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+
+
+class _Deadlined:
+    """A gRPC stub whose every call carries a deadline, unless the caller gives one."""
+
+    def __init__(self, stub: Any) -> None:
+        self._stub = stub
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._stub, name)
+
+        def call(request: Any, **kwargs: Any) -> Any:
+            kwargs.setdefault("timeout", RPC_TIMEOUT_SECONDS)
+            return method(request, **kwargs)
+        return call
 
 
 def router_id(address: IPAddress | None, node: str) -> str:

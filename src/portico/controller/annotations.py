@@ -14,7 +14,9 @@ LOAD_BALANCER_IPS = PREFIX + "load-balancer-ips"
 IP_POOL = PREFIX + "ip-pool"
 ALLOW_SHARED_IP = PREFIX + "allow-shared-ip"
 LOAD_BALANCER_CLASS = "portico.io/lb"
-FINALIZER = "service.kubernetes.io/load-balancer-cleanup"
+# Our own, not the cloud controllers' `service.kubernetes.io/load-balancer-cleanup`: beside another load
+# balancer implementation, each removes only the finalizer it added.
+FINALIZER = "portico.io/load-balancer-cleanup"
 
 # Kubernetes object names and label values are what users will put in these annotations.
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")

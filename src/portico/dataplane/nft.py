@@ -47,6 +47,12 @@ class Nft:
         if script:
             await self._run("-f", "-", script=script)
 
+    async def check(self, script: str) -> None:
+        """What `apply` would say of this transaction, without committing it (`nft --check`: the kernel sees
+        the batch, then aborts it; a few faults, such as a NAT rule in a filter chain, show only at commit)."""
+        if script:
+            await self._run("--check", "-f", "-", script=script)
+
     async def existing(self) -> tuple[list[str], dict[str, str]]:
         """Chains, and objects (name -> set, map or counter), of our table as the kernel has them (when
         adopting; never on the hot path)."""

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 
+from portico.announce.bgp import RUN_DIR as BGP_RUN_DIR
 from portico.dev import netns
 from portico.dev.addressing import host_netns
 from portico.dev.controlplane import ControlPlane
@@ -112,6 +113,9 @@ def down(state_dir: Path) -> None:
         daemons.stop(name)
     MACHINE_MARKER.unlink(missing_ok=True)
     _remove_empty_dirs(SA_MOUNT, stop_at=Path("/run"))
+    for socket in Path(BGP_RUN_DIR).glob("gobgp-*.sock"):  # left by agents killed with -9
+        socket.unlink(missing_ok=True)
+    _remove_empty_dirs(Path(BGP_RUN_DIR), stop_at=Path("/run"))
     if state_dir.exists():
         shutil.rmtree(state_dir)
 

@@ -38,7 +38,8 @@ def _controller_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
     ctl.add_argument("--no-leader-elect", dest="leader_elect", action="store_false",
                      help="run without the Lease (only one replica may run then)")
     ctl.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "portico-system"),
-                     help="namespace of the leader-election Lease (default $POD_NAMESPACE or portico-system)")
+                     help="namespace of the leader-election Lease and the agents' heartbeat key Secret "
+                          "(default $POD_NAMESPACE or portico-system)")
     ctl.add_argument("--workers", type=int, default=8, help="concurrent reconciles (default 8)")
     ctl.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
@@ -61,13 +62,18 @@ def _run_controller(args: argparse.Namespace) -> int:
 
 def _agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     from portico.agent.metrics import METRICS_PORT
+    from portico.announce.heartbeat import HEARTBEAT_PORT
 
     agent = sub.add_parser("agent", help="run the node agent: forwarding from Service addresses to pods (nftables)")
     agent.add_argument("--kubeconfig", type=Path, help="default: $KUBECONFIG, ~/.kube/config, else in-cluster")
     agent.add_argument("--node-name", default=os.environ.get("NODE_NAME"),
                        help="this node's name (default $NODE_NAME, set from spec.nodeName in the DaemonSet)")
+    agent.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "portico-system"),
+                       help="where the heartbeat key Secret is (default $POD_NAMESPACE or portico-system)")
     agent.add_argument("--metrics-address", default=f"0.0.0.0:{METRICS_PORT}",
                        help="where to serve /metrics, HOST:PORT ('' for nowhere)")
+    agent.add_argument("--heartbeat-port", type=int, default=HEARTBEAT_PORT,
+                       help=f"UDP port of the agents' heartbeats, on the node's InternalIP (default {HEARTBEAT_PORT})")
     agent.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
@@ -85,7 +91,7 @@ def _run_agent(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     client = async_client(args.kubeconfig, field_manager="portico-agent")
-    agent = Agent(client, args.node_name)
+    agent = Agent(client, args.node_name, namespace=args.namespace, heartbeat_port=args.heartbeat_port)
     if args.metrics_address:
         host, _, port = args.metrics_address.rpartition(":")
         agent.metrics.serve(host.strip("[]"), int(port))

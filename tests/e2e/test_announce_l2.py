@@ -10,14 +10,17 @@ captured (two MACs answering one question would be split brain).
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from portico.announce.heartbeat import Signer, encode_body
 from portico.dev.netns import agent_pid
 from portico.dev.topology import link_up_commands, plan_lab
 from tests.e2e.conftest import Lab, probe_during, wait_for
@@ -161,3 +164,93 @@ def test_an_interface_that_does_not_exist_is_reported_and_harms_nothing(lab: Lab
         assert result["echoed"] == result["sent"] and result["split_brain_rounds"] == 0, result
     finally:
         lab.kubectl("delete", "-f", "-", stdin=broken)
+
+
+def test_a_flushed_ruleset_on_the_announcing_node_is_repaired_within_two_seconds(
+        lab: Lab, ha: dict[int, str]) -> None:
+    node = settled(lab, 4, ha)
+
+    def flush() -> None:
+        subprocess.run(["ip", "netns", "exec", f"portico-{node}", "nft", "flush", "ruleset"], check=True)
+
+    result = measure(lab, ha[4], 4, flush, duration=4.0)
+    assert isinstance(result["max_gap_ms"], float) and result["max_gap_ms"] < 2000, result
+    assert result["split_brain_rounds"] == 0, result
+    metrics = lab.exec_in("client", "curl", "-s", f"http://{lab_node_address(node)}:9470/metrics").stdout
+    assert re.search(r"^portico_agent_table_repairs_total [1-9]", metrics, re.M), metrics
+    print(f"nft flush ruleset on {node}: longest gap {result['max_gap_ms']:.0f} ms")
+
+
+def forger(host: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(["ip", "netns", "exec", f"portico-{host}", sys.executable, "-m", "tests.e2e.forger",
+                             *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finished(proc: subprocess.Popen[str]) -> str:
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    return out
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def node_metrics(lab: Lab, node: str) -> str:
+    return lab.exec_in("client", "curl", "-s", f"http://{lab_node_address(node)}:9470/metrics").stdout
+
+
+def metric(text: str, name: str) -> float:
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(name))
+
+
+def test_forged_replayed_and_garbage_heartbeats_move_no_vip(lab: Lab, ha: dict[int, str]) -> None:
+    """The client host attacks the node that does not announce the IPv4 VIP: it sniffs the announcer's beats,
+    replays them, forges "the announcer has nothing eligible" (which would make the target claim the VIP too),
+    unsigned and signed with a guessed key, all spoofed from the announcer's address with TTL 255, and floods
+    the port with garbage from its own address and spoofed. No VIP may move; the target's CPU stays low."""
+    owner = settled(lab, 4, ha)
+    target = other(owner)
+    src, dst = lab_node_address(owner), lab_node_address(target)
+    captured = json.loads(finished(forger(target, "sniff", src, dst, "1.0")))  # a sniffer on the segment
+    assert len(captured) >= 5, captured
+    echo = bytes.fromhex(captured[-1])[37:45]  # the target's boot, as the announcer echoes it: no secret
+    nothing = encode_body(owner, time.time_ns() + 10**12, 1, ())
+    forged = [Signer([os.urandom(32)], nothing).seal(int.from_bytes(echo, "big")).hex(),  # a guessed key
+              nothing.hex(),  # the unauthenticated format of earlier versions
+              (b"PTB1\x01" + os.urandom(40) + nothing).hex()]  # the header right, the MAC made up
+    garbage = [os.urandom(n).hex() for n in (1, 64, 1400)]
+    changes_before = {n: metric(node_metrics(lab, n), "portico_l2_ownership_changes_total") for n in NODES}
+    pid = agent_pid(target)
+    assert pid is not None
+    seconds = 4.0
+
+    cpu: list[float] = []
+    sent: list[int] = []
+
+    def attack() -> None:
+        start_cpu, start = cpu_seconds(pid), time.monotonic()
+        procs = [forger("client", "send", src, dst, str(seconds), json.dumps(forged)),
+                 forger("client", "send", src, dst, str(seconds), json.dumps(captured)),
+                 forger("client", "send", src, dst, str(seconds), json.dumps(garbage)),
+                 forger("client", "flood", dst, str(seconds))]
+        sent.extend(int(finished(p)) for p in procs)
+        cpu.append((cpu_seconds(pid) - start_cpu) / (time.monotonic() - start))
+
+    result = measure(lab, ha[4], 4, attack, duration=seconds + 3)
+    assert result["split_brain_rounds"] == 0, result
+    answering = result["answering_macs"]
+    assert isinstance(answering, dict) and set(answering) == {mac_of(owner)}, result
+    assert result["echoed"] == result["sent"], result
+    assert announcers(lab).get(ha[4]) == owner
+    text = node_metrics(lab, target)
+    rejected = {reason: metric(text, f'portico_announce_heartbeats_rejected_total{{reason="{reason}"}}')
+                for reason in ("unauthenticated", "replayed", "malformed")}
+    dropped = metric(text, "portico_announce_heartbeats_dropped_total")
+    print(f"sent (forged, replayed, spoofed garbage, flood): {sent}; target agent CPU {cpu[0]:.2f} cores; "
+          f"rejected {rejected}; dropped in the kernel {dropped:.0f}")
+    assert all(count > 0 for count in rejected.values()), rejected
+    assert dropped >= sent[3] * 0.5  # the flood from a non-peer address never reached the agent
+    assert {n: metric(node_metrics(lab, n), "portico_l2_ownership_changes_total") for n in NODES} == changes_before
+    assert cpu[0] < 0.5, f"the target agent used {cpu[0]:.2f} cores under the attack"

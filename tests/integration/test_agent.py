@@ -82,8 +82,10 @@ def endpoint_slice(ns: str, service: str, name: str, addresses: list[str], *, po
 async def kernel_backends(vip: str, count: int | None = None) -> dict[int, str] | None:
     """Slot -> backend of a VIP's port 80, as the kernel has them (None until there are `count`)."""
     proc = await asyncio.to_thread(subprocess.run, ["ip", "netns", "exec", NODE, "nft", "-j", "list", "map", "inet",
-                                                    "portico", "backends4_tcp"], check=True, capture_output=True,
+                                                    "portico", "backends4_tcp"], check=False, capture_output=True,
                                    text=True)
+    if proc.returncode != 0:  # no table (flushed)
+        return None
     out = proc.stdout
     elements = json.loads(out)["nftables"][1]["map"].get("elem", [])
     found = {key["concat"][2]: value["concat"][0] for key, value in elements
@@ -165,6 +167,25 @@ async def test_a_service_the_kernel_refuses_is_left_out_and_reported(
         assert await warnings(s, "good") == []
 
 
+async def test_a_table_changed_by_someone_else_is_repaired(client: AsyncClient, agent: tuple[Agent, str]) -> None:
+    _, metrics_url = agent
+    async with Scope(client) as s:
+        await s.pool(["198.18.120.32/29"])
+        await s.service("web")
+        vip = (await s.wait_ingress("web"))[0]
+        await client.create(endpoint_slice(s.ns, "web", "web-0", ["198.19.0.7", "198.19.0.8"]))
+        await wait_until(lambda: kernel_backends(vip, 2), 10, "the backends programmed")
+        await client.create(endpoint_slice(s.ns, "web", "web-1", ["198.19.0.9"]))  # a sync of our own
+        await wait_until(lambda: kernel_backends(vip, 3), 10, "the third backend programmed")
+        repairs = _counter(await scrape(metrics_url), "portico_agent_table_repairs_total")
+        for edit in (["flush", "ruleset"],  # what `nft flush ruleset` or a firewall reload does
+                     ["delete", "element", "inet", "portico", "backends4_tcp", f"{{ {vip} . 80 . 1 }}"]):  # an admin
+            await asyncio.to_thread(subprocess.run, ["ip", "netns", "exec", NODE, "nft", *edit], check=True)
+            await wait_until(lambda: kernel_backends(vip, 3), 2, f"the table repaired after nft {' '.join(edit)}")
+            repairs += 1
+            assert _counter(await scrape(metrics_url), "portico_agent_table_repairs_total") == repairs
+
+
 async def test_metrics_for_syncs_and_network_programming_latency(client: AsyncClient,
                                                                  agent: tuple[Agent, str]) -> None:
     _, metrics_url = agent
@@ -185,6 +206,10 @@ async def test_metrics_for_syncs_and_network_programming_latency(client: AsyncCl
 async def scrape(url: str) -> str:
     async with httpx.AsyncClient() as http:
         return (await http.get(url)).text
+
+
+def _counter(text: str, name: str) -> float:
+    return float(next(line for line in text.splitlines() if line.startswith(name + " ")).split()[-1])
 
 
 def _histogram_count(text: str, name: str, labels: str = "") -> float:

@@ -19,7 +19,17 @@ from portico.agent.announcements import (
 )
 from portico.announce import frames, ranking
 from portico.announce.announcer import L2Vip
-from portico.announce.heartbeat import decode_beat, encode_beat
+from portico.announce.heartbeat import (
+    MAX_BEAT_BYTES,
+    HeartbeatMesh,
+    Peer,
+    Rejected,
+    Signer,
+    decode_body,
+    encode_body,
+    open_sealed,
+    usable_keys,
+)
 from portico.api.v1alpha1 import L2AdvertisementSpec, LabelSelector
 from portico.dataplane.conntrack import StaleFlows, stale_flows
 from portico.dataplane.model import Backend, Frontend, FrontendPolicy
@@ -121,20 +131,109 @@ def test_a_node_not_eligible_for_a_vip_never_owns_it() -> None:
 
 
 # -- heartbeats -----------------------------------------------------------------------------------------
+KEY, OTHER_KEY = b"k" * 32, b"o" * 32
+NODE2 = ipaddress.ip_address("198.18.0.12")
+
+
 def test_a_beat_round_trips_both_families() -> None:
-    beat, eligible, advertised = decode_beat(encode_beat("node-1", 7, 3, {V4, V6}, {V6}))
+    beat, eligible, advertised = decode_body(encode_body("node-1", 7, 3, {V4, V6}, {V6}))
     assert (beat.node, beat.boot, beat.seq, eligible, advertised) == ("node-1", 7, 3, frozenset({V4, V6}),
                                                                       frozenset({V6}))
     # A beat from an agent that predates the BGP fields still decodes.
     old = msgspec.msgpack.encode(["node-2", 1, 1, V4.packed, b""])
-    assert decode_beat(old)[1:] == (frozenset({V4}), frozenset())
+    assert decode_body(old)[1:] == (frozenset({V4}), frozenset())
 
 
-def test_a_truncated_or_foreign_beat_is_refused() -> None:
+def test_a_truncated_or_foreign_body_is_refused() -> None:
     with pytest.raises(ValueError, match="truncated"):
-        decode_beat(msgspec.msgpack.encode(["node-1", 1, 1, b"\x01\x02\x03", b""]))
+        decode_body(msgspec.msgpack.encode(["node-1", 1, 1, b"\x01\x02\x03", b""]))
     with pytest.raises(msgspec.DecodeError):
-        decode_beat(b"GET / HTTP/1.1")
+        decode_body(b"GET / HTTP/1.1")
+
+
+def test_a_sealed_beat_opens_only_under_its_key_and_untouched() -> None:
+    body = encode_body("node-1", 7, 3, {V4})
+    sealed = Signer([KEY], body).seal(echo=99)
+    assert open_sealed(sealed, [KEY]) == (99, body)
+    assert open_sealed(sealed, [OTHER_KEY, KEY]) == (99, body)
+    for data, keys, reason in [
+            (sealed, [OTHER_KEY], "unauthenticated"),
+            (sealed[:-1] + bytes([sealed[-1] ^ 1]), [KEY], "unauthenticated"),  # body changed
+            (sealed[:37] + b"\x00" * 8 + sealed[45:], [KEY], "unauthenticated"),  # the echo changed
+            (sealed, [], "no-key"),
+            (b"GET / HTTP/1.1\r\n", [KEY], "malformed"),
+            (b"PTB1\x03" + sealed[5:], [KEY], "malformed"),  # more MACs than keys may be held
+            (b"PT", [KEY], "malformed"),
+            (sealed + b"x" * MAX_BEAT_BYTES, [KEY], "malformed")]:
+        with pytest.raises(Rejected) as err:
+            open_sealed(data, keys)
+        assert err.value.reason == reason
+
+
+def test_during_a_rotation_every_mix_of_old_and_new_keys_interoperates() -> None:
+    body = encode_body("node-1", 1, 1, ())
+    for sender, receiver in [([KEY], [KEY, OTHER_KEY]), ([KEY, OTHER_KEY], [KEY]), ([KEY, OTHER_KEY], [OTHER_KEY]),
+                             ([OTHER_KEY], [KEY, OTHER_KEY])]:
+        assert open_sealed(Signer(sender, body).seal(0), receiver)[1] == body
+    assert usable_keys([b"short", KEY]) == ((KEY,), "keys shorter than 16 bytes are ignored")
+    assert usable_keys([KEY, OTHER_KEY, b"x" * 40]) == ((KEY, OTHER_KEY), "only the first 2 keys are used")
+
+
+def _mesh(changes: list[tuple[str, str]]) -> HeartbeatMesh:
+    mesh = HeartbeatMesh("node-1", lambda peer, what: changes.append((peer, what)))
+    mesh.keys = (KEY,)
+    mesh.peers["node-2"] = Peer(NODE2, on_link=True)
+    return mesh
+
+
+def _beat(boot: int, seq: int, echo: int, eligible: set[IPAddress], node: str = "node-2") -> bytes:
+    return Signer([KEY], encode_body(node, boot, seq, eligible)).seal(echo)
+
+
+def _reason(mesh: HeartbeatMesh, data: bytes, source: str = "198.18.0.12", ttl: int | None = 255) -> str | None:
+    try:
+        mesh.receive(data, source, ttl)
+    except Rejected as e:
+        return e.reason
+    return None
+
+
+async def test_a_peer_is_believed_only_fresh_from_its_address_on_link_and_echoing_our_boot() -> None:
+    changes: list[tuple[str, str]] = []
+    mesh = _mesh(changes)
+    assert _reason(mesh, _beat(10, 1, echo=0, eligible={V4})) == "unacknowledged"  # it has not heard us yet
+    assert mesh.peers["node-2"].boot == 10 and not mesh.peers["node-2"].alive  # ... but our next beat echoes it
+    assert _reason(mesh, _beat(10, 2, mesh.boot, {V4})) is None
+    assert mesh.peers["node-2"].eligible == {V4} and changes == [("node-2", "came up")]
+    assert _reason(mesh, _beat(10, 2, mesh.boot, {V4})) == "replayed"
+    assert _reason(mesh, _beat(10, 3, mesh.boot, {V4}), source="198.18.0.99") == "unknown-peer"  # spoofed elsewhere
+    assert _reason(mesh, _beat(10, 3, mesh.boot, {V4}, node="node-9")) == "unknown-peer"
+    assert _reason(mesh, _beat(10, 3, mesh.boot, {V4}), ttl=64) == "ttl"  # routed here: not from our segment
+    assert _reason(mesh, _beat(9, 50, mesh.boot, {V4})) == "replayed"  # an earlier incarnation
+    mesh.peers["node-2"].on_link = False  # a peer behind a router: its TTL is not ours to expect
+    assert _reason(mesh, _beat(10, 4, mesh.boot, set()), ttl=61) is None
+    assert changes[-1] == ("node-2", "changed its VIPs")
+
+
+async def test_a_restarted_receiver_refuses_replays_captured_before_it_started() -> None:
+    """An attacker recorded node-2's beats to node-1; node-1 restarts (a new boot, no memory) and node-2 dies. The
+    recording echoes node-1's old boot, so it brings nobody back to life."""
+    old = _mesh([])
+    recorded = [_beat(10, seq, old.boot, {V4}) for seq in range(1, 20)]
+    restarted = _mesh([])
+    restarted.boot = old.boot + 1
+    assert {_reason(restarted, data) for data in recorded} == {"unacknowledged"}
+    assert restarted.alive() == {}
+
+
+async def test_a_restarted_peer_is_a_new_peer_once_it_echoes_us() -> None:
+    changes: list[tuple[str, str]] = []
+    mesh = _mesh(changes)
+    mesh.receive(_beat(10, 5, mesh.boot, {V4}), "198.18.0.12", 255)
+    assert _reason(mesh, _beat(20, 1, echo=0, eligible={V6})) == "unacknowledged"
+    assert changes[-1] == ("node-2", "restarted") and mesh.alive() == {}  # its old incarnation's VIPs are gone
+    assert _reason(mesh, _beat(20, 2, mesh.boot, {V6})) is None
+    assert mesh.alive()["node-2"].eligible == {V6}
 
 
 # -- what this node may announce -----------------------------------------------------------------------

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import ipaddress
 
+from portico.dataplane.drift import foreign_change
 from portico.dataplane.model import Algorithm, Backend, DesiredState, Frontend, FrontendPolicy
 from portico.dataplane.nftables import (
     KernelState,
@@ -171,7 +172,8 @@ def test_render_equals_the_incremental_result() -> None:
     direct = render(DesiredState({WEB: FrontendPolicy("a/web", pods(9), Algorithm.MAGLEV),
                                   DNS: FrontendPolicy("a/dns", pods(4, port=53))}))
     got = k.ruleset()
-    assert {n: r for n, r in got.chains.items()} == {n: r for n, r in direct.chains.items() if n != "refuse"}
+    assert {n: r for n, r in got.chains.items()} == {n: r for n, r in direct.chains.items()
+                                                     if n not in ("refuse", "heartbeat")}
     assert {n: dict(e) for n, e in got.elements.items()} == {
         n: dict(e) for n, e in direct.elements.items()}
 
@@ -193,3 +195,11 @@ def test_long_element_lists_are_batched() -> None:
     many = Ruleset(elements={"vips4": {f"198.18.{i // 256}.{i % 256}": None for i in range(2500)}})
     adds = [line for line in full_transaction(many).splitlines() if line.startswith("add element")]
     assert len(adds) == 3
+
+
+def test_drift_is_a_change_to_our_table_by_another_process() -> None:
+    batch = ["delete chain inet portico fe-198-18-0-1-tcp-80", "delete table inet portico"]
+    assert foreign_change(batch, 42, {7, 8}) == "delete chain inet portico fe-198-18-0-1-tcp-80"
+    assert foreign_change(batch, 7, {7, 8}) is None  # one of our own transactions
+    assert foreign_change(["add table inet kube-proxy", "add table inet portico-test"], 42, ()) is None
+    assert foreign_change(["add rule ip filter INPUT accept"], 42, ()) is None

@@ -32,9 +32,11 @@ from portico.agent.announcements import (
 )
 from portico.agent.bgp import BgpAnnouncements
 from portico.agent.desired import service_frontends
+from portico.agent.heartbeat_keys import HeartbeatKeys
 from portico.agent.metrics import AgentMetrics
 from portico.agent.selection import NODES_SELECTED, selection_condition
 from portico.announce.announcer import L2Announcer
+from portico.announce.heartbeat import HEARTBEAT_PORT
 from portico.announce.links import interface_state, interface_with_address
 from portico.api.resources import (
     BGPAdvertisementResource,
@@ -47,6 +49,7 @@ from portico.api.v1alpha1 import L2AdvertisementSpec
 from portico.controller.allocations import allocation_from_object
 from portico.controller.conditions import same_conditions, set_condition
 from portico.dataplane.conntrack import StaleFlows, forget, stale_flows
+from portico.dataplane.drift import TableWatch
 from portico.dataplane.model import Frontend, FrontendPolicy
 from portico.dataplane.nft import Nft
 from portico.dataplane.nftables import NODE, Ruleset, node_fragment, render_frontend
@@ -65,13 +68,16 @@ COALESCE_SECONDS = 0.02  # a burst of watch events becomes one transaction
 
 
 class Agent:
-    def __init__(self, client: AsyncClient, node: str, nft: Nft | None = None) -> None:
+    def __init__(self, client: AsyncClient, node: str, nft: Nft | None = None, *, namespace: str = "portico-system",
+                 heartbeat_port: int = HEARTBEAT_PORT) -> None:
         self._wake = asyncio.Event()
         self.node = node
         self.client = client
         self.syncer = Syncer(nft or Nft())
+        self.table_watch = TableWatch(self.syncer.nft, self._on_drift)
         self.events = EventRecorder(client, component=COMPONENT, host=node)
-        self.l2 = L2Announcer(node, self._record, self._announcers_changed)
+        self.l2 = L2Announcer(node, self._record, self._announcers_changed, heartbeat_port=heartbeat_port)
+        self.heartbeat_keys = HeartbeatKeys(client, namespace, self.l2.mesh)
         self.bgp = BgpAnnouncements(client, node, self._record, self._announcement_config_changed)
         self.metrics = AgentMetrics(self.syncer.nft, self._service_of, lambda: dict(self.problems), self.l2,
                                     self.bgp)
@@ -137,8 +143,8 @@ class Agent:
                 self._mark(f"{owner.namespace}/{owner.name}")
 
     def _on_node(self, old: Any, new: Any) -> None:
-        if (new or old).metadata.name == self.node:
-            self._node_dirty = True
+        if (new or old).metadata.name == self.node or _internal_ip(new) != _internal_ip(old):
+            self._node_dirty = True  # our pod CIDRs, or a peer's address the heartbeat filter lets in
         self._announcement_config_changed()
 
     def _on_announcement_config(self, old: Any, new: Any) -> None:
@@ -147,6 +153,13 @@ class Agent:
         else:
             self.l2_specs[object_key(new)] = decode(new.spec, L2AdvertisementSpec)
         self._announcement_config_changed()
+
+    def _on_drift(self, what: str) -> None:
+        """Someone else changed our table: lay it again from the desired state (a full sync)."""
+        log.warning("the table was changed by someone else (%s); repairing it", what)
+        self.metrics.table_repairs.inc()
+        self.syncer.resync()
+        self._wake.set()
 
     def _announcement_config_changed(self) -> None:
         self._selections_dirty = True
@@ -159,7 +172,8 @@ class Agent:
             self._synced = True
             log.info("caches synced: %d services, %d endpoint slices, %d allocations", len(self.services.cache),
                      len(self.slices.cache), len(self.allocations.cache))
-            return [self._sync_forever(), self.l2.run(), self.bgp.run(), self._report_forever()]
+            return [self._sync_forever(), self.table_watch.run(), self.heartbeat_keys.run(), self.l2.run(),
+                    self.bgp.run(), self._report_forever()]
         informers: list[Informer[Any]] = [self.nodes, self.allocations, self.l2_advertisements, self.bgp.peers,
                                           self.bgp.advertisements, self.services, self.slices]
         await run_synced(informers, [self.events.run()], started)
@@ -180,7 +194,7 @@ class Agent:
         dirty, self._dirty = self._dirty, set()
         replacements: dict[object, Ruleset | None] = {}
         if self._node_dirty:
-            replacements[NODE] = node_fragment(self._pod_cidrs())
+            replacements[NODE] = node_fragment(self._pod_cidrs(), self.l2.mesh.port, self._peer_addresses().values())
             self._default_interface = self._interface_of_internal_ip()
             families = self._families()
             if families != self._served_families:  # rare: re-evaluate every Service
@@ -291,16 +305,21 @@ class Agent:
                     log.warning("L2Advertisement %s: %s", key, problem)
                     self.events.record(self.l2_advertisements.cache[key], type="Warning", reason="InterfaceMissing",
                                        message=problem)
-        self.l2.mesh.set_peers({name: address for name, n in self.nodes.cache.items()
-                                if (address := _internal_ip(n)) is not None})
+        self.l2.mesh.set_address(_internal_ip(node))
+        self.l2.mesh.set_peers(self._peer_addresses())
         self.l2.set_vips(vips, self._data_path_ok)
         before = (frozenset(self.bgp.advertised), frozenset(self.bgp.withheld))
-        self.bgp.update(labels=labels, address=_internal_ip(node) if node is not None else None,
+        self.bgp.update(labels=labels, address=_internal_ip(node),
                         allocations=self.allocated, policies_of=self._policies_of, is_local=self._is_local,
                         data_path_ok=self._data_path_ok)
         self.l2.mesh.set_advertised(frozenset(self.bgp.advertised))
         if (frozenset(self.bgp.advertised), frozenset(self.bgp.withheld)) != before:  # on a change, not every sync
             self._report_wake.set()
+
+    def _peer_addresses(self) -> dict[str, IPAddress]:
+        """The other nodes' InternalIPs: where heartbeats may come from."""
+        return {name: address for name, n in self.nodes.cache.items()
+                if name != self.node and (address := _internal_ip(n)) is not None}
 
     def _policies_of(self, vip: IPAddress) -> list[FrontendPolicy]:
         return [self.applied[fe][1] for fe in self.frontends_of.get(vip, ())]
@@ -419,7 +438,7 @@ class Agent:
 
     def _interface_of_internal_ip(self) -> str | None:
         node = self.nodes.cache.get(self.node)
-        address = _internal_ip(node) if node is not None else None
+        address = _internal_ip(node)
         return interface_with_address(str(address)) if address is not None else None
 
     def _service_of(self, fe: Frontend) -> str | None:
@@ -450,7 +469,7 @@ def _nft_error(text: str) -> str:
 
 
 def _internal_ip(node: Any) -> IPAddress | None:
-    for a in (node.status.addresses or []) if node.status is not None else []:
+    for a in (node.status.addresses or []) if node is not None and node.status is not None else []:
         if a.type == "InternalIP":
             with contextlib.suppress(ValueError):
                 return ipaddress.ip_address(a.address)

@@ -20,7 +20,7 @@ from portico.agent.bgp import BgpAnnouncements
 from portico.announce.announcer import L2Announcer
 from portico.dataplane.model import Frontend
 from portico.dataplane.nft import Nft
-from portico.dataplane.nftables import FRONTEND_COUNTERS, REFUSED, dropped_counter
+from portico.dataplane.nftables import FRONTEND_COUNTERS, HEARTBEATS_DROPPED, REFUSED, dropped_counter
 from portico.ipam.blocks import IPAddress
 
 METRICS_PORT = 9470  # the agent's /metrics, on every node (hostNetwork)
@@ -41,6 +41,10 @@ class AgentMetrics:
             registry=self.registry, buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
         self.sync_failures = Counter("portico_agent_sync_failures_total",
                                      "Transactions nft refused (each is followed by a full sync)",
+                                     registry=self.registry)
+        self.table_repairs = Counter("portico_agent_table_repairs_total",
+                                     "Full syncs after someone else changed the table (nft flush ruleset, a "
+                                     "firewall reload, an edit), or after the watch on it restarted",
                                      registry=self.registry)
         self.registry.register(_KernelCounters(nft, service_of))
         self.registry.register(_Problems(problems))
@@ -89,7 +93,11 @@ class _KernelCounters(Collector):
         for family, name in REFUSED.items():
             if name in counters.named:
                 refused.add_metric([f"IPv{family}"], counters.named[name][0])
-        yield from (packets, octets, dropped, refused)
+        heartbeats = CounterMetricFamily("portico_announce_heartbeats_dropped",
+                                         "Datagrams to the heartbeat port the kernel dropped: not from a peer's "
+                                         "address", value=counters.named.get(
+                                             HEARTBEATS_DROPPED, (0, 0))[0])
+        yield from (packets, octets, dropped, refused, heartbeats)
 
 
 class _Problems(Collector):
@@ -131,9 +139,13 @@ class _Announcements(Collector):
         changes = CounterMetricFamily("portico_l2_ownership_changes", "VIPs this node started or stopped "
                                       "answering for", value=self.l2.changes)
         rejected = CounterMetricFamily("portico_announce_heartbeats_rejected", "Datagrams on the heartbeat port "
-                                       "that were not a beat from a known node's address",
-                                       value=self.l2.mesh.rejected)
-        yield from (announced, eligible, peers, changes, rejected)
+                                       "not believed, by reason (malformed, no-key, unauthenticated, unknown-peer, "
+                                       "ttl, replayed, unacknowledged)", labels=["reason"])
+        for reason, count in sorted(self.l2.mesh.rejected.items()):
+            rejected.add_metric([reason], count)
+        keys = GaugeMetricFamily("portico_announce_heartbeat_keys", "Heartbeat keys held (0: this node announces "
+                                 "nothing in layer 2)", value=len(self.l2.mesh.keys))
+        yield from (announced, eligible, peers, changes, rejected, keys)
 
 
 class _Bgp(Collector):

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from portico.announce import ranking
-from portico.announce.heartbeat import HeartbeatMesh
+from portico.announce.heartbeat import HEARTBEAT_PORT, HeartbeatMesh
 from portico.announce.l2 import L2Responder
 from portico.announce.links import LinkWatch, interface_state
 from portico.ipam.blocks import IPAddress
@@ -43,10 +43,11 @@ EventSink = Callable[[str, str, str, str], None]
 
 
 class L2Announcer:
-    def __init__(self, node: str, record: EventSink, on_view: Callable[[], None]) -> None:
+    def __init__(self, node: str, record: EventSink, on_view: Callable[[], None], *,
+                 heartbeat_port: int = HEARTBEAT_PORT) -> None:
         self.node = node
         self.record, self.on_view = record, on_view
-        self.mesh = HeartbeatMesh(node, self._peer_changed)
+        self.mesh = HeartbeatMesh(node, self._peer_changed, port=heartbeat_port)
         self.links = LinkWatch(self.recompute)
         self.vips: dict[IPAddress, L2Vip] = {}
         self.data_path_ready = False  # the agent's first full sync is done and its last sync did not fail
@@ -62,14 +63,10 @@ class L2Announcer:
 
     async def run(self) -> None:
         try:
-            await asyncio.gather(self.mesh.run(), self.links.run(), self._settle())
+            await asyncio.gather(self.mesh.run(), self.links.run())
         finally:
             for responder in self._responders.values():
                 responder.close()
-
-    async def _settle(self) -> None:
-        await asyncio.sleep(self.mesh.dead_after)
-        self.recompute()
 
     # -- inputs ----------------------------------------------------------------------------------------
     def set_vips(self, vips: dict[IPAddress, L2Vip], data_path_ready: bool) -> None:

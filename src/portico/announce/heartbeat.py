@@ -3,38 +3,62 @@ second which peers are alive and which VIPs each may announce.
 
 Every beat carries the sender's whole eligible set (packed addresses), so all agents rank the same
 candidates, and the VIPs it advertises over BGP (so any agent can say on a Service who advertises it).
-A peer that stays silent for `dead_after` is dead. Beats are accepted only from the address the
-sender's Node object gives it. The transport is asyncio's; the wire format is pure.
+A peer that stays silent for `dead_after` is dead.
+
+Nothing on the LAN is trusted (docs/security.md). A datagram is believed only when, in this order:
+  1. it has the size and header of a beat, and an HMAC-SHA256 under a cluster key (from a Secret; every key
+     held signs, so keys rotate by adding one, then removing the old) — checked before anything is decoded;
+  2. it arrived with TTL / hop limit 255 when the sender shares our segment (GTSM, RFC 5082: no router
+     forwarded it);
+  3. it comes from the address the sender's Node object gives it, to the one this node listens on;
+  4. it is fresh: the sender's boot (its start time) and sequence are newer than any accepted from it, and it
+     echoes *our* boot, which a peer learns only from our beats. A beat captured before we last started
+     cannot echo it, so a replay is refused even by a peer that has just restarted and remembers nothing.
+Rejections are counted by reason. The transport is a socket of our own (ancillary data for the TTL); the
+wire format and the checks are pure functions.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import hmac
 import ipaddress
 import logging
-import secrets
 import socket
+import struct
 import time
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import msgspec
 
+from portico.announce.links import connected_networks
 from portico.ipam.blocks import IPAddress
 
 log = logging.getLogger(__name__)
 
 HEARTBEAT_PORT = 9471
+HEARTBEAT_KEY_SECRET = "portico-heartbeat-key"  # in the agents' namespace; created by the controller
 INTERVAL = 0.1  # seconds between beats
 DEAD_AFTER = 0.3  # silence that makes a peer dead: three beats
 MAX_BEAT_BYTES = 65_000  # one UDP datagram: about 16,000 IPv4 or 4,000 IPv6 eligible addresses
+MAGIC = b"PTB1"
+MAC_BYTES = 32  # HMAC-SHA256
+MAX_KEYS = 2  # during a rotation: the old key and the new one
+MIN_KEY_BYTES = 16
+GTSM_TTL = 255
+_HEADER = struct.Struct("!4sB")  # magic, number of MACs
+_ECHO = struct.Struct("!Q")  # the receiver's boot, as the sender last heard it (0: not yet)
+IP_RECVTTL = 12  # <linux/in.h>; not in Python's socket module
+READ_BATCH = 64
 
 
 class Beat(msgspec.Struct, array_like=True, frozen=True):
     node: str
-    boot: int  # random per agent start: a restarted peer is a new peer
+    boot: int  # the agent's start time (ns): a restarted peer is a new peer, and a later one
     seq: int
     ipv4: bytes = b""  # eligible addresses, 4 bytes each
     ipv6: bytes = b""  # 16 bytes each
@@ -42,6 +66,15 @@ class Beat(msgspec.Struct, array_like=True, frozen=True):
     bgp_ipv6: bytes = b""
 
 
+class Rejected(Exception):
+    """A datagram that is not believed; `reason` labels the metric."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# -- the wire format (pure) -------------------------------------------------------------------------------
 def _pack(addresses: Iterable[IPAddress], version: int) -> bytes:
     return b"".join(a.packed for a in sorted(a for a in addresses if a.version == version))
 
@@ -53,27 +86,85 @@ def _unpack(v4: bytes, v6: bytes) -> frozenset[IPAddress]:
                       *(ipaddress.IPv6Address(v6[i:i + 16]) for i in range(0, len(v6), 16))])
 
 
-def encode_beat(node: str, boot: int, seq: int, eligible: Iterable[IPAddress],
+def encode_body(node: str, boot: int, seq: int, eligible: Iterable[IPAddress],
                 advertised: Iterable[IPAddress] = ()) -> bytes:
     return msgspec.msgpack.encode(Beat(node, boot, seq, _pack(eligible, 4), _pack(eligible, 6),
                                        _pack(advertised, 4), _pack(advertised, 6)))
 
 
-def decode_beat(data: bytes) -> tuple[Beat, frozenset[IPAddress], frozenset[IPAddress]]:
+def decode_body(data: bytes) -> tuple[Beat, frozenset[IPAddress], frozenset[IPAddress]]:
     """(beat, eligible, advertised over BGP). Raises msgspec.DecodeError or ValueError on anything that is not
     a beat."""
     beat = msgspec.msgpack.decode(data, type=Beat)
     return beat, _unpack(beat.ipv4, beat.ipv6), _unpack(beat.bgp_ipv4, beat.bgp_ipv6)
 
 
+class Signer:
+    """Seals one body for many receivers: datagram = MAGIC | n | n MACs | echo | body, each MAC an
+    HMAC-SHA256 of MAGIC | body | echo under one key. The body is hashed once per key, not once per peer."""
+
+    def __init__(self, keys: Sequence[bytes], body: bytes) -> None:
+        self.body = body
+        self._started = []
+        for key in keys:
+            h = hmac.new(key, MAGIC, hashlib.sha256)
+            h.update(body)
+            self._started.append(h)
+
+    def seal(self, echo: int) -> bytes:
+        trailer = _ECHO.pack(echo)
+        macs = []
+        for started in self._started:
+            h = started.copy()
+            h.update(trailer)
+            macs.append(h.digest())
+        return _HEADER.pack(MAGIC, len(macs)) + b"".join(macs) + trailer + self.body
+
+
+def open_sealed(data: bytes, keys: Sequence[bytes]) -> tuple[int, bytes]:
+    """(echo, body) of a datagram sealed under one of `keys`; raises Rejected. Nothing is decoded before the
+    MAC is checked, and the check costs one HMAC per key whatever the datagram says."""
+    if len(data) > MAX_BEAT_BYTES or len(data) < _HEADER.size:
+        raise Rejected("malformed")
+    magic, n = _HEADER.unpack_from(data)
+    start = _HEADER.size + n * MAC_BYTES
+    if magic != MAGIC or not 1 <= n <= MAX_KEYS or len(data) < start + _ECHO.size:
+        raise Rejected("malformed")
+    if not keys:
+        raise Rejected("no-key")
+    trailer, body = data[start:start + _ECHO.size], data[start + _ECHO.size:]
+    macs = [data[_HEADER.size + i * MAC_BYTES:_HEADER.size + (i + 1) * MAC_BYTES] for i in range(n)]
+    for key in keys:
+        h = hmac.new(key, MAGIC, hashlib.sha256)
+        h.update(body)
+        h.update(trailer)
+        expected = h.digest()
+        if any(hmac.compare_digest(expected, mac) for mac in macs):
+            return _ECHO.unpack(trailer)[0], body
+    raise Rejected("unauthenticated")
+
+
+def usable_keys(values: Iterable[bytes]) -> tuple[tuple[bytes, ...], str | None]:
+    """The keys to use from a Secret's values (sorted by name), and what is wrong with the rest, if anything."""
+    keys = tuple(v for v in values if len(v) >= MIN_KEY_BYTES)
+    problem = None
+    if len(keys) != len(list(values)):
+        problem = f"keys shorter than {MIN_KEY_BYTES} bytes are ignored"
+    if len(keys) > MAX_KEYS:
+        keys, problem = keys[:MAX_KEYS], f"only the first {MAX_KEYS} keys are used"
+    return keys, problem
+
+
+# -- the mesh ---------------------------------------------------------------------------------------------
 @dataclass
 class Peer:
     address: IPAddress
-    boot: int = 0
-    seq: int = -1
+    on_link: bool = False  # shares a segment with this node: its beats must arrive with TTL 255
+    boot: int = 0  # the newest authenticated boot heard from it (what our beats echo to it)
+    seq: int = -1  # the newest sequence accepted from that boot
     eligible: frozenset[IPAddress] = frozenset()
     advertised: frozenset[IPAddress] = frozenset()  # over BGP
-    heard: float | None = None  # monotonic time of the last beat; None: not alive
+    heard: float | None = None  # monotonic time of the last accepted beat; None: not alive
     expiry: asyncio.TimerHandle | None = field(default=None, repr=False)
 
     @property
@@ -85,7 +176,7 @@ class Peer:
 ChangeCallback = Callable[[str, str], None]
 
 
-class HeartbeatMesh(asyncio.DatagramProtocol):
+class HeartbeatMesh:
     def __init__(self, node: str, on_change: ChangeCallback, *, port: int = HEARTBEAT_PORT,
                  interval: float = INTERVAL, dead_after: float = DEAD_AFTER) -> None:
         self.node, self.port, self.interval, self.dead_after = node, port, interval, dead_after
@@ -93,18 +184,22 @@ class HeartbeatMesh(asyncio.DatagramProtocol):
         self.peers: dict[str, Peer] = {}
         self.eligible: frozenset[IPAddress] = frozenset()
         self.advertised: frozenset[IPAddress] = frozenset()
-        self.started: float | None = None
-        self.rejected = 0  # datagrams that were not a beat from a known node's address
-        self._boot = secrets.randbits(63)
+        self.keys: tuple[bytes, ...] = ()
+        self.address: IPAddress | None = None  # where this node listens and sends from: its InternalIP
+        self.started: float | None = None  # when the socket was bound with a key to sign with
+        self.rejected: Counter[str] = Counter()  # reason -> datagrams not believed
+        self.boot = time.time_ns()
         self._seq = 0
-        self._transport: asyncio.DatagramTransport | None = None
+        self._sock: socket.socket | None = None
         self._wake = asyncio.Event()
+        self._rebind = asyncio.Event()
 
     # -- what the announcer reads --------------------------------------------------------------------
     @property
     def settled(self) -> bool:
-        """True once every live peer has had the time to be heard: only then may this node claim VIPs."""
-        return self.started is not None and time.monotonic() - self.started >= self.dead_after
+        """True once every live peer has had the time to be heard: only then may this node claim VIPs. Never
+        without a key: unable to hear its peers, a node would claim everything."""
+        return self.started is not None and bool(self.keys) and time.monotonic() - self.started >= self.dead_after
 
     def alive(self) -> dict[str, Peer]:
         return {name: p for name, p in self.peers.items() if p.alive}
@@ -112,19 +207,34 @@ class HeartbeatMesh(asyncio.DatagramProtocol):
     # -- what the agent sets ---------------------------------------------------------------------------
     def set_peers(self, addresses: dict[str, IPAddress]) -> None:
         """The other nodes and their InternalIPs (from Node objects)."""
-        for name in set(self.peers) - set(addresses):
+        current = {name: p.address for name, p in self.peers.items()}
+        wanted = {name: a for name, a in addresses.items() if name != self.node}
+        if wanted == current:
+            return
+        networks = connected_networks()
+        for name in set(self.peers) - set(wanted):
             peer = self.peers.pop(name)
             if peer.expiry:
                 peer.expiry.cancel()
             if peer.alive:
                 self.on_change(name, "removed from the cluster")
-        for name, address in addresses.items():
-            if name == self.node:
-                continue
-            if name in self.peers:
-                self.peers[name].address = address
-            else:
-                self.peers[name] = Peer(address)
+        for name, address in wanted.items():
+            peer = self.peers.setdefault(name, Peer(address))
+            peer.address = address
+            peer.on_link = any(address in n for n in networks)
+
+    def set_address(self, address: IPAddress | None) -> None:
+        """This node's InternalIP: the socket is bound to it alone."""
+        if address != self.address:
+            self.address = address
+            self._rebind.set()
+
+    def set_keys(self, keys: tuple[bytes, ...]) -> None:
+        if keys != self.keys:
+            if not keys:
+                log.error("no heartbeat key: this node cannot hear its peers and will announce nothing in layer 2")
+            self.keys = keys
+            self._rebind.set()
 
     def set_eligible(self, eligible: frozenset[IPAddress]) -> None:
         """This node's eligible VIPs; a change is sent at once, not at the next beat."""
@@ -140,83 +250,139 @@ class HeartbeatMesh(asyncio.DatagramProtocol):
 
     # -- running ---------------------------------------------------------------------------------------
     async def run(self) -> None:
-        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)  # IPv4 peers arrive v4-mapped
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("::", self.port))
-        loop = asyncio.get_running_loop()
-        transport, _ = await loop.create_datagram_endpoint(lambda: self, sock=sock)
-        self._transport = transport
-        self.started = time.monotonic()
         try:
             while True:
-                self._send()
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.interval)
+                self._rebind.clear()
+                if self.address is None or not self.keys:
+                    self._close()
+                    await self._rebind.wait()
+                    continue
+                if self._sock is None or self._sock.getsockname()[0] != str(self.address):
+                    self._open(self.address)
+                while not self._rebind.is_set():
+                    self._send()
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self.interval)
         finally:  # a last beat with nothing eligible: on a graceful stop peers take over at once
             self.eligible = self.advertised = frozenset()
-            self._send()
-            transport.close()
+            if self._sock is not None:
+                self._send()
+            self._close()
             for peer in self.peers.values():
                 if peer.expiry:
                     peer.expiry.cancel()
 
+    def _open(self, address: IPAddress) -> None:
+        self._close()
+        family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        if family == socket.AF_INET:
+            sock.setsockopt(socket.IPPROTO_IP, socket.IP_TTL, GTSM_TTL)
+            sock.setsockopt(socket.IPPROTO_IP, IP_RECVTTL, 1)
+        else:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_UNICAST_HOPS, GTSM_TTL)
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_RECVHOPLIMIT, 1)
+        sock.setblocking(False)
+        sock.bind((str(address), self.port))  # not the wildcard: only what is sent to the node's own address
+        self._sock = sock
+        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
+        self.started = time.monotonic()
+        # Settled once every live peer has had the time to be heard: then the announcer may claim.
+        asyncio.get_running_loop().call_later(self.dead_after, self.on_change, self.node, "listened long enough")
+        log.info("heartbeats on %s port %d", address, self.port)
+
+    def _close(self) -> None:
+        if self._sock is not None:
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+            self.started = None
+
     def _send(self) -> None:
-        assert self._transport is not None
+        assert self._sock is not None
         self._seq += 1
-        data = encode_beat(self.node, self._boot, self._seq, self.eligible, self.advertised)
-        if len(data) > MAX_BEAT_BYTES:
+        body = encode_body(self.node, self.boot, self._seq, self.eligible, self.advertised)
+        if len(body) + _HEADER.size + MAX_KEYS * MAC_BYTES + _ECHO.size > MAX_BEAT_BYTES:
             log.error("%d eligible and %d advertised addresses do not fit one heartbeat; announcing none in layer 2"
                       " and reporting none", len(self.eligible), len(self.advertised))
-            data = encode_beat(self.node, self._boot, self._seq, ())
+            body = encode_body(self.node, self.boot, self._seq, ())
+        signer = Signer(self.keys, body)
         for peer in self.peers.values():
+            if peer.address.version != self.address_version:
+                continue
             try:
-                self._transport.sendto(data, (_mapped(peer.address), self.port))
+                self._sock.sendto(signer.seal(peer.boot), (str(peer.address), self.port))
             except OSError as e:  # e.g. our interface is down: peers will notice the silence
                 log.debug("heartbeat to %s: %s", peer.address, e)
 
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+    @property
+    def address_version(self) -> int:
+        return self.address.version if self.address is not None else 0
+
+    def _readable(self) -> None:
+        """At most READ_BATCH datagrams a turn: under a flood, the agent's other work still gets the loop."""
+        assert self._sock is not None
+        space = socket.CMSG_SPACE(4)
+        for _ in range(READ_BATCH):
+            try:
+                data, ancillary, _, addr = self._sock.recvmsg(MAX_BEAT_BYTES + 1, space)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:  # an ICMP error for an earlier send, reported on the socket
+                log.debug("heartbeat socket: %s", e)
+                continue
+            ttl = next((struct.unpack("i", d[:4])[0] for level, kind, d in ancillary
+                        if (level, kind) in ((socket.IPPROTO_IP, socket.IP_TTL),
+                                             (socket.IPPROTO_IPV6, socket.IPV6_HOPLIMIT))), None)
+            try:
+                self.receive(data, addr[0], ttl)
+            except Rejected as e:
+                self.rejected[e.reason] += 1
+
+    def receive(self, data: bytes, source: str, ttl: int | None) -> None:
+        """Believe a datagram, or raise Rejected saying why not."""
+        echo, body = open_sealed(data, self.keys)
         try:
-            beat, eligible, advertised = decode_beat(data)
+            beat, eligible, advertised = decode_body(body)
         except (msgspec.DecodeError, ValueError):
-            self.rejected += 1
-            return
+            raise Rejected("malformed") from None  # authenticated, yet not a beat: a newer version?
         peer = self.peers.get(beat.node)
-        if peer is None or _unmapped(addr[0]) != peer.address:
-            self.rejected += 1  # an unknown node, or someone speaking for it from elsewhere
-            return
-        if beat.boot == peer.boot and beat.seq <= peer.seq:
-            return  # reordered
-        came = not peer.alive
+        if peer is None or _address(source) != peer.address:
+            raise Rejected("unknown-peer")  # not a node of ours, or a key holder speaking for another
+        if peer.on_link and ttl != GTSM_TTL:
+            raise Rejected("ttl")
+        if (beat.boot, beat.seq) <= (peer.boot, peer.seq):
+            raise Rejected("replayed")
         restarted = peer.alive and beat.boot != peer.boot
+        peer.boot, peer.seq = beat.boot, beat.seq  # echoed to it from now on
+        if echo != self.boot:
+            if restarted:
+                self._expire(beat.node, "restarted")  # the new incarnation is believed once it echoes us
+            self._wake.set()  # answer at once: our next beat echoes its boot
+            raise Rejected("unacknowledged")
+        came = not peer.alive
         changed = eligible != peer.eligible or advertised != peer.advertised
-        peer.boot, peer.seq, peer.eligible, peer.heard = beat.boot, beat.seq, eligible, time.monotonic()
-        peer.advertised = advertised
+        peer.eligible, peer.advertised, peer.heard = eligible, advertised, time.monotonic()
         if peer.expiry:
             peer.expiry.cancel()
         peer.expiry = asyncio.get_running_loop().call_later(self.dead_after, self._expire, beat.node)
         if came or restarted or changed:
             self.on_change(beat.node, "came up" if came else "restarted" if restarted else "changed its VIPs")
 
-    def _expire(self, name: str) -> None:
+    def _expire(self, name: str, why: str | None = None) -> None:
         peer = self.peers.get(name)
         if peer is None or peer.heard is None:
             return
+        if peer.expiry:
+            peer.expiry.cancel()
         silent = time.monotonic() - peer.heard
         peer.heard, peer.eligible, peer.advertised, peer.expiry = None, frozenset(), frozenset(), None
-        self.on_change(name, f"silent for {silent * 1000:.0f} ms")
+        self.on_change(name, why or f"silent for {silent * 1000:.0f} ms")
 
 
-def _mapped(address: IPAddress) -> str:
-    return f"::ffff:{address}" if address.version == 4 else str(address)
-
-
-def _unmapped(text: str) -> IPAddress | None:
+def _address(text: str) -> IPAddress | None:
     try:
-        address = ipaddress.ip_address(text.split("%", 1)[0])
+        return ipaddress.ip_address(text.split("%", 1)[0])
     except ValueError:
         return None
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return address.ipv4_mapped
-    return address

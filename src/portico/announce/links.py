@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import ipaddress
 import json
 import logging
 import socket
@@ -66,6 +67,14 @@ class LinkWatch:
             while sock.recv(65536):
                 pass
         self.on_change()
+
+
+def connected_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The networks of this namespace's addresses: a peer inside one shares a segment with us."""
+    out = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True, check=False).stdout
+    return [ipaddress.ip_network((a["local"], a["prefixlen"]), strict=False)
+            for link in json.loads(out or "[]") for a in link.get("addr_info", [])
+            if a.get("scope") != "host" and "local" in a and "prefixlen" in a]
 
 
 def interface_with_address(address: str) -> str | None:

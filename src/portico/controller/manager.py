@@ -16,6 +16,7 @@ from lightkube.resources.core_v1 import Namespace, Service
 
 from portico.api.resources import IPAllocationResource, IPPoolResource
 from portico.controller.allocations import allocation_from_object
+from portico.controller.heartbeat_key import ensure_heartbeat_key
 from portico.controller.pools import PoolReconciler
 from portico.controller.services import Conflict, ServiceReconciler, service_exists
 from portico.ipam.allocator import Allocator
@@ -179,10 +180,14 @@ def _dump_tasks() -> None:
 async def run_controller(client: AsyncClient, *, default_class: bool, leader_elect: bool, namespace: str,
                          workers: int = 8) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)
+    key = asyncio.create_task(ensure_heartbeat_key(client, namespace))  # in the background: it retries until made
     controller = Controller(client, default_class=default_class, workers=workers)
-    if not leader_elect:
-        await controller.run()
-        return
-    identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}_{os.getpid()}"
-    elector = LeaderElector(client, namespace=namespace, name="portico-controller", identity=identity)
-    await elector.run(controller.run)
+    try:
+        if not leader_elect:
+            await controller.run()
+            return
+        identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}_{os.getpid()}"
+        elector = LeaderElector(client, namespace=namespace, name="portico-controller", identity=identity)
+        await elector.run(controller.run)
+    finally:
+        key.cancel()

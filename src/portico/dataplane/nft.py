@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import json
 import subprocess
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,15 +29,19 @@ class Counters:
 @dataclass(frozen=True)
 class Nft:
     netns: str | None = None  # a named network namespace to act in (tests, benchmarks); None: our own
+    # The processes of our latest transactions: `nft monitor` names the process that committed each batch, which is
+    # how a change of our own is told from drift (`portico.dataplane.drift`). `ip netns exec` execs nft in place.
+    own_pids: deque[int] = field(default_factory=lambda: deque(maxlen=64), compare=False, repr=False)
 
-    def _argv(self, *args: str) -> list[str]:
+    def argv(self, *args: str) -> list[str]:
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
         return [*prefix, "nft", *args]
 
     async def _run(self, *args: str, script: str | None = None) -> str:
         proc = await asyncio.create_subprocess_exec(
-            *self._argv(*args), stdin=asyncio.subprocess.PIPE if script is not None else asyncio.subprocess.DEVNULL,
+            *self.argv(*args), stdin=asyncio.subprocess.PIPE if script is not None else asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        self.own_pids.append(proc.pid)
         out, err = await proc.communicate(script.encode() if script is not None else None)
         if proc.returncode != 0:
             raise NftError(err.decode(errors="replace").strip()[:4000])
@@ -89,7 +93,7 @@ class Nft:
         return out
 
     def _run_blocking(self, *args: str) -> list[dict[str, Any]]:
-        proc = subprocess.run(self._argv(*args), capture_output=True, text=True, check=False)
+        proc = subprocess.run(self.argv(*args), capture_output=True, text=True, check=False)
         if proc.returncode != 0:
             return []
         items: list[dict[str, Any]] = json.loads(proc.stdout).get("nftables", [])

@@ -30,7 +30,7 @@ from typing import Generic, TypeVar
 
 from portico.dataplane.maglev import maglev_table, table_size
 from portico.dataplane.model import PROTOCOLS, Algorithm, Backend, DesiredState, Frontend, FrontendPolicy, IPNetwork
-from portico.ipam.blocks import allocation_name
+from portico.ipam.blocks import IPAddress, allocation_name
 
 TABLE = "portico"
 FAMILY = "inet"
@@ -44,6 +44,8 @@ VIPS = {4: "vips4", 6: "vips6"}
 LOCAL_PODS = {4: "local_pods4", 6: "local_pods6"}
 FRONTEND_COUNTERS = {4: "frontend_counters4", 6: "frontend_counters6"}
 REFUSED = {4: "refused4", 6: "refused6"}  # named counters
+HEARTBEAT_PEERS = {4: "heartbeat_peers4", 6: "heartbeat_peers6"}
+HEARTBEATS_DROPPED = "heartbeats_dropped"  # named counter
 ADDR_TYPE = {4: "ipv4_addr", 6: "ipv6_addr"}
 
 # Declared once, never flushed as a whole except in a full sync; their elements are the state.
@@ -56,9 +58,10 @@ STATIC_SETS = tuple(
           f"{IP[v]} daddr . {proto} dport; }}" for proto in PROTOCOLS),
         f"set {VIPS[v]} {{ type {ADDR_TYPE[v]}; }}",
         f"set {LOCAL_PODS[v]} {{ type {ADDR_TYPE[v]}; flags interval; }}",
+        f"set {HEARTBEAT_PEERS[v]} {{ type {ADDR_TYPE[v]}; }}",
     ))
 STATIC_SET_NAMES = tuple(d.split()[1] for d in STATIC_SETS)
-STATIC_COUNTERS = tuple(REFUSED.values())
+STATIC_COUNTERS = (*REFUSED.values(), HEARTBEATS_DROPPED)
 
 BASE_CHAINS: dict[str, tuple[str, tuple[str, ...]]] = {
     # Before NAT, so the destination is still the VIP: counts every packet of every flow (client -> VIP).
@@ -75,7 +78,11 @@ BASE_CHAINS: dict[str, tuple[str, tuple[str, ...]]] = {
     # anything else with it (forward it, or answer "no route"), and count.
     "refuse-incoming": ("type filter hook prerouting priority dstnat + 10; policy accept;", ("jump refuse",)),
     "refuse-local": ("type filter hook output priority -90; policy accept;", ("jump refuse",)),
+    # The heartbeat port takes datagrams from peers' addresses only: a flood from anywhere else costs the agent
+    # nothing. (No rate limit per peer: it would let a flood spoofed as a peer silence that peer's real beats.)
+    "heartbeat-in": ("type filter hook input priority filter - 10; policy accept;", ("jump heartbeat",)),
 }
+HEARTBEAT_CHAIN = "heartbeat"
 REFUSE_CHAIN = ("refuse", tuple(
     rule for v in (4, 6) for rule in (
         f'{IP[v]} daddr @{VIPS[v]} meta l4proto tcp counter name "{REFUSED[v]}" reject with tcp reset',
@@ -195,12 +202,17 @@ def _affinity(fe: Frontend, algorithm: Algorithm, timeout: int, table: list[Back
     return rules, Ruleset(chains=chains, objects=objects)
 
 
-def node_fragment(local_pod_cidrs: Iterable[IPNetwork]) -> Ruleset:
+def node_fragment(local_pod_cidrs: Iterable[IPNetwork], heartbeat_port: int | None = None,
+                  heartbeat_peers: Iterable[IPAddress] = ()) -> Ruleset:
     """What belongs to the node rather than to a frontend."""
     elements: dict[str, dict[str, str | None]] = {}
     for cidr in local_pod_cidrs:
         elements.setdefault(LOCAL_PODS[cidr.version], {})[str(cidr)] = None
-    return Ruleset(chains={REFUSE_CHAIN[0]: REFUSE_CHAIN[1]}, elements=elements)
+    for peer in heartbeat_peers:
+        elements.setdefault(HEARTBEAT_PEERS[peer.version], {})[str(peer)] = None
+    rules = tuple(f'udp dport {heartbeat_port} {IP[v]} saddr != @{HEARTBEAT_PEERS[v]} counter name '
+                  f'"{HEARTBEATS_DROPPED}" drop' for v in (4, 6)) if heartbeat_port is not None else ()
+    return Ruleset(chains={REFUSE_CHAIN[0]: REFUSE_CHAIN[1], HEARTBEAT_CHAIN: rules}, elements=elements)
 
 
 def render(state: DesiredState) -> Ruleset:

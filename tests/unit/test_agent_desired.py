@@ -53,6 +53,25 @@ def test_only_ready_endpoints_take_new_flows() -> None:
     assert [str(b.ip) for b in backends] == ["198.19.1.2", "198.19.1.5"]  # unknown readiness counts as ready
 
 
+def terminating(address: str, node: str = "node-1", serving: bool = True) -> dict[str, Any]:
+    """As the EndpointSlice controller reports a pod being deleted: not ready, perhaps still serving."""
+    return {**ep(address, node), "conditions": {"ready": False, "serving": serving, "terminating": True}}
+
+
+def test_with_no_ready_endpoint_the_serving_terminating_ones_take_new_flows() -> None:
+    def backends(*endpoints: dict[str, Any], **spec: Any) -> tuple[list[str], bool]:
+        out = service_frontends(svc(**spec), [VIP4], [eps(*endpoints)], "node-1")
+        policy = out.frontends[Frontend(VIP4, "tcp", 80)]
+        return [str(b.ip) for b in policy.backends], policy.terminating
+    assert backends(ep("198.19.1.2"), terminating("198.19.1.3")) == (["198.19.1.2"], False)  # a ready one: only it
+    assert backends(terminating("198.19.1.3"), terminating("198.19.1.4", serving=False),
+                    ep("198.19.1.5", ready=False)) == (["198.19.1.3"], True)  # none ready: those still serving
+    # Under externalTrafficPolicy Local the fallback is per node: a ready endpoint elsewhere does not count.
+    assert backends(ep("198.19.2.2", "node-2"), terminating("198.19.1.3"),
+                    externalTrafficPolicy="Local") == (["198.19.1.3"], True)
+    assert backends(terminating("198.19.1.4", serving=False)) == ([], False)
+
+
 def test_local_policy_keeps_this_nodes_endpoints_only() -> None:
     slices = [eps(ep("198.19.1.2", "node-1"), ep("198.19.2.2", "node-2"))]
     out = service_frontends(svc(externalTrafficPolicy="Local"), [VIP4], slices, "node-2")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from dataclasses import replace
 
 import msgspec
 import pytest
@@ -245,10 +246,12 @@ def policy(*backends: str, service: str = "default/ha") -> FrontendPolicy:
 
 
 def vips_for(advertisements: list[L2AdvertisementSpec], applied: dict[Frontend, tuple[str, FrontendPolicy]],
-             local: set[str] | None = None, interface: str | None = "eth0") -> dict[IPAddress, L2Vip]:
+             local: set[str] | None = None, interface: str | None = "eth0",
+             labels: dict[str, str] | None = None) -> dict[IPAddress, L2Vip]:
     def policies_of(vip: IPAddress) -> list[FrontendPolicy]:
         return [policy for fe, (_, policy) in applied.items() if fe.vip == vip]
-    return l2_vips("node-1", labels={"zone": "a"}, default_interface=interface, advertisements=advertisements,
+    return l2_vips("node-1", labels={"zone": "a", **(labels or {})}, default_interface=interface,
+                   advertisements=advertisements,
                    allocations={V4: VipOwners("layer2", ("default/ha",))}, policies_of=policies_of,
                    is_local=lambda service: service in (local or set()))
 
@@ -271,6 +274,18 @@ def test_a_vip_without_rules_or_local_endpoints_is_not_ready() -> None:
     assert vips_for(ads, no_backends)[V4].ready is None  # Cluster: this node forwards to wherever pods are
     assert vips_for(ads, no_backends, local={"default/ha"})[V4].ready == (
         "no ready local endpoint on node-1 (externalTrafficPolicy Local)")
+    draining = {FE: ("default/ha", replace(policy("198.19.1.3"), terminating=True))}  # forwards, stays out of rotation
+    assert vips_for(ads, draining, local={"default/ha"})[V4].ready == (
+        "no ready local endpoint on node-1 (externalTrafficPolicy Local)")
+    assert vips_for(ads, draining)[V4].ready is None
+
+
+def test_a_node_excluded_from_load_balancers_announces_nothing() -> None:
+    applied = {FE: ("default/ha", policy("198.19.1.3"))}
+    label = {"node.kubernetes.io/exclude-from-external-load-balancers": ""}
+    assert vips_for([L2AdvertisementSpec()], applied, labels=label)[V4].ready == (
+        "node-1 is excluded from external load balancers (label "
+        "node.kubernetes.io/exclude-from-external-load-balancers)")
 
 
 def test_a_missing_interface_or_none_to_answer_on_is_a_problem_of_the_advertisement() -> None:

@@ -93,6 +93,10 @@ def test_a_vip_this_node_cannot_serve_is_withheld_with_the_reason() -> None:
                         "fd00:198:18:f00::81"}
     _, withheld = routes_for([BGPAdvertisementSpec()], ok=False)
     assert set(withheld.values()) == {"node-1's last rule sync failed"}
+    routes, withheld = routes_for([BGPAdvertisementSpec()],
+                                  labels={"node.kubernetes.io/exclude-from-external-load-balancers": "true"})
+    assert routes == {} and set(withheld.values()) == {"node-1 is excluded from external load balancers (label "
+                                                       "node.kubernetes.io/exclude-from-external-load-balancers)"}
 
 
 def test_aggregation_and_merged_attributes_of_several_advertisements() -> None:

@@ -21,6 +21,8 @@ from portico.ipam.blocks import IPAddress
 from portico.ipam.selectors import selector_matches
 
 ANNOUNCED = "portico.io/Announced"  # the Service condition agents keep
+# A node with this label (any value) takes no external load-balancer traffic, as for every cloud provider.
+EXCLUDE_FROM_LOAD_BALANCERS = "node.kubernetes.io/exclude-from-external-load-balancers"
 
 
 @dataclass(frozen=True)
@@ -47,8 +49,16 @@ def l2_vips(node: str, *, labels: Mapping[str, str], default_interface: str | No
                                                                           else []))})
         if not interfaces:
             continue
-        out[vip] = L2Vip(vip, owners.services, tuple(interfaces), unready(node, vip, policies_of, is_local))
+        out[vip] = L2Vip(vip, owners.services, tuple(interfaces),
+                         excluded(node, labels) or unready(node, vip, policies_of, is_local))
     return out
+
+
+def excluded(node: str, labels: Mapping[str, str]) -> str | None:
+    """Why this node announces nothing (an operator's decision), or None."""
+    if EXCLUDE_FROM_LOAD_BALANCERS in labels:
+        return f"{node} is excluded from external load balancers (label {EXCLUDE_FROM_LOAD_BALANCERS})"
+    return None
 
 
 def unready(node: str, vip: IPAddress, policies_of: Callable[[IPAddress], list[FrontendPolicy]],
@@ -57,7 +67,9 @@ def unready(node: str, vip: IPAddress, policies_of: Callable[[IPAddress], list[F
     policies = policies_of(vip)
     if not policies:
         return f"{node} has no rules for {vip}"
-    if any(is_local(p.service) for p in policies) and not any(p.backends for p in policies):
+    # Terminating endpoints still take traffic that arrives, but do not keep a node in rotation (as kube-proxy's
+    # health check node port fails for them), so a rollout drains the node's share to the others.
+    if any(is_local(p.service) for p in policies) and not any(p.backends and not p.terminating for p in policies):
         return f"no ready local endpoint on {node} (externalTrafficPolicy Local)"
     return None
 
@@ -107,7 +119,8 @@ def bgp_routes(node: str, *, labels: Mapping[str, str], advertisements: Iterable
                           if s.address.version == vip.version and (not a.peers or name in a.peers))
         if not peers:
             continue
-        reason = unready(node, vip, policies_of, is_local) if data_path_ok else f"{node}'s last rule sync failed"
+        reason = excluded(node, labels) or (unready(node, vip, policies_of, is_local) if data_path_ok
+                                            else f"{node}'s last rule sync failed")
         if reason is not None:
             withheld[vip] = reason
             continue

@@ -124,22 +124,24 @@ def service_frontends(svc: Service, vips: Iterable[IPAddress], slices: Iterable[
     for port in spec.ports or []:
         protocol = (port.protocol or "TCP").lower()
         for family in (4, 6):
-            backends = _backends(slices, family, port_name=port.name or "", protocol=port.protocol or "TCP",
-                                 local_only=local_only, node=node, weights=weight_of, unresolved=unresolved)
+            backends, draining = _backends(slices, family, port_name=port.name or "", protocol=port.protocol or "TCP",
+                                           local_only=local_only, node=node, weights=weight_of, unresolved=unresolved)
             for vip in vips:
                 if vip.version != family:
                     continue
                 result.frontends[Frontend(vip, protocol, port.port)] = FrontendPolicy(
                     service=name, backends=backends, algorithm=algorithm, source_ranges=ranges,
-                    affinity_timeout=affinity)
+                    affinity_timeout=affinity, terminating=draining)
     for port_name in sorted(unresolved):
         result.problems.append(f"port {port_name or '(unnamed)'}: some endpoints have no such port; skipped")
     return result
 
 
 def _backends(slices: list[EndpointSlice], family: int, *, port_name: str, protocol: str, local_only: bool,
-              node: str, weights: Weights, unresolved: set[str]) -> tuple[Backend, ...]:
+              node: str, weights: Weights, unresolved: set[str]) -> tuple[tuple[Backend, ...], bool]:
+    """The endpoints that take new flows, and whether they are terminating ones (none is ready)."""
     found: set[Backend] = set()  # a set: duplicate endpoints (in one slice or across slices) count once
+    draining: set[Backend] = set()  # serving but terminating: used only when no endpoint is ready (KEP-1669)
     for eps in slices:
         if FAMILY_OF_ADDRESS_TYPE.get(eps.addressType) != family:
             continue
@@ -153,17 +155,24 @@ def _backends(slices: list[EndpointSlice], family: int, *, port_name: str, proto
             conditions = ep.conditions
             ready = conditions is None or conditions.ready is None or conditions.ready
             terminating = conditions is not None and bool(conditions.terminating)
-            if not ready or terminating or (local_only and ep.nodeName != node):
+            serving = conditions is not None and (ready if conditions.serving is None else bool(conditions.serving))
+            if local_only and ep.nodeName != node:
+                continue
+            into = found if ready and not terminating else draining if serving and terminating else None
+            if into is None:
                 continue
             weight = weights.of(ep.targetRef.name if ep.targetRef else None, ep.nodeName, ep.zone)
             if weight == 0:
                 continue  # drained: keeps its flows, takes no new ones
             for address in ep.addresses[:1]:  # the API allows one; more would be a bug upstream
                 try:
-                    found.add(Backend(ipaddress.ip_address(address), target, weight))
+                    into.add(Backend(ipaddress.ip_address(address), target, weight))
                 except ValueError:
                     continue
-    return _in_lowest_terms(sorted(found, key=lambda b: (int(b.ip), b.port)))
+    # Like kube-proxy: while a rollout or scale-down leaves no ready endpoint, the terminating ones that still
+    # serve take new connections rather than the Service refusing them.
+    chosen = found or draining
+    return _in_lowest_terms(sorted(chosen, key=lambda b: (int(b.ip), b.port))), bool(chosen) and not found
 
 
 def _in_lowest_terms(backends: list[Backend]) -> tuple[Backend, ...]:

@@ -64,7 +64,7 @@ class Session:
     port: int = 179
     hold_time: int = 90
     keepalive_time: int = 30
-    password: str = ""
+    password: str = field(default="", repr=False)  # never in a log line
     ebgp_multihop: bool = False
 
 

@@ -69,6 +69,7 @@ class FrontendPolicy:
     algorithm: Algorithm = Algorithm.RANDOM
     source_ranges: tuple[IPNetwork, ...] = ()  # empty: everyone
     affinity_timeout: int | None = None  # sessionAffinity ClientIP, seconds
+    terminating: bool = False  # no endpoint is ready: the backends are terminating ones that still serve
 
 
 @dataclass(frozen=True)

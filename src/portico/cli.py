@@ -55,8 +55,9 @@ def _run_controller(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     client = async_client(args.kubeconfig, field_manager="portico-controller")
-    uvloop.run(run_controller(client, default_class=args.default_class, leader_elect=args.leader_elect,
-                              namespace=args.namespace, workers=args.workers))
+    uvloop.run(_until_terminated(run_controller(client, default_class=args.default_class,
+                                                leader_elect=args.leader_elect, namespace=args.namespace,
+                                                workers=args.workers)))
     return 0
 
 
@@ -100,7 +101,8 @@ def _run_agent(args: argparse.Namespace) -> int:
 
 
 async def _until_terminated(work: Coroutine[Any, Any, None]) -> None:
-    """Run `work`; SIGTERM cancels it, so its `finally` blocks run (the agent's last heartbeat says goodbye)."""
+    """Run `work`; SIGTERM cancels it, so its `finally` blocks run (the agent's last heartbeat says goodbye, the
+    controller gives its lease up)."""
     import asyncio
     import contextlib
     import signal

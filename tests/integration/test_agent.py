@@ -203,6 +203,35 @@ async def test_metrics_for_syncs_and_network_programming_latency(client: AsyncCl
     assert 'portico_refused_packets_total{family="IPv4"} 0.0' in text
 
 
+async def test_scrapes_never_see_the_loops_state_mid_change(agent: tuple[Agent, str]) -> None:
+    """/metrics runs in a thread; the state it reports is the event loop's. Scrape while the loop churns it."""
+    agent_obj, metrics_url = agent
+    churned = agent_obj.bgp.advertised  # no BGP here: the agent leaves it empty
+    vips = [ipaddress.ip_address(f"198.18.{i // 250}.{i % 250 + 1}") for i in range(3000)]
+    stop = False
+
+    async def churn() -> None:
+        while not stop:
+            for vip in vips:
+                churned[vip] = ("t/churn",)
+            await asyncio.sleep(0.001)
+            for vip in vips:
+                del churned[vip]
+            await asyncio.sleep(0.001)
+
+    def scrape_many() -> list[int]:
+        with httpx.Client() as http:
+            return [http.get(metrics_url).status_code for _ in range(40)]
+
+    task = asyncio.create_task(churn())
+    try:
+        codes = await asyncio.to_thread(scrape_many)
+    finally:
+        stop = True
+        await task
+    assert codes == [200] * 40
+
+
 async def scrape(url: str) -> str:
     async with httpx.AsyncClient() as http:
         return (await http.get(url)).text

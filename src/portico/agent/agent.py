@@ -168,6 +168,8 @@ class Agent:
 
     # -- running --------------------------------------------------------------------------------------
     async def run(self) -> None:
+        self.metrics.loop = asyncio.get_running_loop()
+
         def started() -> list[Coroutine[Any, Any, None]]:
             self._synced = True
             log.info("caches synced: %d services, %d endpoint slices, %d allocations", len(self.services.cache),

@@ -3,10 +3,16 @@
 Sync and programming latencies are observed by the agent as it works; packet counts live in the
 kernel (nft counters, `portico.dataplane.nftables`) and are read only when Prometheus scrapes, so
 counting costs the sync path nothing.
+
+/metrics is served from a thread, but the state it reports belongs to the event loop, which mutates
+it between awaits: the collectors run on the loop (`_OnLoop`), never iterating a dict or set while
+the loop changes it. Only the blocking `nft` reads of the counters happen in the thread.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import ipaddress
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from wsgiref.simple_server import WSGIServer
@@ -19,11 +25,13 @@ from prometheus_client.registry import Collector
 from portico.agent.bgp import BgpAnnouncements
 from portico.announce.announcer import L2Announcer
 from portico.dataplane.model import Frontend
-from portico.dataplane.nft import Nft
+from portico.dataplane.nft import Counters, Nft
 from portico.dataplane.nftables import FRONTEND_COUNTERS, HEARTBEATS_DROPPED, REFUSED, dropped_counter
 from portico.ipam.blocks import IPAddress
 
 METRICS_PORT = 9470  # the agent's /metrics, on every node (hostNetwork)
+SCRAPE_TIMEOUT_SECONDS = 5.0
+OnLoop = Callable[[Callable[[], list[Metric]]], list[Metric]]
 FRONTEND_LABELS = ("service", "vip", "protocol", "port")
 
 
@@ -46,10 +54,26 @@ class AgentMetrics:
                                      "Full syncs after someone else changed the table (nft flush ruleset, a "
                                      "firewall reload, an edit), or after the watch on it restarted",
                                      registry=self.registry)
-        self.registry.register(_KernelCounters(nft, service_of))
-        self.registry.register(_Problems(problems))
-        self.registry.register(_Announcements(l2))
-        self.registry.register(_Bgp(bgp))
+        self.loop: asyncio.AbstractEventLoop | None = None  # the agent's; set when it runs
+        self.registry.register(_KernelCounters(nft, service_of, self._on_loop))
+        for collector in (_Problems(problems), _Announcements(l2), _Bgp(bgp)):
+            self.registry.register(_OnLoop(collector, self._on_loop))
+
+    def _on_loop(self, collect: Callable[[], list[Metric]]) -> list[Metric]:
+        """`collect()` run on the agent's event loop, from the metrics thread (directly when no loop runs, or
+        when called on the loop itself)."""
+        loop = self.loop
+        if loop is None or not loop.is_running() or _running_loop() is loop:
+            return collect()
+        done: concurrent.futures.Future[list[Metric]] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                done.set_result(collect())
+            except Exception as e:
+                done.set_exception(e)
+        loop.call_soon_threadsafe(run)
+        return done.result(timeout=SCRAPE_TIMEOUT_SECONDS)
 
     def serve(self, address: str, port: int) -> WSGIServer:
         """/metrics in a thread of its own; returns the server (its port, when asked for port 0)."""
@@ -65,11 +89,16 @@ class _KernelCounters(Collector):
     """Per-frontend packets and bytes (client -> VIP, every packet of every flow), source-range drops
     per frontend, and refusals per family, read from the kernel at scrape time."""
 
-    def __init__(self, nft: Nft, service_of: Callable[[Frontend], str | None]) -> None:
+    def __init__(self, nft: Nft, service_of: Callable[[Frontend], str | None], on_loop: OnLoop) -> None:
         self.nft = nft
         self.service_of = service_of
+        self.on_loop = on_loop
 
     def collect(self) -> Iterator[Metric]:
+        counters = self.nft.read_counters(FRONTEND_COUNTERS.values())  # blocking: here, in the metrics thread
+        yield from self.on_loop(lambda: self._families(counters))
+
+    def _families(self, counters: Counters) -> list[Metric]:
         packets = CounterMetricFamily("portico_frontend_packets", "Packets from clients to a frontend",
                                       labels=FRONTEND_LABELS)
         octets = CounterMetricFamily("portico_frontend_bytes", "Bytes from clients to a frontend",
@@ -79,7 +108,6 @@ class _KernelCounters(Collector):
         refused = CounterMetricFamily("portico_refused_packets",
                                       "Packets to a VIP no rule forwards (no ready endpoint, unserved port), "
                                       "answered with a TCP reset or ICMP unreachable", labels=["family"])
-        counters = self.nft.read_counters(FRONTEND_COUNTERS.values())
         for elements in counters.elements.values():
             for (vip, protocol, port), (n_packets, n_bytes) in elements.items():
                 fe = Frontend(ipaddress.ip_address(vip), protocol, int(port))
@@ -97,7 +125,22 @@ class _KernelCounters(Collector):
                                          "Datagrams to the heartbeat port the kernel dropped: not from a peer's "
                                          "address", value=counters.named.get(
                                              HEARTBEATS_DROPPED, (0, 0))[0])
-        yield from (packets, octets, dropped, refused, heartbeats)
+        return [packets, octets, dropped, refused, heartbeats]
+
+
+class _OnLoop(Collector):
+    def __init__(self, inner: Collector, on_loop: OnLoop) -> None:
+        self.inner, self.on_loop = inner, on_loop
+
+    def collect(self) -> Iterator[Metric]:
+        yield from self.on_loop(lambda: list(self.inner.collect()))
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 class _Problems(Collector):

@@ -7,7 +7,7 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from lightkube import AsyncClient
@@ -99,14 +99,20 @@ class Controller:
                 self.queue.add((SERVICE, key))
 
     # -- running ----------------------------------------------------------------------------------------
-    async def run(self) -> None:
+    async def run(self, lead: Callable[[Callable[[], Coroutine[Any, Any, None]]], Coroutine[Any, Any, None]]
+                  | None = None) -> None:
+        """Fill the caches, then reconcile: at once, or while `lead` (leader election) lets the work run. A
+        standby keeps its caches and mirror warm and its queue filled, so it acts the moment it leads."""
         def started() -> list[Coroutine[Any, Any, None]]:
             self.pool_reconciler.sync_allocator()
             log.info("caches synced: %d services, %d allocations, %d pools", len(self.services.cache),
                      len(self.allocations.cache), len(self.pools.cache))
-            return [*(self._worker() for _ in range(self.workers)), self._sweep_orphans_forever()]
+            return [self._reconcile() if lead is None else lead(self._reconcile)]
         await run_synced([self.namespaces, self.pools, self.allocations, self.services], [self.events.run()],
                          started)
+
+    async def _reconcile(self) -> None:
+        await asyncio.gather(*(self._worker() for _ in range(self.workers)), self._sweep_orphans_forever())
 
     async def _worker(self) -> None:
         while True:
@@ -188,6 +194,6 @@ async def run_controller(client: AsyncClient, *, default_class: bool, leader_ele
             return
         identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}_{os.getpid()}"
         elector = LeaderElector(client, namespace=namespace, name="portico-controller", identity=identity)
-        await elector.run(controller.run)
+        await controller.run(elector.run)
     finally:
         key.cancel()

@@ -47,6 +47,7 @@ class Informer(Generic[R]):
         self._page_size = page_size
         self.cache: dict[str, R] = {}
         self.synced = asyncio.Event()
+        self.handler_errors = 0  # events whose handler raised (logged; the informer went on)
 
     async def run(self) -> None:
         backoff = 0.2
@@ -72,12 +73,12 @@ class Informer(Generic[R]):
             fresh[object_key(obj)] = obj
         for key in list(self.cache):
             if key not in fresh:
-                self._handler(self.cache.pop(key), None)
+                self._notify(self.cache.pop(key), None)
         for key, obj in fresh.items():
             old = self.cache.get(key)
             self.cache[key] = obj
             if old is None or old.metadata.resourceVersion != obj.metadata.resourceVersion:
-                self._handler(old, obj)
+                self._notify(old, obj)
         self.synced.set()
         return listing.resourceVersion
 
@@ -89,11 +90,20 @@ class Informer(Generic[R]):
             if kind == "DELETED":
                 old = self.cache.pop(key, None)
                 if old is not None:
-                    self._handler(old, None)
+                    self._notify(old, None)
             elif kind in ("ADDED", "MODIFIED"):
                 old = self.cache.get(key)
                 self.cache[key] = obj
-                self._handler(old, obj)
+                self._notify(old, obj)
+
+    def _notify(self, old: R | None, new: R | None) -> None:
+        """A handler that raises is a bug to log, not a reason to stop watching: the cache stays right, and the
+        other objects' events keep coming (a raise here used to end the watch, and the relist raised again)."""
+        try:
+            self._handler(old, new)
+        except Exception:
+            self.handler_errors += 1
+            log.exception("%s handler failed for %s", self._resource.__name__, object_key(new or old))
 
 
 async def run_synced(informers: Iterable[Informer[Any]], background: Iterable[Coroutine[Any, Any, None]],

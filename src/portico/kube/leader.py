@@ -1,14 +1,18 @@
 """Leader election on a coordination.k8s.io Lease, as client-go's leaderelection does it.
 
 The holder renews every `retry_period`; others take over once `lease_duration` has passed
-without a renewal. A leader that cannot renew within `renew_deadline` stops leading (the
-process then exits and restarts as a follower): two leaders never act at once for longer
-than the clocks' skew.
+without a renewal *as they observe it*: expiry is judged by when this process last saw the
+record change, on its own monotonic clock, never by comparing the holder's timestamps with our
+wall clock (a skewed clock would otherwise make a dead leader's lease look fresh forever, or a
+live one's look stale). A leader that cannot renew within `renew_deadline` stops leading (the
+process then exits and restarts as a follower). A leader that stops cleanly (SIGTERM) releases
+the lease, so its standby takes over at once instead of after `lease_duration`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from collections.abc import Callable, Coroutine
@@ -33,6 +37,8 @@ class LeaderElector:
         self.client, self.namespace, self.name, self.identity = client, namespace, name, identity
         self.lease_duration, self.renew_deadline, self.retry_period = lease_duration, renew_deadline, retry_period
         self.is_leader = False
+        self._observed: tuple[Any, ...] | None = None  # the lease record as last read
+        self._observed_at = 0.0  # when it last changed, on our monotonic clock
 
     async def run(self, lead: Callable[[], Coroutine[Any, Any, None]]) -> None:
         """Wait for the lease, then run `lead()` while holding it. Raises LostLeadership if it is lost."""
@@ -57,6 +63,19 @@ class LeaderElector:
         finally:
             self.is_leader = False
             leading.cancel()
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.wait_for(asyncio.shield(self._release()), self.retry_period)
+
+    async def _release(self) -> None:
+        """Give the lease up (client-go's ReleaseOnCancel): no holder, one second long."""
+        lease = await self.client.get(Lease, self.name, namespace=self.namespace)
+        if lease.spec is None or lease.spec.holderIdentity != self.identity:
+            return
+        now = dt.datetime.now(dt.UTC)
+        lease.spec.holderIdentity, lease.spec.leaseDurationSeconds = None, 1
+        lease.spec.renewTime = lease.spec.acquireTime = now
+        await self.client.replace(lease)
+        log.info("released lease %s/%s", self.namespace, self.name)
 
     async def _try_acquire_or_renew(self) -> bool:
         now = dt.datetime.now(dt.UTC)
@@ -76,9 +95,13 @@ class LeaderElector:
                 return False
         spec = lease.spec or LeaseSpec()
         held_by_other = spec.holderIdentity not in (None, "", self.identity)
-        renewed = spec.renewTime or spec.acquireTime
-        duration = dt.timedelta(seconds=spec.leaseDurationSeconds or self.lease_duration)
-        if held_by_other and renewed is not None and renewed + duration > now:
+        record = (spec.holderIdentity, spec.renewTime, spec.acquireTime, spec.leaseTransitions,
+                  spec.leaseDurationSeconds)
+        seen = asyncio.get_running_loop().time()
+        if record != self._observed:
+            self._observed, self._observed_at = record, seen
+        duration = spec.leaseDurationSeconds or self.lease_duration
+        if held_by_other and seen < self._observed_at + duration:
             return False
         if held_by_other or spec.holderIdentity != self.identity:
             spec.acquireTime = now

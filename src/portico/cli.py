@@ -71,11 +71,18 @@ def _agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                        help="this node's name (default $NODE_NAME, set from spec.nodeName in the DaemonSet)")
     agent.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "portico-system"),
                        help="where the heartbeat key Secret is (default $POD_NAMESPACE or portico-system)")
-    agent.add_argument("--metrics-address", default=f"0.0.0.0:{METRICS_PORT}",
-                       help="where to serve /metrics, HOST:PORT ('' for nowhere)")
+    node_ip = os.environ.get("NODE_IP")  # status.hostIP, from the DaemonSet
+    default_metrics = f"{_host(node_ip)}:{METRICS_PORT}" if node_ip else f"127.0.0.1:{METRICS_PORT}"
+    agent.add_argument("--metrics-address", default=default_metrics,
+                       help="where to serve /metrics, HOST:PORT ('' for nowhere; default $NODE_IP, the node's "
+                            "address, else loopback)")
     agent.add_argument("--heartbeat-port", type=int, default=HEARTBEAT_PORT,
                        help=f"UDP port of the agents' heartbeats, on the node's InternalIP (default {HEARTBEAT_PORT})")
     agent.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def _host(address: str) -> str:
+    return f"[{address}]" if ":" in address else address
 
 
 def _run_agent(args: argparse.Namespace) -> int:

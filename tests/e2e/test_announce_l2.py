@@ -254,3 +254,14 @@ def test_forged_replayed_and_garbage_heartbeats_move_no_vip(lab: Lab, ha: dict[i
     assert dropped >= sent[3] * 0.5  # the flood from a non-peer address never reached the agent
     assert {n: metric(node_metrics(lab, n), "portico_l2_ownership_changes_total") for n in NODES} == changes_before
     assert cpu[0] < 0.5, f"the target agent used {cpu[0]:.2f} cores under the attack"
+
+
+def test_the_agents_ports_are_bound_to_the_nodes_address_only(lab: Lab, ha: dict[int, str]) -> None:
+    for node in NODES:
+        listening = subprocess.run(["ip", "netns", "exec", f"portico-{node}", "ss", "-Hlnptu"], capture_output=True,
+                                   text=True, check=True).stdout
+        mine = [line.split() for line in listening.splitlines() if "portico" in line or "python" in line]
+        bound = {(fields[0], fields[4]) for fields in mine}
+        address = lab_node_address(node)
+        assert ("tcp", f"{address}:9470") in bound and ("udp", f"{address}:9471") in bound, listening
+        assert not any(local.startswith(("0.0.0.0:", "*:", "[::]:")) for _, local in bound), listening

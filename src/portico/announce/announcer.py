@@ -27,6 +27,8 @@ from portico.ipam.blocks import IPAddress
 
 log = logging.getLogger(__name__)
 
+HOLD_DOWN_SECONDS = 5.0  # an interface we could not answer on is tried again after this long
+
 
 @dataclass(frozen=True)
 class L2Vip:
@@ -55,6 +57,7 @@ class L2Announcer:
         self.owned: set[IPAddress] = set()  # the VIPs this node answers for
         self.changes = 0
         self.interface_problems: dict[str, str] = {}  # interface -> what is wrong with it
+        self._unusable: dict[str, tuple[float, str]] = {}  # interface -> (since when, why) we cannot answer there
         self._responders: dict[str, L2Responder] = {}
         self._published: dict[IPAddress, float] = {}  # VIP -> when it entered this node's beats
         self._news: dict[str, str] = {}  # peer -> what last happened to it
@@ -84,9 +87,19 @@ class L2Announcer:
         if not (self.data_path_ready and self.mesh.settled):
             return frozenset()
         states = {i: interface_state(i) for v in self.vips.values() for i in v.interfaces}
+        now = time.monotonic()
+        self._unusable = {i: (t, why) for i, (t, why) in self._unusable.items() if now - t < HOLD_DOWN_SECONDS}
         self.interface_problems = {i: f"interface {i} is {s} on {self.node}" for i, s in states.items() if s != "up"}
+        self.interface_problems.update({i: why for i, (_, why) in self._unusable.items()})
         return frozenset(v.address for v in self.vips.values()
-                         if v.ready is None and any(states[i] == "up" for i in v.interfaces))
+                         if v.ready is None and any(i not in self.interface_problems for i in v.interfaces))
+
+    def _cannot_answer(self, interface: str, why: str) -> None:
+        """A responder could not open or send: not eligible on that interface for a while, so a peer answers."""
+        if interface not in self._unusable:
+            log.error("%s on %s; not announcing there for %.0f s", why, self.node, HOLD_DOWN_SECONDS)
+        self._unusable[interface] = (time.monotonic(), why)
+        asyncio.get_running_loop().call_soon(self.recompute)
 
     def recompute(self) -> None:
         now = time.monotonic()
@@ -176,13 +189,19 @@ class L2Announcer:
             self._responders.pop(interface).close()
         for interface, vips in wanted.items():
             responder = self._responders.get(interface)
+            recreated = responder is not None and not responder.current()
+            if recreated:
+                log.info("%s was recreated; answering on the new one", interface)
+                self._responders.pop(interface).close()
+                responder = None
             if responder is None:
-                responder = L2Responder(interface)
+                responder = L2Responder(interface, self._cannot_answer)
                 try:
                     responder.open()
                 except OSError as e:
-                    self.interface_problems[interface] = f"cannot answer on {interface}: {e}"
-                    log.error("%s", self.interface_problems[interface])
+                    self._cannot_answer(interface, f"cannot answer on {interface}: {e}")
                     continue
                 self._responders[interface] = responder
+                if recreated:  # neighbours may have lost us with the old interface
+                    responder.announce(vips)
             responder.owned = frozenset(vips)

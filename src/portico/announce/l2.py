@@ -14,6 +14,7 @@ import ipaddress
 import logging
 import socket
 import struct
+from collections.abc import Callable
 
 from portico.announce import frames
 from portico.announce.links import interface_mac
@@ -34,18 +35,21 @@ def _attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]]
 
 
 class L2Responder:
-    """Answers for `owned` on `interface` while running; `announce()` sends gratuitous ARP / unsolicited NA."""
+    """Answers for `owned` on `interface` while running; `announce()` sends gratuitous ARP / unsolicited NA.
+    A frame it cannot send is reported to `on_failure(interface, why)`: its owner stops announcing here."""
 
-    def __init__(self, interface: str) -> None:
+    def __init__(self, interface: str, on_failure: Callable[[str, str], None]) -> None:
         self.interface = interface
+        self.on_failure = on_failure
         self.owned: frozenset[IPAddress] = frozenset()
+        self.index = 0  # the interface's index when opened: a recreated interface has a new one
         self._sockets: list[socket.socket] = []
         self._mac = b""
 
     def open(self) -> None:
         """Raises OSError when the interface does not exist (or we lack CAP_NET_RAW)."""
         self._mac = interface_mac(self.interface)
-        index = socket.if_nametoindex(self.interface)
+        self.index = index = socket.if_nametoindex(self.interface)
         arp = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(frames.ETH_P_ARP))
         nd = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(frames.ETH_P_IPV6))
         _attach_filter(nd, frames.solicitation_filter())
@@ -57,6 +61,14 @@ class L2Responder:
             sock.setblocking(False)
             loop.add_reader(sock.fileno(), self._readable, sock)
             self._sockets.append(sock)
+
+    def current(self) -> bool:
+        """Still bound to the interface of that name (a VLAN torn down and made again is a new interface, and
+        sockets bound to the old one hear and send nothing)."""
+        try:
+            return socket.if_nametoindex(self.interface) == self.index
+        except OSError:
+            return False
 
     def close(self) -> None:
         loop = asyncio.get_running_loop()
@@ -78,8 +90,8 @@ class L2Responder:
             return
         try:
             self._sockets[0].send(frame)
-        except OSError as e:  # the interface went down: eligibility follows from the link watch
-            log.debug("%s: send failed: %s", self.interface, e)
+        except OSError as e:  # down, gone, or refused: answers we cannot give must come from another node
+            self.on_failure(self.interface, f"cannot send on {self.interface}: {e}")
 
     def _readable(self, sock: socket.socket) -> None:
         with contextlib.suppress(BlockingIOError, InterruptedError):

@@ -41,6 +41,8 @@ def _controller_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser])
                      help="namespace of the leader-election Lease and the agents' heartbeat key Secret "
                           "(default $POD_NAMESPACE or portico-system)")
     ctl.add_argument("--workers", type=int, default=8, help="concurrent reconciles (default 8)")
+    ctl.add_argument("--probe-address", default=":9472",
+                     help="where to serve /healthz, /readyz and /metrics, HOST:PORT (default :9472; '' for nowhere)")
     ctl.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
@@ -55,9 +57,11 @@ def _run_controller(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     client = async_client(args.kubeconfig, field_manager="portico-controller")
+    host, _, port = args.probe_address.rpartition(":")
+    probe = (host.strip("[]") or "0.0.0.0", int(port)) if args.probe_address else None
     uvloop.run(_until_terminated(run_controller(client, default_class=args.default_class,
                                                 leader_elect=args.leader_elect, namespace=args.namespace,
-                                                workers=args.workers)))
+                                                workers=args.workers, probe_address=probe)))
     return 0
 
 
@@ -102,7 +106,7 @@ def _run_agent(args: argparse.Namespace) -> int:
     agent = Agent(client, args.node_name, namespace=args.namespace, heartbeat_port=args.heartbeat_port)
     if args.metrics_address:
         host, _, port = args.metrics_address.rpartition(":")
-        agent.metrics.serve(host.strip("[]"), int(port))
+        agent.serve(host.strip("[]"), int(port))
     uvloop.run(_until_terminated(agent.run()))
     return 0
 

@@ -47,7 +47,7 @@ async def agent(controlplane: ControlPlaneConfig) -> AsyncIterator[tuple[Agent, 
     client = async_client(controlplane.admin_kubeconfig, field_manager="portico-tests")
     agent_client = async_client(controlplane.admin_kubeconfig, field_manager="portico-agent")
     agent = Agent(agent_client, NODE, Nft(netns=NODE))
-    server = agent.metrics.serve("127.0.0.1", 0)
+    server = agent.serve("127.0.0.1", 0)
     task: asyncio.Task[None] | None = None
     try:
         await client.create(Node(metadata=ObjectMeta(name=NODE), spec=NodeSpec(podCIDRs=["198.19.0.0/24"])))
@@ -230,6 +230,16 @@ async def test_scrapes_never_see_the_loops_state_mid_change(agent: tuple[Agent, 
         stop = True
         await task
     assert codes == [200] * 40
+
+
+async def test_liveness_and_readiness(agent: tuple[Agent, str]) -> None:
+    _, metrics_url = agent
+    base = metrics_url.removesuffix("/metrics")
+    async with httpx.AsyncClient() as http:
+        assert (await http.get(f"{base}/healthz")).status_code == 200
+        ready = await http.get(f"{base}/readyz")
+        assert (ready.status_code, ready.text) == (200, "ok\n")
+        assert (await http.get(f"{base}/other")).status_code == 404
 
 
 async def scrape(url: str) -> str:

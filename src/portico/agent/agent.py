@@ -15,6 +15,7 @@ import time
 from collections.abc import Coroutine
 from datetime import datetime
 from typing import Any
+from wsgiref.simple_server import WSGIServer
 
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
@@ -58,6 +59,7 @@ from portico.ipam.blocks import IPAddress
 from portico.kube.client import apply_status, error_text
 from portico.kube.events import EventRecorder
 from portico.kube.informer import Informer, object_key, run_synced
+from portico.serving import serve
 
 log = logging.getLogger(__name__)
 
@@ -167,8 +169,19 @@ class Agent:
         self._wake.set()
 
     # -- running --------------------------------------------------------------------------------------
+    def serve(self, address: str, port: int) -> WSGIServer:
+        """/metrics, /healthz and /readyz on address:port (port 0: any; the server says which)."""
+        return serve(address, port, self.metrics.registry, self.metrics.bridge, self.readiness)
+
+    def readiness(self) -> str | None:
+        if not self._synced:
+            return "informer caches not synced yet"
+        if not self._data_path_ok:
+            return "rules not programmed: the first sync has not completed, or the last one failed"
+        return None
+
     async def run(self) -> None:
-        self.metrics.loop = asyncio.get_running_loop()
+        self.metrics.bridge.loop = asyncio.get_running_loop()
 
         def started() -> list[Coroutine[Any, Any, None]]:
             self._synced = True

@@ -4,20 +4,17 @@ Sync and programming latencies are observed by the agent as it works; packet cou
 kernel (nft counters, `portico.dataplane.nftables`) and are read only when Prometheus scrapes, so
 counting costs the sync path nothing.
 
-/metrics is served from a thread, but the state it reports belongs to the event loop, which mutates
-it between awaits: the collectors run on the loop (`_OnLoop`), never iterating a dict or set while
-the loop changes it. Only the blocking `nft` reads of the counters happen in the thread.
+/metrics is served from a thread (`portico.serving`), but the state it reports belongs to the event
+loop, which mutates it between awaits: the collectors run on the loop (`_OnLoop`), never iterating a
+dict or set while the loop changes it. Only the blocking `nft` reads of the counters stay in the thread.
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
 import ipaddress
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
@@ -28,9 +25,9 @@ from portico.dataplane.model import Frontend
 from portico.dataplane.nft import Counters, Nft
 from portico.dataplane.nftables import FRONTEND_COUNTERS, HEARTBEATS_DROPPED, REFUSED, dropped_counter
 from portico.ipam.blocks import IPAddress
+from portico.serving import LoopBridge
 
 METRICS_PORT = 9470  # the agent's /metrics, on every node (hostNetwork)
-SCRAPE_TIMEOUT_SECONDS = 5.0
 OnLoop = Callable[[Callable[[], list[Metric]]], list[Metric]]
 FRONTEND_LABELS = ("service", "vip", "protocol", "port")
 
@@ -54,31 +51,10 @@ class AgentMetrics:
                                      "Full syncs after someone else changed the table (nft flush ruleset, a "
                                      "firewall reload, an edit), or after the watch on it restarted",
                                      registry=self.registry)
-        self.loop: asyncio.AbstractEventLoop | None = None  # the agent's; set when it runs
-        self.registry.register(_KernelCounters(nft, service_of, self._on_loop))
+        self.bridge = LoopBridge()  # the collectors read the event loop's state on the loop
+        self.registry.register(_KernelCounters(nft, service_of, self.bridge.call))
         for collector in (_Problems(problems), _Announcements(l2), _Bgp(bgp)):
-            self.registry.register(_OnLoop(collector, self._on_loop))
-
-    def _on_loop(self, collect: Callable[[], list[Metric]]) -> list[Metric]:
-        """`collect()` run on the agent's event loop, from the metrics thread (directly when no loop runs, or
-        when called on the loop itself)."""
-        loop = self.loop
-        if loop is None or not loop.is_running() or _running_loop() is loop:
-            return collect()
-        done: concurrent.futures.Future[list[Metric]] = concurrent.futures.Future()
-
-        def run() -> None:
-            try:
-                done.set_result(collect())
-            except Exception as e:
-                done.set_exception(e)
-        loop.call_soon_threadsafe(run)
-        return done.result(timeout=SCRAPE_TIMEOUT_SECONDS)
-
-    def serve(self, address: str, port: int) -> WSGIServer:
-        """/metrics in a thread of its own; returns the server (its port, when asked for port 0)."""
-        server, _ = start_http_server(port, addr=address, registry=self.registry)
-        return server
+            self.registry.register(_OnLoop(collector, self.bridge.call))
 
 
 def _labels(fe: Frontend, service: str) -> list[str]:
@@ -134,13 +110,6 @@ class _OnLoop(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self.on_loop(lambda: list(self.inner.collect()))
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 class _Problems(Collector):

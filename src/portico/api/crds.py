@@ -48,7 +48,8 @@ def _structural(node: Any, defs: dict[str, Any]) -> Any:
 
 def openapi_schema(kind: type[msgspec.Struct]) -> dict[str, Any]:
     raw = msgspec.json.schema(kind)
-    schema = _structural(raw, raw.get("$defs", {}))
+    defs = raw.pop("$defs", {})  # inlined: the API server's strict decoding refuses `$defs` (kubectl apply fails)
+    schema = _structural(raw, defs)
     schema["properties"] = {"apiVersion": {"type": "string"}, "kind": {"type": "string"},
                             "metadata": {"type": "object"}, **schema["properties"]}
     return dict(schema)

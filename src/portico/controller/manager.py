@@ -13,6 +13,7 @@ from typing import Any
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.resources.core_v1 import Namespace, Service
+from prometheus_client import CollectorRegistry, ProcessCollector
 
 from portico.api.resources import IPAllocationResource, IPPoolResource
 from portico.controller.allocations import allocation_from_object
@@ -24,6 +25,7 @@ from portico.kube.events import EventRecorder
 from portico.kube.informer import Informer, object_key, run_synced
 from portico.kube.leader import LeaderElector
 from portico.kube.workqueue import WorkQueue
+from portico.serving import LoopBridge, serve
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +93,10 @@ class Controller:
     def _namespace_labels(self, namespace: str) -> dict[str, str]:
         ns = self.namespaces.cache.get(namespace)
         return dict(ns.metadata.labels or {}) if ns is not None and ns.metadata is not None else {}
+
+    def readiness(self) -> str | None:
+        synced = all(i.synced.is_set() for i in (self.namespaces, self.pools, self.allocations, self.services))
+        return None if synced else "informer caches not synced yet"
 
     def _retry_waiting(self, namespace: str | None = None) -> None:
         """Services refused an address may be served now (a pool grew, an address was freed)."""
@@ -184,10 +190,16 @@ def _dump_tasks() -> None:
 
 
 async def run_controller(client: AsyncClient, *, default_class: bool, leader_elect: bool, namespace: str,
-                         workers: int = 8) -> None:
+                         workers: int = 8, probe_address: tuple[str, int] | None = None) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)
     key = asyncio.create_task(ensure_heartbeat_key(client, namespace))  # in the background: it retries until made
     controller = Controller(client, default_class=default_class, workers=workers)
+    if probe_address is not None:
+        registry = CollectorRegistry()
+        ProcessCollector(registry=registry)
+        bridge = LoopBridge()
+        bridge.loop = asyncio.get_running_loop()
+        serve(*probe_address, registry, bridge, controller.readiness)
     try:
         if not leader_elect:
             await controller.run()

@@ -265,3 +265,83 @@ def test_the_agents_ports_are_bound_to_the_nodes_address_only(lab: Lab, ha: dict
         address = lab_node_address(node)
         assert ("tcp", f"{address}:9470") in bound and ("udp", f"{address}:9471") in bound, listening
         assert not any(local.startswith(("0.0.0.0:", "*:", "[::]:")) for _, local in bound), listening
+
+
+# `nft` for the agents, with one rule the kernel refuses (masquerade where prerouting reaches: refused at commit,
+# not by --check) added to every transaction that programs the given chain: a Service whose rules the kernel
+# refuses, on the real agents and the real kernel, with no hook in Portico. The script is handed over as a file
+# descriptor and nft exec'd in place, so each transaction keeps the agent's own nft PID (drift detection).
+NFT_SHIM = """#!/usr/bin/python3
+import os, re, sys
+REAL, CHAIN = "/usr/sbin/nft", os.environ.get("REFUSED_CHAIN", "")
+args = sys.argv[1:]
+if args[-2:] == ["-f", "-"] and CHAIN:
+    script = sys.stdin.read()
+    if re.search(rf"^add chain inet portico {re.escape(CHAIN)}$", script, re.M):
+        script += f"add rule inet portico {CHAIN} masquerade\\n"
+    fd = os.memfd_create("transaction", 0)
+    os.write(fd, script.encode())
+    os.lseek(fd, 0, os.SEEK_SET)
+    args = [*args[:-1], f"/proc/self/fd/{fd}"]
+os.execv(REAL, [REAL, *args])
+"""
+REFUSED_VIP = "198.18.0.250"
+
+
+REFUSED_SERVICE = f"""
+apiVersion: v1
+kind: Service
+metadata:
+  name: refused
+  namespace: default
+  annotations: {{portico.io/load-balancer-ips: "{REFUSED_VIP}"}}
+spec:
+  type: LoadBalancer
+  allocateLoadBalancerNodePorts: false
+  loadBalancerSourceRanges: [198.18.0.0/15]  # a chain of its own: fe-198-18-0-250-udp-9090
+  selector: {{app: ha}}
+  ports:
+    - {{name: udp, port: 9090, targetPort: udp, protocol: UDP}}
+"""
+
+
+@pytest.fixture
+def shimmed_agents(lab: Lab) -> Iterator[None]:
+    shim_dir = lab.state_dir / "nft-shim"
+    shim_dir.mkdir(exist_ok=True)
+    (shim_dir / "nft").write_text(NFT_SHIM)
+    (shim_dir / "nft").chmod(0o755)
+    path = f"{shim_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    env = ("set", "env", "-n", "portico-system", "daemonset/portico-agent")
+    lab.kubectl(*env, f"PATH={path}", "REFUSED_CHAIN=fe-198-18-0-250-udp-9090")
+    lab.kubectl("rollout", "status", "-n", "portico-system", "daemonset/portico-agent", "--timeout=120s")
+    try:
+        yield
+    finally:
+        lab.kubectl("delete", "service", "refused", "--ignore-not-found")
+        lab.kubectl(*env, "PATH-", "REFUSED_CHAIN-")
+        lab.kubectl("rollout", "status", "-n", "portico-system", "daemonset/portico-agent", "--timeout=120s")
+
+
+def test_a_service_the_kernel_refuses_leaves_every_other_vip_answering(lab: Lab, ha: dict[int, str],
+                                                                      shimmed_agents: None) -> None:
+    owner = settled(lab, 4, ha)
+
+    def create_refused() -> None:
+        lab.kubectl("apply", "-f", "-", stdin=REFUSED_SERVICE)
+
+    result = measure(lab, ha[4], 4, create_refused, duration=6.0)
+    assert result["echoed"] == result["sent"], result  # the other VIP never missed a datagram
+    assert result["split_brain_rounds"] == 0 and announcers(lab).get(ha[4]) == owner, result
+
+    def problems() -> list[str]:
+        events = lab.get("events", "--field-selector", "involvedObject.name=refused")["items"]
+        return [e["message"] for e in events if e["reason"] == "ForwardingProblem"]
+    found = wait_for(problems, 20, "a ForwardingProblem event on the refused Service")
+    assert any("the kernel refused the rules for 198.18.0.250:9090/udp" in m
+               and "Operation not supported" in m for m in found), found
+    for node in NODES:  # left out everywhere, the rest programmed
+        table = subprocess.run(["ip", "netns", "exec", f"portico-{node}", "nft", "list", "map", "inet", "portico",
+                                "frontends4"], capture_output=True, text=True, check=True).stdout
+        assert REFUSED_VIP not in table and ha[4] in table, table
+    assert REFUSED_VIP not in announcers(lab)  # not announced: no node can serve it

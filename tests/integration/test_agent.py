@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import json
 import subprocess
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Coroutine
 from datetime import UTC, datetime
-from typing import cast
+from typing import Any, cast
 
 import httpx2 as httpx
 import pytest
@@ -23,12 +24,14 @@ from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.models.core_v1 import NodeSpec
 from lightkube.models.meta_v1 import ObjectMeta
-from lightkube.resources.core_v1 import Node, NodeStatus
+from lightkube.resources.core_v1 import Event, Node, NodeStatus
+from lightkube.resources.core_v1 import Node as NodeResource
 from lightkube.resources.discovery_v1 import EndpointSlice
 from lightkube.types import PatchType
 
 from portico.agent import agent as agent_module
 from portico.agent.agent import SERVICE_NAME_LABEL, TRIGGER_TIME, Agent
+from portico.api.resources import L2AdvertisementResource
 from portico.dataplane.model import Frontend, FrontendPolicy
 from portico.dataplane.nft import Nft
 from portico.dataplane.nftables import FRONTENDS, VIPS, Ruleset, frontend_key, render_frontend
@@ -163,8 +166,13 @@ async def test_a_service_the_kernel_refuses_is_left_out_and_reported(
         assert await wait_until(lambda: kernel_backends(good, 2), 10, "a later change to another Service applied")
         assert await kernel_backends("198.18.120.30") is None
         agent_obj, _ = agent
-        assert not agent_obj.frontends_of.get(ipaddress.ip_address("198.18.120.30"))  # not announced for it
+        await wait_until(_async(lambda: not agent_obj.frontends_of.get(ipaddress.ip_address("198.18.120.30"))),
+                         5, "the refused frontend left out (so its VIP is not announced for it)")
         assert await warnings(s, "good") == []
+        condition = await wait_until(lambda: _condition(s, "bad", "portico.io/Forwarding"), 10,
+                                     "the Forwarding condition")
+        assert condition["reason"] == "ForwardingProblem" and "the kernel refused" in condition["message"]
+        assert await _condition(s, "good", "portico.io/Forwarding") is None
 
 
 async def test_a_table_changed_by_someone_else_is_repaired(client: AsyncClient, agent: tuple[Agent, str]) -> None:
@@ -242,6 +250,18 @@ async def test_liveness_and_readiness(agent: tuple[Agent, str]) -> None:
         assert (await http.get(f"{base}/other")).status_code == 404
 
 
+def _async(predicate: Callable[[], bool]) -> Callable[[], Coroutine[Any, Any, bool]]:
+    async def check() -> bool:
+        return predicate()
+    return check
+
+
+async def _condition(s: Scope, name: str, kind: str) -> dict[str, Any] | None:
+    svc = await s.get(name)
+    found = next((c for c in (svc.status.conditions or []) if c.type == kind), None) if svc.status else None
+    return found.to_dict() if found is not None else None
+
+
 async def scrape(url: str) -> str:
     async with httpx.AsyncClient() as http:
         return (await http.get(url)).text
@@ -256,3 +276,53 @@ def _histogram_count(text: str, name: str, labels: str = "") -> float:
     line = next((line for line in text.splitlines() if line.startswith(prefix + " ")), None)
     return float(line.split()[-1]) if line else 0.0
 
+
+
+async def test_status_converges_after_an_object_is_recreated_or_its_status_wiped(
+        client: AsyncClient, agent: tuple[Agent, str]) -> None:
+    """Every status writer compares with the object as the cache shows it now: an L2Advertisement recreated
+    unchanged gets its problems and its Warning event again; a wiped status is written again."""
+    name = f"t-{uuid.uuid4().hex[:6]}"
+    advertisement = {"apiVersion": "portico.io/v1alpha1", "kind": "L2Advertisement", "metadata": {"name": name},
+                     "spec": {"interfaces": ["eth9"], "nodeSelector": {"matchLabels": {"kubernetes.io/hostname":
+                                                                                      NODE}}}}
+    expected = [{"node": NODE, "message": f"interface eth9 does not exist on {NODE}"}]
+
+    async def problems() -> list[Any] | None:
+        try:
+            obj: Any = await client.get(L2AdvertisementResource, name)
+        except ApiError:
+            return None
+        found: list[Any] | None = (obj.status or {}).get("problems") or None
+        return found
+
+    async def warnings_about() -> list[str]:
+        events = [e async for e in client.list(Event, namespace="default",
+                                               fields={"involvedObject.name": name})]
+        return [e.message or "" for e in events if e.reason == "InterfaceMissing"]
+
+    await client.patch(NodeResource, NODE, {"metadata": {"labels": {"kubernetes.io/hostname": NODE}}},
+                       patch_type=PatchType.MERGE)
+    try:
+        for round_ in (1, 2):  # created, then deleted and created again unchanged
+            await client.create(L2AdvertisementResource.from_dict(advertisement))
+            assert await wait_until(problems, 10, f"problems (round {round_})") == expected
+            await wait_until(functools.partial(_has_count, warnings_about, round_), 10,
+                             f"{round_} InterfaceMissing events")
+            if round_ == 1:
+                await client.delete(L2AdvertisementResource, name)
+                await wait_until(lambda: _gone(problems), 10, "the advertisement deleted")
+        await client.patch(L2AdvertisementResource.Status, name, {"status": {"problems": None}},
+                           patch_type=PatchType.MERGE)  # someone wipes it
+        assert await wait_until(problems, 10, "problems written again") == expected
+    finally:
+        with contextlib.suppress(ApiError):
+            await client.delete(L2AdvertisementResource, name)
+
+
+async def _has_count(read: Callable[[], Coroutine[Any, Any, list[str]]], count: int) -> bool:
+    return len(await read()) >= count
+
+
+async def _gone(read: Callable[[], Coroutine[Any, Any, Any]]) -> bool:
+    return await read() is None

@@ -14,8 +14,6 @@ from hypothesis import strategies as st
 from portico.agent.announcements import (
     VipOwners,
     advertisement_problems,
-    announced_condition,
-    announcer,
     l2_vips,
 )
 from portico.announce import frames, ranking
@@ -137,12 +135,8 @@ NODE2 = ipaddress.ip_address("198.18.0.12")
 
 
 def test_a_beat_round_trips_both_families() -> None:
-    beat, eligible, advertised = decode_body(encode_body("node-1", 7, 3, {V4, V6}, {V6}))
-    assert (beat.node, beat.boot, beat.seq, eligible, advertised) == ("node-1", 7, 3, frozenset({V4, V6}),
-                                                                      frozenset({V6}))
-    # A beat from an agent that predates the BGP fields still decodes.
-    old = msgspec.msgpack.encode(["node-2", 1, 1, V4.packed, b""])
-    assert decode_body(old)[1:] == (frozenset({V4}), frozenset())
+    beat, eligible = decode_body(encode_body("node-1", 7, 3, {V4, V6}))
+    assert (beat.node, beat.boot, beat.seq, eligible) == ("node-1", 7, 3, frozenset({V4, V6}))
 
 
 def test_a_truncated_or_foreign_body_is_refused() -> None:
@@ -301,19 +295,6 @@ def test_a_missing_interface_or_none_to_answer_on_is_a_problem_of_the_advertisem
         "node-1 has no interface holding its InternalIP to answer on"]
     elsewhere = LabelSelector(matchLabels={"zone": "b"})
     assert problems(L2AdvertisementSpec(interfaces=["eth9"], nodeSelector=elsewhere)) == []
-
-
-def test_the_announced_condition_names_each_vip_and_node_or_what_is_missing() -> None:
-    assert announced_condition([V6, V4], {V4: "node-1", V6: "node-2"}) == (
-        True, "Layer2", "198.18.0.240 by node-1 (ARP/NDP); fd00:198:18::ff0 by node-2 (ARP/NDP)")
-    status, reason, message = announced_condition([V4, V6], {V4: "node-1", V6: None})
-    assert (status, reason) == (False, "NoEligibleNode") and message.startswith("no node may announce fd00:198:18::ff0")
-    assert announced_condition([V4, V6], {V4: "node-1", V6: None}, {V6: ("node-1", "node-2")}) == (
-        True, "Layer2AndBGP", "198.18.0.240 by node-1 (ARP/NDP); fd00:198:18::ff0 by node-1, node-2 (BGP)")
-    assert announced_condition([V4], {}, {V4: ("node-2",)})[:2] == (True, "BGP")
-    assert announcer(V4, {V4: None}, {V4: ("node-2", "node-3")}) == "node-2"
-    assert announcer(V4, {V4: "node-3"}, {V4: ("node-2",)}) == "node-3"
-    assert announcer(V4, {}, {}) is None
 
 
 # -- stale UDP flows ------------------------------------------------------------------------------------

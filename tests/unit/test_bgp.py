@@ -11,11 +11,11 @@ from hypothesis import strategies as st
 
 from portico.agent.announcements import VipOwners, bgp_routes, bgp_sessions
 from portico.agent.bgp import session_message, since_up
-from portico.agent.selection import selection_condition
 from portico.announce import bfd
 from portico.announce.bgp import Route, Session, SessionState, community_values, path_of, router_id
 from portico.announce.gobgpapi import attribute_pb2
 from portico.api.v1alpha1 import BGPAdvertisementSpec, BGPPeerSpec, LabelSelector, SecretKeyRef
+from portico.controller.node_reports import selection_condition
 from portico.dataplane.model import Backend, FrontendPolicy
 from portico.dev.router import bird_config
 from portico.dev.topology import plan_lab

@@ -18,37 +18,30 @@ from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from lightkube import AsyncClient
-from lightkube.core.exceptions import ApiError
-from lightkube.resources.core_v1 import Node, Service, ServiceStatus
+from lightkube.resources.core_v1 import Node, Service
 from lightkube.resources.discovery_v1 import EndpointSlice
-from lightkube.types import PatchType
 
 from portico.agent.announcements import (
-    ANNOUNCED,
     VipOwners,
     advertisement_problems,
-    announced_condition,
-    announcer,
     l2_vips,
 )
 from portico.agent.bgp import BgpAnnouncements
 from portico.agent.desired import service_frontends
 from portico.agent.heartbeat_keys import HeartbeatKeys
 from portico.agent.metrics import AgentMetrics
-from portico.agent.selection import NODES_SELECTED, selection_condition
+from portico.agent.node_report import NodeReporter
 from portico.announce.announcer import L2Announcer
 from portico.announce.heartbeat import HEARTBEAT_PORT
 from portico.announce.links import interface_state, interface_with_address
 from portico.api.resources import (
-    BGPAdvertisementResource,
-    BGPPeerResource,
     IPAllocationResource,
     L2AdvertisementResource,
+    PorticoNodeResource,
     decode,
 )
 from portico.api.v1alpha1 import L2AdvertisementSpec
 from portico.controller.allocations import allocation_from_object
-from portico.controller.conditions import same_conditions, set_condition
 from portico.dataplane.conntrack import StaleFlows, forget, stale_flows
 from portico.dataplane.drift import TableWatch
 from portico.dataplane.model import Frontend, FrontendPolicy
@@ -56,7 +49,6 @@ from portico.dataplane.nft import Nft
 from portico.dataplane.nftables import NODE, Ruleset, node_fragment, render_frontend
 from portico.dataplane.syncer import Syncer
 from portico.ipam.blocks import IPAddress
-from portico.kube.client import apply_status, error_text
 from portico.kube.events import EventRecorder
 from portico.kube.informer import Informer, object_key, run_synced
 from portico.serving import serve
@@ -86,7 +78,9 @@ class Agent:
         self.services = Informer(client, Service, self._on_service)
         self.slices = Informer(client, EndpointSlice, self._on_slice)
         self.allocations = Informer(client, IPAllocationResource, self._on_allocation)
-        self.nodes = Informer(client, Node, self._on_node)  # all: peers' addresses for heartbeats
+        self.nodes = Informer(client, Node, self._on_node)
+        self.reports = Informer(client, PorticoNodeResource, self._on_report)  # every node's: who are peers
+        self.reporter = NodeReporter(client, node, self.reports.cache, self.nodes.cache, self._node_report)
         self.l2_advertisements = Informer(client, L2AdvertisementResource, self._on_announcement_config)
         self.slices_of: dict[str, set[str]] = {}  # Service key -> its EndpointSlice keys
         self.vips_of: dict[str, set[IPAddress]] = {}  # Service UID -> addresses its IPAllocations give it
@@ -95,8 +89,7 @@ class Agent:
         self.frontends_of: dict[IPAddress, set[Frontend]] = {}  # VIP -> its applied frontends
         self.l2_specs: dict[str, L2AdvertisementSpec] = {}  # L2Advertisement name -> its spec
         self.problems: dict[str, list[str]] = {}  # Service key -> what was last reported
-        self._advertisement_problems: dict[str, list[str]] = {}  # L2Advertisement -> what was last reported
-        self._problems_to_write: set[str] = set()  # L2Advertisements whose status entry of this node is stale
+        self._advertisement_problems: dict[str, list[str]] = {}  # L2Advertisement -> why not answering there
         self._dirty: set[str] = set()
         self._triggered: dict[str, list[float]] = {}  # Service key -> trigger times (epoch) not yet applied
         self._synced = False  # changes listed at start-up are not "programming latency"
@@ -105,8 +98,6 @@ class Agent:
         self._stale_flows: list[StaleFlows] = []  # UDP flows to endpoints removed since the last sync
         self._data_path_ok = False  # the last sync succeeded (the first one is always full)
         self._default_interface: str | None = None  # the one holding this node's InternalIP
-        self._report_wake = asyncio.Event()
-        self._selections_dirty = True  # NodesSelected conditions may be stale
 
     # -- informer callbacks: note what changed, never block -------------------------------------------
     def _mark(self, key: str) -> None:
@@ -115,7 +106,6 @@ class Agent:
 
     def _on_service(self, old: Any, new: Any) -> None:
         self._mark(object_key(new or old))
-        self._report_wake.set()
 
     def _on_slice(self, old: Any, new: Any) -> None:
         for obj, present in ((old, False), (new, True)):
@@ -145,9 +135,16 @@ class Agent:
                 self._mark(f"{owner.namespace}/{owner.name}")
 
     def _on_node(self, old: Any, new: Any) -> None:
-        if (new or old).metadata.name == self.node or _internal_ip(new) != _internal_ip(old):
-            self._node_dirty = True  # our pod CIDRs, or a peer's address the heartbeat filter lets in
-        self._announcement_config_changed()
+        if (new or old).metadata.name == self.node:
+            self._node_dirty = True  # our pod CIDRs and addresses
+            self._announcement_config_changed()
+
+    def _on_report(self, old: Any, new: Any) -> None:
+        if (new or old).metadata.name == self.node:
+            self.reporter.wake()  # ours: level-triggered, whoever changed it
+        elif _heartbeat(old) != _heartbeat(new):
+            self._node_dirty = True  # a peer came, went or moved: the heartbeat filter lets in its address
+            self._announcement_config_changed()
 
     def _on_announcement_config(self, old: Any, new: Any) -> None:
         if new is None:
@@ -164,8 +161,6 @@ class Agent:
         self._wake.set()
 
     def _announcement_config_changed(self) -> None:
-        self._selections_dirty = True
-        self._report_wake.set()
         self._wake.set()
 
     # -- running --------------------------------------------------------------------------------------
@@ -188,9 +183,9 @@ class Agent:
             log.info("caches synced: %d services, %d endpoint slices, %d allocations", len(self.services.cache),
                      len(self.slices.cache), len(self.allocations.cache))
             return [self._sync_forever(), self.table_watch.run(), self.heartbeat_keys.run(), self.l2.run(),
-                    self.bgp.run(), self._report_forever()]
-        informers: list[Informer[Any]] = [self.nodes, self.allocations, self.l2_advertisements, self.bgp.peers,
-                                          self.bgp.advertisements, self.services, self.slices]
+                    self.bgp.run(), self.reporter.run()]
+        informers: list[Informer[Any]] = [self.nodes, self.reports, self.allocations, self.l2_advertisements,
+                                          self.bgp.peers, self.bgp.advertisements, self.services, self.slices]
         await run_synced(informers, [self.events.run()], started)
 
     async def _sync_forever(self) -> None:
@@ -209,7 +204,8 @@ class Agent:
         dirty, self._dirty = self._dirty, set()
         replacements: dict[object, Ruleset | None] = {}
         if self._node_dirty:
-            replacements[NODE] = node_fragment(self._pod_cidrs(), self.l2.mesh.port, self._peer_addresses().values())
+            replacements[NODE] = node_fragment(self._pod_cidrs(), self.l2.mesh.port,
+                                               [address for address, _ in self._peers().values()])
             self._default_interface = self._interface_of_internal_ip()
             families = self._families()
             if families != self._served_families:  # rare: re-evaluate every Service
@@ -310,31 +306,27 @@ class Agent:
         vips = l2_vips(self.node, labels=labels, default_interface=self._default_interface,
                        advertisements=self.l2_specs.values(), allocations=self.allocated,
                        policies_of=self._policies_of, is_local=self._is_local)
-        for key, spec in self.l2_specs.items():
-            problems = advertisement_problems(self.node, labels, self._default_interface, spec, interface_state)
-            if problems != self._advertisement_problems.get(key, []):
-                self._advertisement_problems[key] = problems
-                self._problems_to_write.add(key)
-                self._report_wake.set()
-                for problem in problems:
-                    log.warning("L2Advertisement %s: %s", key, problem)
-                    self.events.record(self.l2_advertisements.cache[key], type="Warning", reason="InterfaceMissing",
-                                       message=problem)
+        self._advertisement_problems = {
+            key: problems for key, spec in self.l2_specs.items()
+            if (problems := advertisement_problems(self.node, labels, self._default_interface, spec,
+                                                   interface_state))}
         self.l2.mesh.set_address(_internal_ip(node))
-        self.l2.mesh.set_peers(self._peer_addresses())
+        self.l2.mesh.set_peers(self._peers())
         self.l2.set_vips(vips, self._data_path_ok)
-        before = (frozenset(self.bgp.advertised), frozenset(self.bgp.withheld))
         self.bgp.update(labels=labels, address=_internal_ip(node),
                         allocations=self.allocated, policies_of=self._policies_of, is_local=self._is_local,
                         data_path_ok=self._data_path_ok)
-        self.l2.mesh.set_advertised(frozenset(self.bgp.advertised))
-        if (frozenset(self.bgp.advertised), frozenset(self.bgp.withheld)) != before:  # on a change, not every sync
-            self._report_wake.set()
+        self.reporter.wake()
 
-    def _peer_addresses(self) -> dict[str, IPAddress]:
-        """The other nodes' InternalIPs: where heartbeats may come from."""
-        return {name: address for name, n in self.nodes.cache.items()
-                if name != self.node and (address := _internal_ip(n)) is not None}
+    def _peers(self) -> dict[str, tuple[IPAddress, int]]:
+        """The other nodes that run an agent (a PorticoNode with a heartbeat endpoint), and where they listen."""
+        out: dict[str, tuple[IPAddress, int]] = {}
+        for name, obj in self.reports.cache.items():
+            heartbeat = (getattr(obj, "status", None) or {}).get("heartbeat")
+            if name != self.node and heartbeat:
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    out[name] = (ipaddress.ip_address(heartbeat["address"]), int(heartbeat["port"]))
+        return out
 
     def _policies_of(self, vip: IPAddress) -> list[FrontendPolicy]:
         return [self.applied[fe][1] for fe in self.frontends_of.get(vip, ())]
@@ -350,106 +342,22 @@ class Agent:
                                message=message)
 
     def _announcers_changed(self) -> None:
-        self._report_wake.set()
+        self.reporter.wake()
 
-    async def _report_forever(self) -> None:
-        """Keep `portico.io/Announced` on each Service true to the shared view (layer-2 owners from the ranking,
-        BGP advertisers from the heartbeats). One node writes it: the announcer of the Service's first VIP;
-        with none at all, every node that knows the VIPs may, and they all write the same thing."""
-        while True:
-            await self._report_wake.wait()
-            self._report_wake.clear()
-            if self._selections_dirty:
-                self._selections_dirty = False
-                await self._report_selections()
-            for key in sorted(self._problems_to_write):
-                await self._write_problems(key)
-            advertisers = self._bgp_advertisers()
-            for service, vips in self._announced_services().items():
-                first = min(vips, key=lambda a: (a.version, int(a)))
-                writer = announcer(first, self.l2.owners, advertisers)
-                if writer not in (self.node, None) or (writer is None and any(
-                        announcer(v, self.l2.owners, advertisers) for v in vips)):
-                    continue
-                try:
-                    await self._write_announced(service, vips, advertisers)
-                except Exception as e:  # a conflict (the informer brings the newer object), or the API unreachable
-                    log.info("%s: status not written (%s); will retry", service, error_text(e))
-                    await asyncio.sleep(0.1 if isinstance(e, ApiError) else 1.0)
-                    self._report_wake.set()
-
-    async def _report_selections(self) -> None:
-        """`NodesSelected` on every L2Advertisement, BGPPeer and BGPAdvertisement, so a nodeSelector matching
-        no node is answered on the object. One agent writes (the first node by name); all would write the same."""
-        if not self.nodes.cache or min(self.nodes.cache) != self.node:
-            return
-        labels = {name: (n.metadata.labels or {}) if n.metadata else {} for name, n in self.nodes.cache.items()}
-        kinds: list[tuple[Informer[Any], Any, dict[str, Any]]] = [
-            (self.l2_advertisements, L2AdvertisementResource, self.l2_specs),
-            (self.bgp.peers, BGPPeerResource, self.bgp.peer_specs),
-            (self.bgp.advertisements, BGPAdvertisementResource, self.bgp.advertisement_specs)]
-        for informer, resource, specs in kinds:
-            for name, obj in list(informer.cache.items()):
-                if name not in specs:
-                    continue
-                status, reason, message = selection_condition(specs[name].nodeSelector, labels)
-                current: list[dict[str, Any]] = (obj.status or {}).get("conditions", [])
-                wanted = set_condition(current, type=NODES_SELECTED, status=status, reason=reason, message=message,
-                                       generation=obj.metadata.generation)
-                if same_conditions(current, wanted):
-                    continue
-                try:
-                    await self.client.patch(resource.Status, name, {"status": {"conditions": wanted}},
-                                            patch_type=PatchType.MERGE)
-                except Exception as e:  # retried with the next report round
-                    log.warning("%s %s: condition not written: %s", resource.__name__, name, error_text(e))
-                    self._selections_dirty = True
-
-    async def _write_problems(self, key: str) -> None:
-        """This node's entry in the L2Advertisement's status.problems (its own entry only: server-side apply)."""
-        problems = self._advertisement_problems.get(key, [])
-        entries = [{"node": self.node, "message": "; ".join(problems)}] if problems else []
-        try:
-            if key in self.l2_advertisements.cache:
-                await apply_status(self.client, L2AdvertisementResource, key, {"problems": entries},
-                                   field_manager=f"portico-agent.{self.node}")
-            self._problems_to_write.discard(key)
-        except Exception as e:  # retried with the next report round
-            log.warning("L2Advertisement %s: problems not written: %s", key, error_text(e))
-
-    def _announced_services(self) -> dict[str, list[IPAddress]]:
-        """Services with a VIP this node may announce (layer 2) or considers advertising (BGP)."""
-        out: dict[str, set[IPAddress]] = {}
-        for vip, entry in self.l2.vips.items():
-            for service in entry.services:
-                out.setdefault(service, set()).add(vip)
-        for vip in self.bgp.advertised.keys() | self.bgp.withheld.keys():
-            owners = self.allocated.get(vip)
-            for service in owners.services if owners is not None else ():
-                out.setdefault(service, set()).add(vip)
-        return {service: sorted(vips, key=lambda a: (a.version, int(a))) for service, vips in out.items()}
-
-    def _bgp_advertisers(self) -> dict[IPAddress, tuple[str, ...]]:
-        """VIP -> the nodes advertising it over BGP: this one, and live peers by their heartbeats."""
-        nodes: dict[IPAddress, set[str]] = {vip: {self.node} for vip in self.bgp.advertised}
-        for name, peer in self.l2.mesh.alive().items():
-            for vip in peer.advertised:
-                nodes.setdefault(vip, set()).add(name)
-        return {vip: tuple(sorted(names)) for vip, names in nodes.items()}
-
-    async def _write_announced(self, service: str, vips: list[IPAddress],
-                               advertisers: dict[IPAddress, tuple[str, ...]]) -> None:
-        svc: Any = self.services.cache.get(service)
-        if svc is None:
-            return
-        status, reason, message = announced_condition(vips, self.l2.owners, advertisers)
-        current: list[dict[str, Any]] = (svc.status.to_dict() if svc.status else {}).get("conditions", [])
-        wanted = set_condition(current, type=ANNOUNCED, status=status, reason=reason, message=message)
-        if same_conditions(current, wanted):
-            return
-        patch = {"metadata": {"resourceVersion": svc.metadata.resourceVersion}, "status": {"conditions": wanted}}
-        await self.client.patch(ServiceStatus, svc.metadata.name, patch, namespace=svc.metadata.namespace,
-                                patch_type=PatchType.MERGE)
+    def _node_report(self) -> dict[str, Any]:
+        """This node's PorticoNode status: what it does (layer 2, BGP), hears, and cannot do."""
+        mesh = self.l2.mesh
+        return {
+            "heartbeat": {"address": str(mesh.address), "port": mesh.port} if mesh.address is not None else None,
+            "layer2": [str(v) for v in sorted(self.l2.owned, key=lambda a: (a.version, int(a)))],
+            "bgp": [str(v) for v in sorted(self.bgp.advertised, key=lambda a: (a.version, int(a)))],
+            "unreachable": sorted(n for n, p in mesh.peers.items() if not p.alive) if mesh.settled else [],
+            "forwardingProblems": [{"service": k, "message": "; ".join(v)} for k, v in sorted(self.problems.items())
+                                   if v],
+            "bgpSessions": self.bgp.session_reports(),
+            "l2Problems": [{"advertisement": k, "message": "; ".join(v)}
+                           for k, v in sorted(self._advertisement_problems.items()) if v],
+        }
 
     def _interface_of_internal_ip(self) -> str | None:
         node = self.nodes.cache.get(self.node)
@@ -481,6 +389,10 @@ def _nft_error(text: str) -> str:
     """nft's complaint, without the statements it quotes: "Could not process rule: Operation not supported"."""
     reasons = [line.split("Error: ", 1)[1] for line in text.splitlines() if "Error: " in line]
     return "; ".join(dict.fromkeys(reasons))[:300] or text[:300]
+
+
+def _heartbeat(obj: Any) -> Any:
+    return (getattr(obj, "status", None) or {}).get("heartbeat") if obj is not None else None
 
 
 def _internal_ip(node: Any) -> IPAddress | None:

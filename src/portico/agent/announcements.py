@@ -20,7 +20,6 @@ from portico.dataplane.model import FrontendPolicy
 from portico.ipam.blocks import IPAddress
 from portico.ipam.selectors import selector_matches
 
-ANNOUNCED = "portico.io/Announced"  # the Service condition agents keep
 # A node with this label (any value) takes no external load-balancer traffic, as for every cloud provider.
 EXCLUDE_FROM_LOAD_BALANCERS = "node.kubernetes.io/exclude-from-external-load-balancers"
 
@@ -150,32 +149,3 @@ def advertisement_problems(node: str, labels: Mapping[str, str], default_interfa
         return [f"{node} has no interface holding its InternalIP to answer on"]
     return [f"interface {i} does not exist on {node}" for i in advertisement.interfaces
             if interface_state(i) == "missing"]
-
-
-def announced_condition(vips: Iterable[IPAddress], owners: Mapping[IPAddress, str | None],
-                        advertisers: Mapping[IPAddress, tuple[str, ...]] | None = None) -> tuple[bool, str, str]:
-    """(status, reason, message) of the Service's `portico.io/Announced` condition: per VIP, the node answering
-    ARP/NDP for it (`owners`, its layer-2 VIPs) and the nodes advertising it over BGP (`advertisers`). The same
-    on every node that sees the same owners and advertisers."""
-    advertisers = advertisers or {}
-    vips = sorted(vips, key=lambda a: (a.version, int(a)))
-    nobody = [str(v) for v in vips if owners.get(v) is None and not advertisers.get(v)]
-    if nobody:
-        return (False, "NoEligibleNode", f"no node may announce {', '.join(nobody)}: none is alive with its rules "
-                "in place, its interface or BGP session up and, under externalTrafficPolicy Local, a ready local "
-                "endpoint")
-    parts = []
-    for v in vips:
-        ways = ([f"{owners[v]} (ARP/NDP)"] if owners.get(v) else []) + (
-            [f"{', '.join(advertisers[v])} (BGP)"] if advertisers.get(v) else [])
-        parts.append(f"{v} by {' and '.join(ways)}")
-    modes = {"Layer2" for v in vips if owners.get(v)} | {"BGP" for v in vips if advertisers.get(v)}
-    return True, "And".join(sorted(modes, reverse=True)), "; ".join(parts)
-
-
-def announcer(vip: IPAddress, owners: Mapping[IPAddress, str | None],
-              advertisers: Mapping[IPAddress, tuple[str, ...]]) -> str | None:
-    """The one node that writes a Service's condition for its first VIP: its layer-2 owner, else the first of
-    its BGP advertisers."""
-    owner = owners.get(vip)
-    return owner if owner is not None else next(iter(advertisers.get(vip, ())), None)

@@ -1,5 +1,5 @@
 """The agent's BGP side: BGPPeer/BGPAdvertisement caches -> desired sessions and routes -> GoBGP; session
-states -> this node's entry in each BGPPeer's status (server-side apply, one field manager per node).
+states -> this node's report (`session_reports`, in its PorticoNode; the controller writes BGPPeer status).
 
 The desired state is recomputed after every data-path sync (like layer 2); the speaker is programmed by a
 task of its own, so a slow gRPC call never holds up the rules. A route is withdrawn as soon as this node
@@ -28,7 +28,7 @@ from portico.api import v1alpha1 as api
 from portico.api.resources import BGPAdvertisementResource, BGPPeerResource, decode
 from portico.dataplane.model import FrontendPolicy
 from portico.ipam.blocks import IPAddress
-from portico.kube.client import apply_status, error_text
+from portico.kube.client import error_text
 from portico.kube.informer import Informer, object_key
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,6 @@ class BgpAnnouncements:
         self._wanted: tuple[dict[str, Any], dict[Prefix, Route]] = ({}, {})
         self._wake_speaker = asyncio.Event()
         self._wake_agent = wake
-        self._written: dict[str, tuple[str, str] | None] = {}  # BGPPeer -> what this node last wrote
         self._peers_changed = asyncio.Event()  # re-read passwords now
         self._notifications_at_up: dict[str, int] = {}
 
@@ -192,32 +191,22 @@ class BgpAnnouncements:
                 log.warning("could not read BGP session states (%s); restarting gobgpd", e)
                 await self.speaker.stop()
                 self._wake_speaker.set()
-            for peer in sorted(self.peer_specs.keys() | self._written.keys()):
-                await self._write_session(peer)
 
     def _since_up(self, state: SessionState) -> SessionState:
         counted, self._notifications_at_up[state.peer] = since_up(state, self._notifications_at_up.get(state.peer, 0))
         return counted
 
-    async def _write_session(self, peer: str) -> None:
-        """This node's entry in the BGPPeer's status.sessions (a list map keyed by node: each agent applies only
-        its own entry, with its own field manager, so nodes never overwrite each other)."""
-        if peer not in self.peer_specs:
-            self._written.pop(peer, None)
-            return
-        mine = peer in self.speaker.sessions or peer in self.problems
-        address = self.speaker.sessions[peer].address if peer in self.speaker.sessions else None
-        bfd = self.bfd.state(address) if address is not None else None
-        entry = session_message(self.states.get(peer), self.problems.get(peer), bfd) if mine else None
-        if self._written.get(peer, "unwritten") == entry:
-            return
-        sessions = [] if entry is None else [{"node": self.node, "state": entry[0], "message": entry[1]}]
-        try:
-            await apply_status(self.client, BGPPeerResource, peer, {"sessions": sessions},
-                               field_manager=f"portico-agent.{self.node}")
-            self._written[peer] = entry
-        except Exception as e:  # refused, or the API unreachable (our link is down): next round
-            log.warning("BGPPeer %s: status not written: %s", peer, error_text(e))
+    def session_reports(self) -> list[dict[str, str]]:
+        """This node's session with each BGPPeer that selects it (or why there is none), for its PorticoNode."""
+        out = []
+        for peer in sorted(self.peer_specs):
+            if peer not in self.speaker.sessions and peer not in self.problems:
+                continue
+            address = self.speaker.sessions[peer].address if peer in self.speaker.sessions else None
+            bfd = self.bfd.state(address) if address is not None else None
+            state, message = session_message(self.states.get(peer), self.problems.get(peer), bfd)
+            out.append({"peer": peer, "state": state, "message": message})
+        return out
 
     async def _secrets_forever(self) -> None:
         while True:

@@ -80,7 +80,6 @@ class L2Announcer:
     def _peer_changed(self, peer: str, what: str) -> None:
         self._news[peer] = what
         self.recompute()
-        self.on_view()  # what the peer advertises over BGP may have changed too
 
     # -- the decision ------------------------------------------------------------------------------------
     def _eligible(self) -> frozenset[IPAddress]:

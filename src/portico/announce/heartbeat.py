@@ -2,8 +2,8 @@
 second which peers are alive and which VIPs each may announce.
 
 Every beat carries the sender's whole eligible set (packed addresses), so all agents rank the same
-candidates, and the VIPs it advertises over BGP (so any agent can say on a Service who advertises it).
-A peer that stays silent for `dead_after` is dead.
+candidates. A peer that stays silent for `dead_after` is dead. (Who advertises what over BGP is not
+gossiped: each node reports its own in its PorticoNode, and the controller gathers them.)
 
 Nothing on the LAN is trusted (docs/security.md). A datagram is believed only when, in this order:
   1. it has the size and header of a beat, and an HMAC-SHA256 under a cluster key (from a Secret; every key
@@ -62,8 +62,6 @@ class Beat(msgspec.Struct, array_like=True, frozen=True):
     seq: int
     ipv4: bytes = b""  # eligible addresses, 4 bytes each
     ipv6: bytes = b""  # 16 bytes each
-    bgp_ipv4: bytes = b""  # advertised over BGP by the sender
-    bgp_ipv6: bytes = b""
 
 
 class Rejected(Exception):
@@ -86,17 +84,14 @@ def _unpack(v4: bytes, v6: bytes) -> frozenset[IPAddress]:
                       *(ipaddress.IPv6Address(v6[i:i + 16]) for i in range(0, len(v6), 16))])
 
 
-def encode_body(node: str, boot: int, seq: int, eligible: Iterable[IPAddress],
-                advertised: Iterable[IPAddress] = ()) -> bytes:
-    return msgspec.msgpack.encode(Beat(node, boot, seq, _pack(eligible, 4), _pack(eligible, 6),
-                                       _pack(advertised, 4), _pack(advertised, 6)))
+def encode_body(node: str, boot: int, seq: int, eligible: Iterable[IPAddress]) -> bytes:
+    return msgspec.msgpack.encode(Beat(node, boot, seq, _pack(eligible, 4), _pack(eligible, 6)))
 
 
-def decode_body(data: bytes) -> tuple[Beat, frozenset[IPAddress], frozenset[IPAddress]]:
-    """(beat, eligible, advertised over BGP). Raises msgspec.DecodeError or ValueError on anything that is not
-    a beat."""
+def decode_body(data: bytes) -> tuple[Beat, frozenset[IPAddress]]:
+    """(beat, eligible). Raises msgspec.DecodeError or ValueError on anything that is not a beat."""
     beat = msgspec.msgpack.decode(data, type=Beat)
-    return beat, _unpack(beat.ipv4, beat.ipv6), _unpack(beat.bgp_ipv4, beat.bgp_ipv6)
+    return beat, _unpack(beat.ipv4, beat.ipv6)
 
 
 class Signer:
@@ -159,11 +154,11 @@ def usable_keys(values: Iterable[bytes]) -> tuple[tuple[bytes, ...], str | None]
 @dataclass
 class Peer:
     address: IPAddress
+    port: int = HEARTBEAT_PORT
     on_link: bool = False  # shares a segment with this node: its beats must arrive with TTL 255
     boot: int = 0  # the newest authenticated boot heard from it (what our beats echo to it)
     seq: int = -1  # the newest sequence accepted from that boot
     eligible: frozenset[IPAddress] = frozenset()
-    advertised: frozenset[IPAddress] = frozenset()  # over BGP
     heard: float | None = None  # monotonic time of the last accepted beat; None: not alive
     expiry: asyncio.TimerHandle | None = field(default=None, repr=False)
 
@@ -183,7 +178,6 @@ class HeartbeatMesh:
         self.on_change = on_change
         self.peers: dict[str, Peer] = {}
         self.eligible: frozenset[IPAddress] = frozenset()
-        self.advertised: frozenset[IPAddress] = frozenset()
         self.keys: tuple[bytes, ...] = ()
         self.address: IPAddress | None = None  # where this node listens and sends from: its InternalIP
         self.started: float | None = None  # when the socket was bound with a key to sign with
@@ -205,10 +199,10 @@ class HeartbeatMesh:
         return {name: p for name, p in self.peers.items() if p.alive}
 
     # -- what the agent sets ---------------------------------------------------------------------------
-    def set_peers(self, addresses: dict[str, IPAddress]) -> None:
-        """The other nodes and their InternalIPs (from Node objects)."""
-        current = {name: p.address for name, p in self.peers.items()}
-        wanted = {name: a for name, a in addresses.items() if name != self.node}
+    def set_peers(self, peers: dict[str, tuple[IPAddress, int]]) -> None:
+        """The other nodes running an agent, and where each takes heartbeats (from their PorticoNodes)."""
+        current = {name: (p.address, p.port) for name, p in self.peers.items()}
+        wanted = {name: endpoint for name, endpoint in peers.items() if name != self.node}
         if wanted == current:
             return
         networks = connected_networks()
@@ -218,9 +212,9 @@ class HeartbeatMesh:
                 peer.expiry.cancel()
             if peer.alive:
                 self.on_change(name, "removed from the cluster")
-        for name, address in wanted.items():
+        for name, (address, port) in wanted.items():
             peer = self.peers.setdefault(name, Peer(address))
-            peer.address = address
+            peer.address, peer.port = address, port
             peer.on_link = any(address in n for n in networks)
 
     def set_address(self, address: IPAddress | None) -> None:
@@ -242,12 +236,6 @@ class HeartbeatMesh:
             self.eligible = eligible
             self._wake.set()
 
-    def set_advertised(self, advertised: frozenset[IPAddress]) -> None:
-        """The VIPs this node advertises over BGP; a change is sent at once."""
-        if advertised != self.advertised:
-            self.advertised = advertised
-            self._wake.set()
-
     # -- running ---------------------------------------------------------------------------------------
     async def run(self) -> None:
         try:
@@ -265,7 +253,7 @@ class HeartbeatMesh:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.interval)
         finally:  # a last beat with nothing eligible: on a graceful stop peers take over at once
-            self.eligible = self.advertised = frozenset()
+            self.eligible = frozenset()
             if self._sock is not None:
                 self._send()
             self._close()
@@ -302,17 +290,17 @@ class HeartbeatMesh:
     def _send(self) -> None:
         assert self._sock is not None
         self._seq += 1
-        body = encode_body(self.node, self.boot, self._seq, self.eligible, self.advertised)
+        body = encode_body(self.node, self.boot, self._seq, self.eligible)
         if len(body) + _HEADER.size + MAX_KEYS * MAC_BYTES + _ECHO.size > MAX_BEAT_BYTES:
-            log.error("%d eligible and %d advertised addresses do not fit one heartbeat; announcing none in layer 2"
-                      " and reporting none", len(self.eligible), len(self.advertised))
+            log.error("%d eligible addresses do not fit one heartbeat; announcing none in layer 2",
+                      len(self.eligible))
             body = encode_body(self.node, self.boot, self._seq, ())
         signer = Signer(self.keys, body)
         for peer in self.peers.values():
             if peer.address.version != self.address_version:
                 continue
             try:
-                self._sock.sendto(signer.seal(peer.boot), (str(peer.address), self.port))
+                self._sock.sendto(signer.seal(peer.boot), (str(peer.address), peer.port))
             except OSError as e:  # e.g. our interface is down: peers will notice the silence
                 log.debug("heartbeat to %s: %s", peer.address, e)
 
@@ -344,7 +332,7 @@ class HeartbeatMesh:
         """Believe a datagram, or raise Rejected saying why not."""
         echo, body = open_sealed(data, self.keys)
         try:
-            beat, eligible, advertised = decode_body(body)
+            beat, eligible = decode_body(body)
         except (msgspec.DecodeError, ValueError):
             raise Rejected("malformed") from None  # authenticated, yet not a beat: a newer version?
         peer = self.peers.get(beat.node)
@@ -362,8 +350,8 @@ class HeartbeatMesh:
             self._wake.set()  # answer at once: our next beat echoes its boot
             raise Rejected("unacknowledged")
         came = not peer.alive
-        changed = eligible != peer.eligible or advertised != peer.advertised
-        peer.eligible, peer.advertised, peer.heard = eligible, advertised, time.monotonic()
+        changed = eligible != peer.eligible
+        peer.eligible, peer.heard = eligible, time.monotonic()
         if peer.expiry:
             peer.expiry.cancel()
         peer.expiry = asyncio.get_running_loop().call_later(self.dead_after, self._expire, beat.node)
@@ -377,7 +365,7 @@ class HeartbeatMesh:
         if peer.expiry:
             peer.expiry.cancel()
         silent = time.monotonic() - peer.heard
-        peer.heard, peer.eligible, peer.advertised, peer.expiry = None, frozenset(), frozenset(), None
+        peer.heard, peer.eligible, peer.expiry = None, frozenset(), None
         self.on_change(name, why or f"silent for {silent * 1000:.0f} ms")
 
 

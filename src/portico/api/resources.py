@@ -17,6 +17,7 @@ L2AdvertisementResource = create_global_resource(api.GROUP, api.VERSION, api.L2A
 BGPPeerResource = create_global_resource(api.GROUP, api.VERSION, api.BGPPeer.KIND, api.BGPPeer.PLURAL)
 BGPAdvertisementResource = create_global_resource(api.GROUP, api.VERSION, api.BGPAdvertisement.KIND,
                                                   api.BGPAdvertisement.PLURAL)
+PorticoNodeResource = create_global_resource(api.GROUP, api.VERSION, api.PorticoNode.KIND, api.PorticoNode.PLURAL)
 
 T = TypeVar("T")
 

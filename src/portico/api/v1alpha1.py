@@ -256,6 +256,63 @@ class BGPAdvertisement(Struct, omit_defaults=True):
     status: AnnouncementStatus | None = None
 
 
+def _list_map(key: str) -> dict[str, Any]:
+    return {"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": [key]}
+
+
+class HeartbeatEndpoint(Struct):
+    """Where this node's agent takes heartbeats from its peers."""
+
+    address: IPAddress
+    port: Annotated[int, Meta(ge=1, le=65535)]
+
+
+class ServiceProblem(Struct, omit_defaults=True):
+    service: Name  # namespace/name
+    message: str
+
+
+class SessionReport(Struct, omit_defaults=True):
+    peer: Name  # the BGPPeer
+    state: str
+    message: str = ""
+
+
+class AdvertisementProblem(Struct, omit_defaults=True):
+    advertisement: Name  # the L2Advertisement
+    message: str
+
+
+# Written by agents only, and possibly thousands long: no per-item CEL (it would exceed the API server's cost budget).
+Addresses = Annotated[list[Annotated[str, Meta(max_length=45)]], Meta(extra_json_schema={"x-kubernetes-list-type":
+                                                                                        "set"})]
+
+
+class PorticoNodeStatus(Struct, omit_defaults=True):
+    """What one node's agent does and sees, written by that agent alone (the controller makes users' status of it)."""
+
+    heartbeat: HeartbeatEndpoint | None = None  # set once the agent runs: it is a peer from then on
+    layer2: Addresses = field(default_factory=list)  # VIPs this node answers ARP/NDP for
+    bgp: Addresses = field(default_factory=list)  # VIPs this node advertises over BGP
+    unreachable: Annotated[list[Name], Meta(extra_json_schema={"x-kubernetes-list-type": "set"})] = field(
+        default_factory=list)  # peers whose heartbeats this node does not hear
+    forwardingProblems: Annotated[list[ServiceProblem], Meta(extra_json_schema=_list_map("service"))] = field(
+        default_factory=list)
+    bgpSessions: Annotated[list[SessionReport], Meta(extra_json_schema=_list_map("peer"))] = field(
+        default_factory=list)
+    l2Problems: Annotated[list[AdvertisementProblem], Meta(extra_json_schema=_list_map("advertisement"))] = field(
+        default_factory=list)
+
+
+class PorticoNode(Struct, omit_defaults=True):
+    """One per node running an agent, named after the node (and deleted with it)."""
+
+    KIND: ClassVar[str] = "PorticoNode"
+    PLURAL: ClassVar[str] = "porticonodes"
+    SCOPE: ClassVar[str] = "Cluster"
+    status: PorticoNodeStatus | None = None
+
+
 def _columns(*columns: tuple[str, str, str]) -> list[dict[str, str]]:
     """kubectl's columns for a kind, (name, type, JSONPath) each; every kind ends with its age."""
     return [{"name": n, "type": t, "jsonPath": p} for n, t, p in (*columns, AGE_COLUMN)]
@@ -301,7 +358,15 @@ PRINTER_COLUMNS: dict[str, list[dict[str, str]]] = {
         ("Local Pref", "integer", ".spec.localPref"),
         NODES_COLUMN,
     ),
+    "PorticoNode": _columns(
+        ("Heartbeat", "string", ".status.heartbeat.address"),
+        ("L2", "string", ".status.layer2"),
+        ("BGP", "string", ".status.bgp"),
+        ("Unreachable", "string", ".status.unreachable"),
+        ("Problems", "string", ".status.forwardingProblems[*].message"),
+    ),
 }
 
-Kind = type[IPPool] | type[IPAllocation] | type[L2Advertisement] | type[BGPPeer] | type[BGPAdvertisement]
-KINDS: tuple[Kind, ...] = (IPPool, IPAllocation, L2Advertisement, BGPPeer, BGPAdvertisement)
+Kind = (type[IPPool] | type[IPAllocation] | type[L2Advertisement] | type[BGPPeer] | type[BGPAdvertisement]
+        | type[PorticoNode])
+KINDS: tuple[Kind, ...] = (IPPool, IPAllocation, L2Advertisement, BGPPeer, BGPAdvertisement, PorticoNode)

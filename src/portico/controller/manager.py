@@ -12,15 +12,25 @@ from typing import Any
 
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
-from lightkube.resources.core_v1 import Namespace, Service
+from lightkube.resources.core_v1 import Namespace, Node, Service
 from prometheus_client import CollectorRegistry, ProcessCollector
 
-from portico.api.resources import IPAllocationResource, IPPoolResource
+from portico.api.resources import (
+    BGPAdvertisementResource,
+    BGPPeerResource,
+    IPAllocationResource,
+    IPPoolResource,
+    L2AdvertisementResource,
+    PorticoNodeResource,
+)
 from portico.controller.allocations import allocation_from_object
 from portico.controller.heartbeat_key import ensure_heartbeat_key
 from portico.controller.pools import PoolReconciler
+from portico.controller.reports import BGP_ADVERTISEMENT, L2_ADVERTISEMENT, PEER, SERVICE_REPORT, ReportReconciler
+from portico.controller.requests import is_ours, service_key
 from portico.controller.services import Conflict, ServiceReconciler, service_exists
 from portico.ipam.allocator import Allocator
+from portico.ipam.blocks import IPAddress
 from portico.kube.events import EventRecorder
 from portico.kube.informer import Informer, object_key, run_synced
 from portico.kube.leader import LeaderElector
@@ -53,10 +63,54 @@ class Controller:
                                                     self.allocations.cache, self._namespace_labels,
                                                     default_class=default_class)
         self.pool_reconciler = PoolReconciler(client, self.events, self.allocator, self.pools.cache)
+        # Nodes' reports (PorticoNode) and what they become on Services and announcement objects.
+        self.reports = Informer(client, PorticoNodeResource, self._on_report)
+        self.nodes = Informer(client, Node, self._on_node)
+        self.peers = Informer(client, BGPPeerResource, self._on_announcement_object(PEER))
+        self.l2_advertisements = Informer(client, L2AdvertisementResource,
+                                          self._on_announcement_object(L2_ADVERTISEMENT))
+        self.bgp_advertisements = Informer(client, BGPAdvertisementResource,
+                                           self._on_announcement_object(BGP_ADVERTISEMENT))
+        self.report_reconciler = ReportReconciler(
+            client, self.events, self.services.cache, self.reports.cache, self.nodes.cache, self.peers.cache,
+            self.l2_advertisements.cache, self.bgp_advertisements.cache, self._vips_of)
+        self._default_class = default_class
 
     # -- informer callbacks: update the mirror, enqueue keys; never block ---------------------------------
     def _on_service(self, old: Any, new: Any) -> None:
         self.queue.add((SERVICE, object_key(new or old)))
+        self.queue.add((SERVICE_REPORT, object_key(new or old)))
+
+    def _on_report(self, old: Any, new: Any) -> None:
+        """A node's report changed: the Services whose view changed with it, and every announcement object."""
+        vips, services = self.report_reconciler.report_changed((new or old).metadata.name, new)
+        for vip in vips:
+            held = self.allocator.allocations.get(vip)
+            services |= {str(owner) for owner in held.owners} if held is not None else set()
+        for key in services:
+            self.queue.add((SERVICE_REPORT, key))
+        self._all_announcement_objects()
+
+    def _on_node(self, old: Any, new: Any) -> None:
+        if old is None or new is None or old.metadata.labels != new.metadata.labels:
+            self._all_announcement_objects()  # whom their nodeSelectors match
+
+    def _on_announcement_object(self, kind: str) -> Callable[[Any, Any], None]:
+        def handler(old: Any, new: Any) -> None:
+            self.queue.add((kind, object_key(new or old)))
+        return handler
+
+    def _all_announcement_objects(self) -> None:
+        for kind, informer in ((PEER, self.peers), (L2_ADVERTISEMENT, self.l2_advertisements),
+                               (BGP_ADVERTISEMENT, self.bgp_advertisements)):
+            for name in informer.cache:
+                self.queue.add((kind, name))
+
+    def _vips_of(self, key: str) -> list[IPAddress]:
+        svc = self.services.cache.get(key)
+        if svc is None or not is_ours(svc, default_class=self._default_class):
+            return []
+        return [a.address for a in self.allocator.owned_by(service_key(svc))]
 
     def _on_allocation(self, old: Any, new: Any) -> None:
         before = allocation_from_object(old) if old is not None else None
@@ -74,6 +128,8 @@ class Controller:
                 self.queue.add_after((POOL, allocation.pool), POOL_STATUS_DELAY)
                 for owner in allocation.owners if news else ():
                     self.queue.add((SERVICE, f"{owner.namespace}/{owner.name}"))
+                for owner in allocation.owners:
+                    self.queue.add((SERVICE_REPORT, f"{owner.namespace}/{owner.name}"))
 
     def _on_pool(self, old: Any, new: Any) -> None:
         if old is not None and new is not None and _only_status_changed(old, new):
@@ -95,7 +151,7 @@ class Controller:
         return dict(ns.metadata.labels or {}) if ns is not None and ns.metadata is not None else {}
 
     def readiness(self) -> str | None:
-        synced = all(i.synced.is_set() for i in (self.namespaces, self.pools, self.allocations, self.services))
+        synced = all(i.synced.is_set() for i in self._informers())
         return None if synced else "informer caches not synced yet"
 
     def _retry_waiting(self, namespace: str | None = None) -> None:
@@ -114,8 +170,11 @@ class Controller:
             log.info("caches synced: %d services, %d allocations, %d pools", len(self.services.cache),
                      len(self.allocations.cache), len(self.pools.cache))
             return [self._reconcile() if lead is None else lead(self._reconcile)]
-        await run_synced([self.namespaces, self.pools, self.allocations, self.services], [self.events.run()],
-                         started)
+        await run_synced(self._informers(), [self.events.run()], started)
+
+    def _informers(self) -> list[Informer[Any]]:
+        return [self.namespaces, self.pools, self.allocations, self.services, self.nodes, self.reports, self.peers,
+                self.l2_advertisements, self.bgp_advertisements]
 
     async def _reconcile(self) -> None:
         await asyncio.gather(*(self._worker() for _ in range(self.workers)), self._sweep_orphans_forever())
@@ -127,8 +186,10 @@ class Controller:
             try:
                 if kind == SERVICE:
                     await self.service_reconciler.reconcile(key)
-                else:
+                elif kind == POOL:
                     await self.pool_reconciler.reconcile(key)
+                else:
+                    await self.report_reconciler.reconcile(kind, key)
                 self.queue.forget(item)
             except Conflict as e:
                 log.debug("%s %s: %s; retrying", kind, key, e)

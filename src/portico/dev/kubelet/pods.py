@@ -14,7 +14,7 @@ from typing import Any
 
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
-from lightkube.models.authentication_v1 import TokenRequestSpec
+from lightkube.models.authentication_v1 import BoundObjectReference, TokenRequestSpec
 from lightkube.models.core_v1 import Container
 from lightkube.models.meta_v1 import ObjectMeta
 from lightkube.resources.core_v1 import Pod, PodStatus, ServiceAccountToken
@@ -185,8 +185,13 @@ class PodWorker:
         if spec.automountServiceAccountToken is False:
             return None
         sa = spec.serviceAccountName or "default"
-        request = ServiceAccountToken(metadata=ObjectMeta(name=sa),
-                                      spec=TokenRequestSpec(audiences=[], expirationSeconds=TOKEN_SECONDS))
+        # Bound to the pod, as a kubelet's projected token is: the API server then names the pod's node in the
+        # token (authentication.kubernetes.io/node-name), which admission policies may check.
+        meta = self.pod.metadata
+        assert meta is not None
+        bound = BoundObjectReference(apiVersion="v1", kind="Pod", name=self.name, uid=meta.uid)
+        request = ServiceAccountToken(metadata=ObjectMeta(name=sa), spec=TokenRequestSpec(
+            audiences=[], expirationSeconds=TOKEN_SECONDS, boundObjectRef=bound))
         try:
             token = await self.ctx.client.create(request, sa, namespace=self.namespace)
         except ApiError as e:

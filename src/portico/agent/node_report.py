@@ -1,0 +1,77 @@
+"""This node's PorticoNode: what the agent does and sees, for the controller to turn into status.
+
+It is the agent's only status write, so the agents' RBAC needs no Service or announcement object at
+all. Level-triggered: the wanted status is compared with the object as the informer shows it now (a
+wiped or recreated object is written again), on every wake and at least once a second. The object is
+owned by the Node, so the garbage collector removes it with the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from lightkube import AsyncClient
+from lightkube.types import PatchType
+
+from portico.api.resources import PorticoNodeResource
+from portico.api.v1alpha1 import API_VERSION, PorticoNode
+from portico.kube.client import apply_status, error_text
+
+log = logging.getLogger(__name__)
+
+FIELD_MANAGER = "portico-agent"
+REFRESH_SECONDS = 1.0  # a change nobody woke us for (a BGP session state) is written within this
+COALESCE_SECONDS = 0.05
+
+
+def normalized(status: Mapping[str, Any]) -> dict[str, Any]:
+    """A status for comparison: absent lists as empty, lists in a stable order."""
+    out: dict[str, Any] = {}
+    for key in ("layer2", "bgp", "unreachable", "forwardingProblems", "bgpSessions", "l2Problems"):
+        out[key] = sorted(status.get(key) or [], key=repr)
+    out["heartbeat"] = status.get("heartbeat")
+    return out
+
+
+class NodeReporter:
+    def __init__(self, client: AsyncClient, node: str, reports: Mapping[str, Any], nodes: Mapping[str, Any],
+                 report: Callable[[], dict[str, Any]]) -> None:
+        self.client, self.node, self.reports, self.nodes, self.report = client, node, reports, nodes, report
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    async def run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), REFRESH_SECONDS)
+            await asyncio.sleep(COALESCE_SECONDS)
+            self._wake.clear()
+            try:
+                await self._converge()
+            except Exception as e:  # the API unreachable (our link is down), or a conflict: next round
+                log.info("PorticoNode %s not written (%s); will retry", self.node, error_text(e))
+
+    async def _converge(self) -> None:
+        obj = self.reports.get(self.node)
+        if obj is None:
+            await self._create()
+        wanted = self.report()
+        current = dict(getattr(obj, "status", None) or {}) if obj is not None else {}
+        if normalized(current) != normalized(wanted):
+            await apply_status(self.client, PorticoNodeResource, self.node, wanted, field_manager=FIELD_MANAGER)
+
+    async def _create(self) -> None:
+        node = self.nodes.get(self.node)
+        if node is None:
+            return  # the Node object first: the report is owned by it
+        body = {"apiVersion": API_VERSION, "kind": PorticoNode.KIND, "metadata": {
+            "name": self.node, "labels": {"app.kubernetes.io/part-of": "portico"},
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Node", "name": self.node, "uid": node.metadata.uid}]}}
+        await self.client.patch(PorticoNodeResource, self.node, body, patch_type=PatchType.APPLY,
+                                field_manager=FIELD_MANAGER, force=True)

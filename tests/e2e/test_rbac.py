@@ -1,0 +1,81 @@
+"""Least privilege, checked on the lab's API server: each ServiceAccount's permissions (`kubectl auth can-i --list`)
+equal the allow-list in docs/security.md, and an agent may write its own node's PorticoNode only."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import yaml
+
+from tests.e2e.conftest import Lab
+
+DOC = Path(__file__).parents[2] / "docs" / "security.md"
+# What every authenticated identity may do (system:basic-user, system:discovery, system:public-info-viewer).
+EVERYONE = {"selfsubjectaccessreviews.authorization.k8s.io", "selfsubjectrulesreviews.authorization.k8s.io",
+            "selfsubjectreviews.authentication.k8s.io"}
+Grants = dict[str, set[str]]  # resource (with group) -> verbs
+
+
+def documented() -> dict[tuple[str, str], Grants]:
+    """(component, where) -> grants, from the permissions table in docs/security.md."""
+    table = DOC.read_text().split("<!-- permissions -->")[1]
+    out: dict[tuple[str, str], Grants] = {}
+    for line in table.splitlines():
+        cells = [c.strip().replace("`", "") for c in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or cells[0] in ("component", "") or set(cells[0]) <= {"-", " "}:
+            continue
+        component, resources, verbs, where = cells
+        for resource in resources.split(", "):
+            out.setdefault((component, where), {}).setdefault(resource, set()).update(verbs.split(", "))
+    return out
+
+
+def granted(lab: Lab, account: str, namespace: str) -> Grants:
+    text = lab.kubectl("auth", "can-i", "--list", f"--as=system:serviceaccount:portico-system:{account}",
+                       "-n", namespace)
+    out: Grants = {}
+    for line in text.splitlines()[1:]:
+        match = re.match(r"^(\S+)\s+\[(.*?)\]\s+\[(.*?)\]\s+\[(.*?)\]$", line.strip())
+        if match is None or match.group(2):  # non-resource URLs: discovery, for everyone
+            continue
+        resource, verbs = match.group(1), set(match.group(4).split())
+        if resource not in EVERYONE:
+            out.setdefault(resource, set()).update(verbs)
+    return out
+
+
+def test_each_service_account_has_exactly_the_documented_permissions(lab: Lab) -> None:
+    allowed = documented()
+    for account, component in (("portico-agent", "agent"), ("portico-controller", "controller")):
+        cluster = granted(lab, account, "default")
+        assert cluster == allowed[(component, "cluster")], f"{account} cluster-wide"
+        extra = {r: v - cluster.get(r, set()) for r, v in granted(lab, account, "portico-system").items()}
+        assert {r: v for r, v in extra.items() if v} == allowed.get((component, "portico-system"), {}), account
+
+
+def test_an_agent_may_write_only_its_own_nodes_report(lab: Lab) -> None:
+    pods = lab.get("pods", "-n", "portico-system", "-l", "app.kubernetes.io/name=portico-agent")["items"]
+    pod = next(p for p in pods if p["spec"]["nodeName"] == "node-1")
+    token = lab.kubectl("create", "token", "portico-agent", "-n", "portico-system", "--bound-object-kind", "Pod",
+                        "--bound-object-name", pod["metadata"]["name"], "--bound-object-uid",
+                        pod["metadata"]["uid"]).strip()
+    config = yaml.safe_load(lab.kubectl("config", "view", "--raw", "--minify"))
+    config["users"] = [{"name": "agent", "user": {"token": token}}]
+    config["contexts"][0]["context"]["user"] = "agent"
+    path = lab.state_dir / "agent-node-1.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+
+    def patch(node: str) -> subprocess.CompletedProcess[str]:
+        body = json.dumps({"metadata": {"annotations": {"portico.io/test": "written"}}})
+        return subprocess.run(["kubectl", "--kubeconfig", str(path), "patch", "porticonode", node, "--type=merge",
+                               "-p", body], capture_output=True, text=True, timeout=30, check=False)
+
+    mine = patch("node-1")
+    assert mine.returncode == 0, mine.stderr
+    theirs = patch("node-2")
+    assert theirs.returncode != 0 and "an agent may write only the PorticoNode of the node it runs on" in \
+        theirs.stderr, theirs.stderr
+    lab.kubectl("annotate", "porticonode", "node-1", "portico.io/test-")

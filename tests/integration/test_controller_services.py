@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 
 import pytest
 from lightkube import AsyncClient
@@ -212,3 +213,27 @@ async def test_exhaustion_then_growth(client: AsyncClient) -> None:
         await client.patch(IPPoolResource, pool, {"spec": {"addresses": ["198.18.114.0/30"]}},
                            patch_type=PatchType.MERGE)
         assert await s.wait_ingress("c") == ["198.18.114.2"]
+
+
+async def test_the_controller_owns_only_its_own_fields_on_a_service(client: AsyncClient) -> None:
+    """Server-side apply with field ownership: another writer's condition (an agent's once, another controller's)
+    is neither owned nor rewritten by Portico's controller, so a stale cache cannot erase it."""
+    async with Scope(client) as s:
+        await s.pool(["198.18.110.32/29"])
+        await s.service("web", annotations={LOAD_BALANCER_IPS: "198.18.111.1"})  # not in the pool: refused
+        await s.wait_reason("web", "RequestedIPNotInAnyPool")
+        other = {"type": "example.com/Ready", "status": "True", "reason": "Fine", "message": "theirs",
+                 "lastTransitionTime": "2026-01-01T00:00:00Z"}
+        await client.patch(Service.Status, "web", {"status": {"conditions": [
+            *(c.to_dict() for c in (await s.get("web")).status.conditions), other]}}, namespace=s.ns,
+            patch_type=PatchType.MERGE, field_manager="someone-else")
+        await client.patch(Service, "web", {"metadata": {"annotations": {LOAD_BALANCER_IPS: "198.18.110.33"}}},
+                           namespace=s.ns, patch_type=PatchType.MERGE)
+        assert await s.wait_ingress("web") == ["198.18.110.33"]
+        got = await s.get("web")
+        assert "example.com/Ready" in {c.type for c in got.status.conditions}
+        entries = [m for m in got.metadata.managedFields if m.manager == "portico-controller"]
+        assert [m.operation for m in entries] == ["Apply"], entries
+        owned = json.dumps(entries[0].fieldsV1)
+        assert "portico.io/AddressAssigned" in owned and "example.com/Ready" not in owned
+        assert "portico.io/load-balancer-cleanup" in owned  # its finalizer, and no other

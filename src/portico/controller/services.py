@@ -31,7 +31,7 @@ from lightkube.types import PatchType
 from portico.api.resources import IPAllocationResource
 from portico.controller.allocations import allocation_from_object
 from portico.controller.annotations import FINALIZER, InvalidAnnotation
-from portico.controller.conditions import remove_condition, same_conditions, set_condition
+from portico.controller.conditions import same_conditions, set_condition
 from portico.controller.requests import allocation_request, is_ours, service_key, sharing_profile
 from portico.ipam.allocator import Allocation, Allocator, Assignment, Reason, Refusal, ServiceKey
 from portico.ipam.blocks import IPAddress, allocation_name
@@ -41,6 +41,7 @@ from portico.kube.informer import object_key
 log = logging.getLogger(__name__)
 
 CONDITION = "portico.io/AddressAssigned"
+FIELD_MANAGER = "portico-controller"  # owns, on Services, the addresses, this condition and the finalizer
 
 
 class Conflict(Exception):
@@ -186,7 +187,7 @@ class ServiceReconciler:
 
     async def _write_status(self, svc: Service, ingress: list[dict[str, str]] | None, *, ok: bool,
                             reason: str, message: str) -> bool:
-        """Patch status (and our finalizer) if they differ; None ingress leaves the published addresses as
+        """Apply status (and our finalizer) if they differ; None ingress leaves the published addresses as
         they are."""
         assert svc.metadata is not None
         current = svc.status.to_dict() if svc.status is not None else {}
@@ -195,28 +196,34 @@ class ServiceReconciler:
         conditions = set_condition(old_conditions, type=CONDITION, status=ok, reason=reason, message=message,
                                    generation=svc.metadata.generation)
         new_ingress = old_ingress if ingress is None else ingress
-        finalizers = list(svc.metadata.finalizers or [])
-        has_finalizer = FINALIZER in finalizers
+        has_finalizer = FINALIZER in (svc.metadata.finalizers or [])
         if has_finalizer and _same_ingress(old_ingress, new_ingress) and same_conditions(old_conditions, conditions):
             return False
-        await self._patch_status(svc, {"loadBalancer": {"ingress": new_ingress or None}, "conditions": conditions},
-                                 finalizers=None if has_finalizer else [*finalizers, FINALIZER])
+        await self._apply_status(svc, ingress=new_ingress, condition=next(c for c in conditions
+                                                                         if c["type"] == CONDITION))
         return True
 
-    async def _patch_status(self, svc: Service, status: dict[str, Any] | None, *,
-                            finalizers: list[str] | None = None) -> None:
-        """One write to the status subresource; a finalizer change is guarded by resourceVersion, since a
-        merge patch replaces the whole list."""
+    async def _apply_status(self, svc: Service, *, ingress: list[dict[str, Any]] | None = None,
+                            condition: dict[str, Any] | None = None) -> None:
+        """One server-side apply to the status subresource of what this controller owns on a Service: its
+        addresses, its condition, and (whenever it holds either) its finalizer -- so an address is never
+        visible on a Service that lacks the finalizer. Fields it owned and leaves out are removed; other
+        writers' conditions and finalizers are never touched. (The API server takes metadata on Service status
+        writes: its status strategy resets only spec.)"""
         assert svc.metadata is not None
-        patch: dict[str, Any] = {"status": status} if status is not None else {}
-        if finalizers is not None:
-            patch["metadata"] = {"finalizers": finalizers, "resourceVersion": svc.metadata.resourceVersion}
+        metadata: dict[str, Any] = {"name": svc.metadata.name, "namespace": svc.metadata.namespace}
+        status: dict[str, Any] = {}
+        if ingress:
+            status["loadBalancer"] = {"ingress": ingress}
+        if condition is not None:
+            status["conditions"] = [condition]
+        if status:
+            metadata["finalizers"] = [FINALIZER]
+        body = {"apiVersion": "v1", "kind": "Service", "metadata": metadata, "status": status}
         try:
-            await self.client.patch(ServiceStatus, svc.metadata.name or "", patch,
-                                    namespace=svc.metadata.namespace, patch_type=PatchType.MERGE)
+            await self.client.patch(ServiceStatus, svc.metadata.name or "", body, namespace=svc.metadata.namespace,
+                                    patch_type=PatchType.APPLY, field_manager=FIELD_MANAGER, force=True)
         except ApiError as e:
-            if e.status.code == 409:
-                raise Conflict("Service changed meanwhile") from None
             if e.status.code != 404:  # deleted meanwhile: nothing left to say
                 raise
 
@@ -231,17 +238,10 @@ class ServiceReconciler:
         if held:
             released = ", ".join(str(a.address) for a in held)
             self.events.record(svc, type="Normal", reason="IPReleased", message=f"Released {released}")
-        deleting = svc.metadata.deletionTimestamp is not None
         current = svc.status.to_dict() if svc.status is not None else {}
         ours = any(c.get("type") == CONDITION for c in current.get("conditions", []))
-        status = None
-        if ours and not deleting:
-            status = {"loadBalancer": {"ingress": None},
-                      "conditions": remove_condition(current.get("conditions", []), CONDITION) or None}
-        finalizers = list(svc.metadata.finalizers or [])
-        keep = [f for f in finalizers if f != FINALIZER] if FINALIZER in finalizers else None
-        if status is not None or keep is not None:
-            await self._patch_status(svc, status, finalizers=keep)
+        if ours or FINALIZER in (svc.metadata.finalizers or []):
+            await self._apply_status(svc)  # nothing: our addresses, condition and finalizer go
         self.allocator.profiles.pop(skey, None)
 
     async def _release_gone(self, key: str) -> None:

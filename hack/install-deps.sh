@@ -13,6 +13,7 @@ declare -A PACKAGES=(
   [conntrack]=conntrack  # the agent forgets UDP flows to removed endpoints
   [gobgpd]=gobgpd  # the BGP speaker the agent drives (its gRPC API: src/portico/announce/gobgpapi)
   [bird]=bird2 [birdc]=bird2  # the lab's router
+  [iptables]=iptables [setpriv]=util-linux  # kube-proxy's iptables mode in the lab; tests acting as another user
 )
 missing=()
 for cmd in "${!PACKAGES[@]}"; do

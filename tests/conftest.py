@@ -12,3 +12,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         for tier in TIERS:
             if f"/tests/{tier}/" in str(item.path):
                 item.add_marker(getattr(pytest.mark, tier))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--kube-proxy", choices=["nftables", "iptables"], default=None,
+                     help="e2e: run the lab with the real kube-proxy in this mode on every node")

@@ -18,6 +18,8 @@ def _dev_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     dev_sub = dev.add_subparsers(dest="dev_command", required=True)
     up = dev_sub.add_parser("up", help="start the lab (builds what is missing) and leave it running")
     up.add_argument("--nodes", type=int, default=2, help="number of lab nodes (default 2)")
+    up.add_argument("--kube-proxy", choices=["nftables", "iptables"], default=None,
+                    help="also run the real kube-proxy in this mode on every node (ClusterIPs; coexistence)")
     dev_sub.add_parser("down", help="stop the lab and remove everything it created")
     dev_sub.add_parser("status", help="what is running")
     dev_sub.add_parser("kubeconfig", help="print the admin kubeconfig path")
@@ -145,7 +147,7 @@ def _run_dev(args: argparse.Namespace) -> int:
     state_dir = default_state_dir()
     match args.dev_command:
         case "up":
-            state = lab.up(state_dir, args.nodes)
+            state = lab.up(state_dir, args.nodes, kube_proxy=args.kube_proxy)
             print(f"lab is up: {state.node_count} nodes, API {state.controlplane.api_url}", file=sys.stderr)
             print(f"  export KUBECONFIG={state.kubeconfig}", file=sys.stderr)
             print(state.kubeconfig)

@@ -26,6 +26,7 @@ PORTICO = str(Path(sys.executable).parent / "portico")
 class Lab:
     state_dir: Path
     kubeconfig: Path
+    kube_proxy: str | None = None  # the mode kube-proxy runs in on the nodes, if it does
 
     @property
     def env(self) -> dict[str, str]:
@@ -46,6 +47,13 @@ class Lab:
 
     def exec_in(self, host: str, *argv: str) -> subprocess.CompletedProcess[str]:
         return self.portico("dev", "exec", host, "--", *argv, check=False)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Tests of coexistence with kube-proxy need a lab that runs it (`--kube-proxy=MODE`)."""
+    if collection_path.name == "test_kube_proxy.py" and not config.getoption("--kube-proxy"):
+        return True
+    return None
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float, what: str, interval: float = 0.2) -> Any:
@@ -75,17 +83,18 @@ def probe_during(vip: str, source: str, failure: Callable[[], None], *options: s
 
 
 @pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+def lab(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Lab]:
     if os.geteuid() != 0:
         pytest.fail("the e2e tier needs root (network namespaces)")
     if netns.lab_is_wired():
         pytest.fail("a Portico lab is already running on this machine; `portico dev down` it first")
     state_dir = tmp_path_factory.mktemp("lab")
     env = {**os.environ, "PORTICO_DEV_DIR": str(state_dir)}
-    up = subprocess.run([PORTICO, "dev", "up", "--nodes", "2"], capture_output=True, text=True, env=env,
-                        timeout=900, check=False)
+    mode = request.config.getoption("--kube-proxy")
+    up = subprocess.run([PORTICO, "dev", "up", "--nodes", "2", *(["--kube-proxy", mode] if mode else [])],
+                        capture_output=True, text=True, env=env, timeout=900, check=False)
     assert up.returncode == 0, up.stderr
-    lab = Lab(state_dir=state_dir, kubeconfig=Path(up.stdout.strip()))
+    lab = Lab(state_dir=state_dir, kubeconfig=Path(up.stdout.strip()), kube_proxy=mode)
     try:
         yield lab
     finally:

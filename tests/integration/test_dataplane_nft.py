@@ -6,6 +6,7 @@ fd00:198:18:f0::/60, away from the lab's) with echo servers in pod namespaces.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import subprocess
@@ -202,9 +203,9 @@ async def test_every_policy_change_and_the_removal_is_one_clean_partial_sync(syn
     await syncer.sync({WEB4: render_frontend(WEB4, policy("ptdp-pod1", affinity_timeout=60))})
     result = await syncer.sync({WEB4: None})
     assert (result.kind, result.fallback) == ("partial", False)
-    chains, objects = await syncer.nft.existing()
-    assert not [c for c in chains if c.startswith(("fe-", "be-"))]
-    assert not [o for o in objects if o.startswith(("aff-", "dropped-"))]
+    table = await syncer.nft.existing()
+    assert not [c for c in table.chains if c.startswith(("fe-", "be-"))]
+    assert not [o for o in table.objects if o.startswith(("aff-", "dropped-"))]
 
 
 async def test_counters_for_frontends_refusals_and_source_range_drops(syncer: Syncer) -> None:
@@ -248,8 +249,8 @@ async def test_a_new_agent_adopts_the_table_without_breaking_established_flows(s
         result = await fresh.sync({WEB4: render_frontend(WEB4, policy("ptdp-pod2")),
                                    NODE: node_fragment([ipaddress.ip_network("198.19.241.0/24")])})
         assert result.kind == "full"
-        chains, objects = await fresh.nft.existing()
-        assert "pick4-random-1" not in chains and "backends4" not in objects  # what an older agent left: gone
+        table = await fresh.nft.existing()
+        assert "pick4-random-1" not in table.chains and "backends4" not in table.objects  # an older agent's: gone
         assert set(spread(VIP4, 10)) == {"ptdp-pod2"}  # new flows: the new state
         proc.stdin.write("\n")
         proc.stdin.flush()
@@ -315,3 +316,16 @@ async def test_a_refused_fragment_on_a_fresh_agent_leaves_the_others_programmed(
                                WEB4: render_frontend(WEB4, policy("ptdp-pod2"))})
     assert set(result.refused) == {BAD}
     assert set(spread(VIP4, 10)) == {"ptdp-pod2"}
+
+
+async def test_a_table_with_an_older_agents_hook_priorities_is_adopted(syncer: Syncer) -> None:
+    """Before kube-proxy coexistence, prerouting was hooked at dstnat itself; the kernel cannot move a hook."""
+    await syncer.nft.delete_table()
+    old = ("add table inet portico\n"
+           "add chain inet portico prerouting { type nat hook prerouting priority dstnat; policy accept; }\n")
+    await asyncio.to_thread(subprocess.run, in_ns("ptdp-node", "nft", "-f", "-"), input=old, text=True, check=True)
+    fresh = Syncer(Nft(netns="ptdp-node"))
+    result = await fresh.sync({NODE: syncer.kernel.fragments[NODE], WEB4: render_frontend(WEB4, policy("ptdp-pod1"))})
+    assert result.kind == "full" and not result.refused
+    assert (await fresh.nft.existing()).hooks["prerouting"] == ("nat", "prerouting", -105)
+    assert set(spread(VIP4, 5)) == {"ptdp-pod1"}

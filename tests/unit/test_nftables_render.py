@@ -5,6 +5,7 @@ import ipaddress
 from portico.dataplane.drift import foreign_change
 from portico.dataplane.model import Algorithm, Backend, DesiredState, Frontend, FrontendPolicy
 from portico.dataplane.nftables import (
+    ExistingTable,
     KernelState,
     Ruleset,
     full_transaction,
@@ -180,15 +181,24 @@ def test_render_equals_the_incremental_result() -> None:
 
 def test_full_transaction_adopts_and_deletes_stale_chains() -> None:
     rs = render(state(web=FrontendPolicy("a/web", pods(2))))
-    text = full_transaction(rs, existing_chains=["pick4-tcp-random-1", "fe-old", "prerouting"],
-                            existing_objects={"aff-old": "set", "dropped-old": "counter", "refused4": "counter",
-                                              "frontends4": "map"})
+    text = full_transaction(rs, ExistingTable(chains=("pick4-tcp-random-1", "fe-old", "prerouting"), objects={
+        "aff-old": "set", "dropped-old": "counter", "refused4": "counter", "frontends4": "map"}))
     assert "delete chain inet portico fe-old" in text
     assert "delete set inet portico aff-old" in text and "delete counter inet portico dropped-old" in text
     assert "delete counter inet portico refused4" not in text and "delete map" not in text
     assert "delete chain inet portico pick4-tcp-random-1" not in text
     assert "delete chain inet portico prerouting" not in text
     assert text.index("flush map inet portico frontends4") < text.index("add element inet portico frontends4")
+
+
+def test_a_base_chain_whose_priority_changed_is_made_anew() -> None:
+    """An older agent hooked prerouting at dstnat; the kernel cannot move a hook, so the chain is replaced."""
+    old = ExistingTable(chains=("prerouting", "output"), hooks={"prerouting": ("nat", "prerouting", -100),
+                                                               "output": ("nat", "output", -105)})
+    lines = full_transaction(render(state()), old).splitlines()
+    assert "delete chain inet portico prerouting" in lines and "delete chain inet portico output" not in lines
+    assert lines.index("delete chain inet portico prerouting") < lines.index(
+        "add chain inet portico prerouting { type nat hook prerouting priority -105; policy accept; }")
 
 
 def test_long_element_lists_are_batched() -> None:

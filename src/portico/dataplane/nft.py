@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from portico.dataplane.nftables import FAMILY, TABLE
+from portico.dataplane.nftables import FAMILY, TABLE, ExistingTable
 
 
 class NftError(Exception):
@@ -57,21 +57,23 @@ class Nft:
         if script:
             await self._run("--check", "-f", "-", script=script)
 
-    async def existing(self) -> tuple[list[str], dict[str, str]]:
-        """Chains, and objects (name -> set, map or counter), of our table as the kernel has them (when
-        adopting; never on the hot path)."""
+    async def existing(self) -> ExistingTable:
+        """Our table's chains, objects and base chains' hooks as the kernel has them (when adopting; never on
+        the hot path)."""
         try:
             listing = json.loads(await self._run("-j", "list", "table", FAMILY, TABLE))
         except NftError:
-            return [], {}  # no table yet
-        chains, objects = [], {}
+            return ExistingTable()  # no table yet
+        chains, objects, hooks = [], {}, {}
         for item in listing.get("nftables", []):
             kind, body = next(iter(item.items()))
             if kind == "chain":
                 chains.append(body["name"])
+                if "hook" in body:
+                    hooks[body["name"]] = (body.get("type", ""), body["hook"], int(body.get("prio", 0)))
             elif kind in ("set", "map", "counter"):
                 objects[body["name"]] = kind
-        return chains, objects
+        return ExistingTable(tuple(chains), objects, hooks)
 
     def read_counters(self, sets: Iterable[str]) -> Counters:
         """Per-element counters of these sets and every named counter, as (packets, bytes). Blocking: for

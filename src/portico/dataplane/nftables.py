@@ -63,24 +63,40 @@ STATIC_SETS = tuple(
 STATIC_SET_NAMES = tuple(d.split()[1] for d in STATIC_SETS)
 STATIC_COUNTERS = (*REFUSED.values(), HEARTBEATS_DROPPED)
 
-BASE_CHAINS: dict[str, tuple[str, tuple[str, ...]]] = {
+@dataclass(frozen=True)
+class BaseChain:
+    type: str  # filter | nat
+    hook: str
+    priority: int  # numeric, as the kernel (and `nft -j`) reports it: dstnat -100, srcnat 100, filter 0
+    rules: tuple[str, ...]
+
+    @property
+    def declaration(self) -> str:
+        return f"type {self.type} hook {self.hook} priority {self.priority}; policy accept;"
+
+
+DSTNAT, SRCNAT = -100, 100
+BASE_CHAINS: dict[str, BaseChain] = {
     # Before NAT, so the destination is still the VIP: counts every packet of every flow (client -> VIP).
-    "count-incoming": ("type filter hook prerouting priority dstnat - 10; policy accept;", tuple(
+    "count-incoming": BaseChain("filter", "prerouting", DSTNAT - 10, tuple(
         f"{IP[v]} daddr . meta l4proto . th dport @{FRONTEND_COUNTERS[v]}" for v in (4, 6))),
-    "prerouting": ("type nat hook prerouting priority dstnat; policy accept;", tuple(
+    # Just before dstnat, where kube-proxy (both modes) and most others DNAT: the first NAT chain that binds a
+    # connection is the only one the kernel runs for it, so a VIP's flows are Portico's even where kube-proxy
+    # also programs the Service's LoadBalancer IP (ipMode VIP). docs/dataplane.md#kube-proxy
+    "prerouting": BaseChain("nat", "prerouting", DSTNAT - 5, tuple(
         f"{IP[v]} daddr . meta l4proto . th dport vmap @{FRONTENDS[v]}" for v in (4, 6))),
-    "output": ("type nat hook output priority -100; policy accept;", tuple(  # dstnat is prerouting-only
+    "output": BaseChain("nat", "output", DSTNAT - 5, tuple(  # dstnat is prerouting-only
         f"{IP[v]} daddr . meta l4proto . th dport vmap @{FRONTENDS[v]}" for v in (4, 6))),
-    "postrouting": ("type nat hook postrouting priority srcnat; policy accept;", tuple(
+    "postrouting": BaseChain("nat", "postrouting", SRCNAT, tuple(
         f"ct status dnat ct original {IP[v]} daddr @{VIPS[v]} {IP[v]} daddr != @{LOCAL_PODS[v]} masquerade"
         for v in (4, 6))),
     # Whatever still goes to a VIP right after our DNAT was not DNATed: refuse it before routing does
     # anything else with it (forward it, or answer "no route"), and count.
-    "refuse-incoming": ("type filter hook prerouting priority dstnat + 10; policy accept;", ("jump refuse",)),
-    "refuse-local": ("type filter hook output priority -90; policy accept;", ("jump refuse",)),
+    "refuse-incoming": BaseChain("filter", "prerouting", DSTNAT + 10, ("jump refuse",)),
+    "refuse-local": BaseChain("filter", "output", -90, ("jump refuse",)),
     # The heartbeat port takes datagrams from peers' addresses only: a flood from anywhere else costs the agent
     # nothing. (No rate limit per peer: it would let a flood spoofed as a peer silence that peer's real beats.)
-    "heartbeat-in": ("type filter hook input priority filter - 10; policy accept;", ("jump heartbeat",)),
+    "heartbeat-in": BaseChain("filter", "input", -10, ("jump heartbeat",)),
 }
 HEARTBEAT_CHAIN = "heartbeat"
 REFUSE_CHAIN = ("refuse", tuple(
@@ -356,11 +372,20 @@ def _declare(kind_and_body: str) -> str:
     return f"add {kind} {FAMILY} {TABLE} {body}"
 
 
-def full_transaction(new: Ruleset, existing_chains: Iterable[str] = (),
-                     existing_objects: Mapping[str, str] | None = None) -> str:
+@dataclass(frozen=True)
+class ExistingTable:
+    """Our table as the kernel has it, read when adopting it (never on the hot path)."""
+
+    chains: tuple[str, ...] = ()
+    objects: Mapping[str, str] = field(default_factory=dict)  # name -> set, map or counter
+    hooks: Mapping[str, tuple[str, str, int]] = field(default_factory=dict)  # base chain -> (type, hook, priority)
+
+
+def full_transaction(new: Ruleset, existing: ExistingTable = ExistingTable()) -> str:
     """Everything from scratch, adopting a table a previous agent (perhaps an older version) left: declare,
-    flush, refill, and delete the chains and objects (name -> kind) nobody wants any more. Established flows
-    live in conntrack and are untouched; affinity pins that are still wanted are kept."""
+    flush, refill, and delete the chains and objects (name -> kind) nobody wants any more; base chains whose
+    (type, hook, priority) changed are made anew. Established flows live in conntrack and are untouched;
+    affinity pins that are still wanted are kept."""
     lines = [f"add table {FAMILY} {TABLE}"]
     lines += [_declare(decl) for decl in STATIC_SETS]
     lines += [f"flush {decl.split()[0]} {FAMILY} {TABLE} {decl.split()[1]}" for decl in STATIC_SETS]
@@ -368,16 +393,18 @@ def full_transaction(new: Ruleset, existing_chains: Iterable[str] = (),
     lines += [_declare(decl) for decl in new.objects.values()]
     for name in new.chains:
         lines.append(_t("add chain", name))
-    for name, (hook, rules) in BASE_CHAINS.items():
-        lines.append(f"add chain {FAMILY} {TABLE} {name} {{ {hook} }}")
-        lines += _fill_chain(name, rules)
+    for name, chain in BASE_CHAINS.items():
+        if name in existing.hooks and existing.hooks[name] != (chain.type, chain.hook, chain.priority):
+            lines += _remove_chains([name])  # an older agent's: a hook's priority cannot be changed in place
+        lines.append(f"add chain {FAMILY} {TABLE} {name} {{ {chain.declaration} }}")
+        lines += _fill_chain(name, chain.rules)
     for name, rules in new.chains.items():
         lines += _fill_chain(name, rules)
     for name, elements in new.elements.items():
         lines += _element_statements("add", name, elements.items())
-    lines += _remove_chains(sorted(set(existing_chains) - set(new.chains) - set(BASE_CHAINS)))
+    lines += _remove_chains(sorted(set(existing.chains) - set(new.chains) - set(BASE_CHAINS)))
     keep = {*new.objects, *STATIC_SET_NAMES, *STATIC_COUNTERS}
-    for name, kind in sorted((existing_objects or {}).items()):
+    for name, kind in sorted(existing.objects.items()):
         if name not in keep:
             lines.append(_t(f"delete {kind}", name))
     return "\n".join(lines) + "\n"

@@ -21,7 +21,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from portico.dataplane.nft import Nft, NftError
-from portico.dataplane.nftables import NODE, KernelState, Ruleset, full_transaction, incremental_transaction
+from portico.dataplane.nftables import (
+    NODE,
+    ExistingTable,
+    KernelState,
+    Ruleset,
+    full_transaction,
+    incremental_transaction,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,36 +73,36 @@ class Syncer:
             return SyncResult("full", time.monotonic() - start, fallback=True, refused=refused)
 
     async def _full(self) -> dict[object, str]:
-        chains, objects = await self.nft.existing()
+        existing = await self.nft.existing()
         try:
-            await self.nft.apply(full_transaction(self.kernel.ruleset(), chains, objects))
+            await self.nft.apply(full_transaction(self.kernel.ruleset(), existing))
         except NftError as e:
             log.error("full sync refused; finding the fragments the kernel refuses: %s", e)
-            refused = await self._lay_without_refused(chains, objects)
+            refused = await self._lay_without_refused(existing)
         else:
             refused = {}
         self._needs_full = False
         self._changed.clear()
         return refused
 
-    async def _lay_without_refused(self, chains: list[str], objects: dict[str, str]) -> dict[object, str]:
+    async def _lay_without_refused(self, existing: ExistingTable) -> dict[object, str]:
         fragments = dict(self.kernel.fragments)
         node: dict[object, Ruleset] = {NODE: fragments.pop(NODE)} if NODE in fragments else {}
-        refused = await self._checked_out(node, fragments, chains, objects)
+        refused = await self._checked_out(node, fragments, existing)
         kept = {k: f for k, f in fragments.items() if k not in refused}
         try:
-            await self.nft.apply(full_transaction(_ruleset({**node, **kept}), chains, objects))
+            await self.nft.apply(full_transaction(_ruleset({**node, **kept}), existing))
             self._keep_only({**node, **kept})
             return refused
         except NftError as e:  # refused only at commit, where --check does not look
             log.error("refused at commit although each part passed --check; adding changed fragments in halves: %s", e)
         accepted = {**node, **{k: f for k, f in kept.items() if k not in self._changed}}
-        await self.nft.apply(full_transaction(_ruleset(accepted), chains, objects))  # raises: nothing to isolate
+        await self.nft.apply(full_transaction(_ruleset(accepted), existing))  # raises: nothing to isolate
         self._keep_only(accepted)
         return refused | await self._added_in_halves({k: f for k, f in kept.items() if k not in accepted})
 
-    async def _checked_out(self, base: dict[object, Ruleset], candidates: dict[object, Ruleset], chains: list[str],
-                           objects: dict[str, str]) -> dict[object, str]:
+    async def _checked_out(self, base: dict[object, Ruleset], candidates: dict[object, Ruleset],
+                           existing: ExistingTable) -> dict[object, str]:
         """The candidates that `nft --check` refuses next to `base` and the candidates accepted before them."""
         accepted = dict(base)
         refused: dict[object, str] = {}
@@ -103,7 +110,7 @@ class Syncer:
         async def search(group: list[object]) -> None:
             trial = {**accepted, **{k: candidates[k] for k in group}}
             try:
-                await self.nft.check(full_transaction(_ruleset(trial), chains, objects))
+                await self.nft.check(full_transaction(_ruleset(trial), existing))
             except NftError as e:
                 if len(group) == 1:
                     refused[group[0]] = str(e)

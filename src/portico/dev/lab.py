@@ -13,9 +13,10 @@ import httpx2 as httpx
 from portico.announce.bgp import RUN_DIR as BGP_RUN_DIR
 from portico.dev import netns
 from portico.dev.addressing import host_netns
-from portico.dev.controlplane import ControlPlane
+from portico.dev.controlplane import ControlPlane, build_binaries
 from portico.dev.daemons import Daemons
 from portico.dev.install import install_portico
+from portico.dev.kube_proxy import daemon_name, kube_proxy_argv
 from portico.dev.kubelet.pods import SA_MOUNT
 from portico.dev.pki import write_kubeconfig
 from portico.dev.router import BIRD_CONFIG, bird_argv, bird_config
@@ -41,7 +42,7 @@ def _require_root() -> None:
         raise LabError("the lab needs root (network namespaces, veths): run it as root")
 
 
-def up(state_dir: Path, nodes: int, timeout: float = 120.0) -> LabState:
+def up(state_dir: Path, nodes: int, timeout: float = 120.0, kube_proxy: str | None = None) -> LabState:
     require_commands()
     _require_root()
     running = running_lab_dir()
@@ -50,10 +51,11 @@ def up(state_dir: Path, nodes: int, timeout: float = 120.0) -> LabState:
                        f"stop it first: PORTICO_DEV_DIR={running} portico dev down")
     if running is not None:
         state = LabState.load(state_dir)
-        if nodes != state.node_count:
-            print(f"lab already running with {state.node_count} nodes (ignoring --nodes {nodes})", file=sys.stderr)
+        if (nodes, kube_proxy) != (state.node_count, state.kube_proxy):
+            print(f"lab already running with {state.node_count} nodes, kube-proxy {state.kube_proxy or 'none'} "
+                  "(ignoring the options given)", file=sys.stderr)
     else:
-        state = LabState(state_dir, nodes)
+        state = LabState(state_dir, nodes, kube_proxy)
     try:
         _start(state, timeout)
     except BaseException:
@@ -80,6 +82,14 @@ def _start(state: LabState, timeout: float) -> None:
     if not daemons.alive(KUBELET):
         daemons.start(KUBELET, [sys.executable, "-m", "portico.dev.kubelet", "--state-dir", str(state.directory)])
     _wait_for_nodes(state, daemons, deadline)
+    if state.kube_proxy is not None:
+        write_kubeconfig(state.kube_proxy_kubeconfig, server=state.controlplane.api_url,
+                         pki=state.controlplane.pki, identity="kube-proxy")
+        bin_dir = build_binaries()
+        for node in state.topology.nodes:
+            if not daemons.alive(daemon_name(node.name)):
+                daemons.start(daemon_name(node.name), kube_proxy_argv(bin_dir, node.name, state.kube_proxy,
+                                                                      state.kube_proxy_kubeconfig))
     install_portico(state.kubeconfig, deadline)
 
 

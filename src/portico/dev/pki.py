@@ -26,6 +26,7 @@ CLIENTS = {
     "controller-manager": ("system:kube-controller-manager", None),
     "kubelet": ("portico-lab-kubelet", "system:masters"),
     "apiserver-etcd-client": ("kube-apiserver-etcd-client", None),
+    "kube-proxy": ("system:kube-proxy", None),  # bound to system:node-proxier by the default RBAC
 }
 
 

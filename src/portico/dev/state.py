@@ -19,10 +19,14 @@ def default_state_dir() -> Path:
     return Path(os.environ.get("PORTICO_DEV_DIR", ".portico/dev")).resolve()
 
 
+KUBE_PROXY_MODES = ("nftables", "iptables")
+
+
 @dataclass(frozen=True)
 class LabState:
     directory: Path
     node_count: int
+    kube_proxy: str | None = None  # a mode of KUBE_PROXY_MODES: kube-proxy runs on every node beside the agent
 
     @property
     def record(self) -> Path:
@@ -45,12 +49,16 @@ class LabState:
         return self.controlplane.kubeconfig("kubelet")
 
     @property
+    def kube_proxy_kubeconfig(self) -> Path:
+        return self.controlplane.kubeconfig("kube-proxy")
+
+    @property
     def ca_file(self) -> Path:
         return self.controlplane.pki.ca
 
     def save(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.record.write_text(json.dumps({"nodes": self.node_count}) + "\n")
+        self.record.write_text(json.dumps({"nodes": self.node_count, "kubeProxy": self.kube_proxy}) + "\n")
 
     @classmethod
     def load(cls, directory: Path) -> LabState:
@@ -58,4 +66,4 @@ class LabState:
             data = json.loads((directory / "lab.json").read_text())
         except FileNotFoundError as e:
             raise LabError(f"no lab in {directory} (run `portico dev up`)") from e
-        return cls(directory=directory, node_count=int(data["nodes"]))
+        return cls(directory=directory, node_count=int(data["nodes"]), kube_proxy=data.get("kubeProxy"))

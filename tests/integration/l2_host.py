@@ -17,9 +17,9 @@ from portico.announce.announcer import L2Announcer, L2Vip
 
 async def main(vip_text: str, interface: str, address: str) -> None:
     vip = ipaddress.ip_address(vip_text)
-    announcer = L2Announcer("node-a", lambda *event: print(*event, flush=True), lambda: None)
-    announcer.mesh.set_keys((b"k" * 32,))
-    announcer.mesh.set_address(ipaddress.ip_address(address))
+    announcer = L2Announcer("node-a", lambda *event: print(*event, flush=True))
+    announcer.set_keys((b"k" * 32,))
+    announcer.set_node(ipaddress.ip_address(address), {})
     announcer.set_vips({vip: L2Vip(vip, ("t/web",), (interface,), None)}, data_path_ready=True)
     await announcer.run()
 

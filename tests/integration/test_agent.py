@@ -29,8 +29,9 @@ from lightkube.resources.core_v1 import Node as NodeResource
 from lightkube.resources.discovery_v1 import EndpointSlice
 from lightkube.types import PatchType
 
-from portico.agent import agent as agent_module
-from portico.agent.agent import SERVICE_NAME_LABEL, TRIGGER_TIME, Agent
+from portico.agent import forwarding as forwarding_module
+from portico.agent.agent import Agent
+from portico.agent.caches import SERVICE_NAME_LABEL, TRIGGER_TIME
 from portico.api.resources import L2AdvertisementResource
 from portico.dataplane.model import Frontend, FrontendPolicy
 from portico.dataplane.nft import Nft
@@ -149,7 +150,7 @@ async def test_a_service_the_kernel_refuses_is_left_out_and_reported(
         return Ruleset(chains={chain: ("masquerade",)}, elements={
             VIPS[4]: {str(fe.vip): None}, FRONTENDS[4]: {frontend_key(fe): f"goto {chain}"}})
 
-    monkeypatch.setattr(agent_module, "render_frontend", render)
+    monkeypatch.setattr(forwarding_module, "render_frontend", render)
     async with Scope(client) as s:
         await s.pool(["198.18.120.24/29"])
         await s.service("good")
@@ -166,8 +167,9 @@ async def test_a_service_the_kernel_refuses_is_left_out_and_reported(
         assert await wait_until(lambda: kernel_backends(good, 2), 10, "a later change to another Service applied")
         assert await kernel_backends("198.18.120.30") is None
         agent_obj, _ = agent
-        await wait_until(_async(lambda: not agent_obj.frontends_of.get(ipaddress.ip_address("198.18.120.30"))),
-                         5, "the refused frontend left out (so its VIP is not announced for it)")
+        refused = ipaddress.ip_address("198.18.120.30")
+        await wait_until(_async(lambda: not agent_obj.forwarding.frontends_of.get(refused)), 5,
+                         "the refused frontend left out (so its VIP is not announced for it)")
         assert await warnings(s, "good") == []
         condition = await wait_until(lambda: _condition(s, "bad", "portico.io/Forwarding"), 10,
                                      "the Forwarding condition")

@@ -138,6 +138,6 @@ def test_control_plane_build_is_cached() -> None:
     proc = subprocess.run([str(BUILD_SCRIPT)], capture_output=True, text=True, check=True)
     out = Path(proc.stdout.strip())
     assert proc.stderr == ""  # build.sh announces every real build on stderr
-    assert sorted(p.name for p in out.iterdir()) == ["etcd", "kube-apiserver", "kube-controller-manager"]
+    assert sorted(p.name for p in out.iterdir()) == ["etcd", "kube-apiserver", "kube-controller-manager", "kube-proxy"]
     assert f"etcd Version: {ETCD_VERSION}" in subprocess.run([str(out / "etcd"), "--version"], capture_output=True,
                                                             text=True, check=True).stdout

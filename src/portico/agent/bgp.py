@@ -65,18 +65,78 @@ def session_message(state: SessionState | None, problem: str | None, bfd: str | 
     return state.state, f"not established: {NOT_ESTABLISHED_HINT}"
 
 
-class BgpAnnouncements:
-    def __init__(self, client: AsyncClient, node: str, record: Callable[[str, str, str, str], None],
-                 wake: Callable[[], None]) -> None:
+class BgpConfig:
+    """What the BGP side reads from the API: BGPPeer and BGPAdvertisement caches and the peers' passwords
+    (Secrets, re-read every SECRET_SECONDS: the agent may get Secrets, not watch them). `on_change()` marks the
+    agent's view stale, as every informer handler does."""
+
+    def __init__(self, client: AsyncClient, on_change: Callable[[], None]) -> None:
         self.client = client
-        self.node = node
-        self._record = record  # (service, type, reason, message): an Event on the Service
+        self.on_change = on_change
         self.peers = Informer(client, BGPPeerResource, self._on_peer)
         self.advertisements = Informer(client, BGPAdvertisementResource, self._on_advertisement)
         self.peer_specs: dict[str, api.BGPPeerSpec] = {}
         self.advertisement_specs: dict[str, api.BGPAdvertisementSpec] = {}
         self.passwords: dict[str, str] = {}  # BGPPeer -> its password, read from its Secret
         self.secret_problems: dict[str, str] = {}
+        self._peers_changed = asyncio.Event()  # re-read passwords now
+
+    def _on_peer(self, old: Any, new: Any) -> None:
+        if new is None:
+            self.peer_specs.pop(object_key(old), None)
+        else:
+            self.peer_specs[object_key(new)] = decode(new.spec, api.BGPPeerSpec)
+        self._peers_changed.set()
+        self.on_change()
+
+    def _on_advertisement(self, old: Any, new: Any) -> None:
+        if new is None:
+            self.advertisement_specs.pop(object_key(old), None)
+        else:
+            self.advertisement_specs[object_key(new)] = decode(new.spec, api.BGPAdvertisementSpec)
+        self.on_change()
+
+    async def _read_passwords(self) -> tuple[dict[str, str], dict[str, str]]:
+        passwords, problems = {}, {}
+        for name, spec in list(self.peer_specs.items()):
+            ref = spec.passwordSecret
+            if ref is None:
+                continue
+            try:
+                secret = await self.client.get(Secret, ref.name, namespace=ref.namespace)
+            except ApiError as e:
+                problems[name] = f"cannot read password Secret {ref.namespace}/{ref.name}: {e.status.message}"
+                continue
+            value = (secret.data or {}).get(ref.key)
+            if value is None:
+                problems[name] = f"Secret {ref.namespace}/{ref.name} has no key {ref.key!r}"
+            else:
+                passwords[name] = base64.b64decode(value).decode()
+        return passwords, problems
+
+    async def read_secrets_forever(self) -> None:
+        while True:
+            try:
+                passwords, problems = await self._read_passwords()
+            except Exception as e:  # the API unreachable: keep the passwords we have, sessions stay as they are
+                log.warning("password Secrets not re-read: %s", error_text(e))
+                passwords, problems = self.passwords, self.secret_problems
+            if (passwords, problems) != (self.passwords, self.secret_problems):
+                self.passwords, self.secret_problems = passwords, problems
+                self.on_change()
+            self._peers_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._peers_changed.wait(), SECRET_SECONDS)
+
+
+class BgpAnnouncements:
+    """The BGP speaker's consumer: desired sessions and routes (from `update`, after every sync) -> GoBGP and BFD;
+    session states read back for this node's report. It reads no API object itself."""
+
+    def __init__(self, node: str, record: Callable[[str, str, str, str], None]) -> None:
+        self.node = node
+        self._record = record  # (service, type, reason, message): an Event on the Service
+        self.peer_specs: dict[str, api.BGPPeerSpec] = {}  # as last given to `update`
         self.problems: dict[str, str] = {}  # BGPPeer -> why this node has no session with it
         self.advertised: dict[IPAddress, tuple[str, ...]] = {}  # VIP -> its Services, while advertised here
         self.withheld: dict[IPAddress, str] = {}
@@ -85,33 +145,16 @@ class BgpAnnouncements:
         self.bfd = BfdEndpoint()
         self._wanted: tuple[dict[str, Any], dict[Prefix, Route]] = ({}, {})
         self._wake_speaker = asyncio.Event()
-        self._wake_agent = wake
-        self._peers_changed = asyncio.Event()  # re-read passwords now
         self._notifications_at_up: dict[str, int] = {}
 
-    # -- informer callbacks ---------------------------------------------------------------------------
-    def _on_peer(self, old: Any, new: Any) -> None:
-        if new is None:
-            self.peer_specs.pop(object_key(old), None)
-        else:
-            self.peer_specs[object_key(new)] = decode(new.spec, api.BGPPeerSpec)
-        self._peers_changed.set()
-        self._wake_agent()
-
-    def _on_advertisement(self, old: Any, new: Any) -> None:
-        if new is None:
-            self.advertisement_specs.pop(object_key(old), None)
-        else:
-            self.advertisement_specs[object_key(new)] = decode(new.spec, api.BGPAdvertisementSpec)
-        self._wake_agent()
-
     # -- desired state (after every sync) ---------------------------------------------------------------
-    def update(self, *, labels: Mapping[str, str], address: IPAddress | None,
+    def update(self, config: BgpConfig, *, labels: Mapping[str, str], address: IPAddress | None,
                allocations: Mapping[IPAddress, VipOwners], policies_of: Callable[[IPAddress], list[FrontendPolicy]],
                is_local: Callable[[str], bool], data_path_ok: bool) -> None:
-        sessions, problems = bgp_sessions(labels, self.peer_specs, self.passwords)
-        self.problems = {**problems, **{p: m for p, m in self.secret_problems.items() if p in problems}}
-        routes, withheld = bgp_routes(self.node, labels=labels, advertisements=self.advertisement_specs.values(),
+        self.peer_specs = dict(config.peer_specs)
+        sessions, problems = bgp_sessions(labels, self.peer_specs, config.passwords)
+        self.problems = {**problems, **{p: m for p, m in config.secret_problems.items() if p in problems}}
+        routes, withheld = bgp_routes(self.node, labels=labels, advertisements=config.advertisement_specs.values(),
                                       sessions=sessions, allocations=allocations, policies_of=policies_of,
                                       is_local=is_local, data_path_ok=data_path_ok)
         lengths = {(p.version, p.prefixlen) for p in routes}  # a VIP is advertised by its /32, /128 or aggregate
@@ -142,28 +185,10 @@ class BgpAnnouncements:
     # -- running ------------------------------------------------------------------------------------------
     async def run(self) -> None:
         try:
-            await asyncio.gather(self._program_forever(), self._status_forever(), self._secrets_forever())
+            await asyncio.gather(self._program_forever(), self._status_forever())
         finally:
             self.bfd.close()
             await self.speaker.stop()
-
-    async def _read_passwords(self) -> tuple[dict[str, str], dict[str, str]]:
-        passwords, problems = {}, {}
-        for name, spec in list(self.peer_specs.items()):
-            ref = spec.passwordSecret
-            if ref is None:
-                continue
-            try:
-                secret = await self.client.get(Secret, ref.name, namespace=ref.namespace)
-            except ApiError as e:
-                problems[name] = f"cannot read password Secret {ref.namespace}/{ref.name}: {e.status.message}"
-                continue
-            value = (secret.data or {}).get(ref.key)
-            if value is None:
-                problems[name] = f"Secret {ref.namespace}/{ref.name} has no key {ref.key!r}"
-            else:
-                passwords[name] = base64.b64decode(value).decode()
-        return passwords, problems
 
     async def _program_forever(self) -> None:
         while True:
@@ -207,17 +232,3 @@ class BgpAnnouncements:
             state, message = session_message(self.states.get(peer), self.problems.get(peer), bfd)
             out.append({"peer": peer, "state": state, "message": message})
         return out
-
-    async def _secrets_forever(self) -> None:
-        while True:
-            try:
-                passwords, problems = await self._read_passwords()
-            except Exception as e:  # the API unreachable: keep the passwords we have, sessions stay as they are
-                log.warning("password Secrets not re-read: %s", error_text(e))
-                passwords, problems = self.passwords, self.secret_problems
-            if (passwords, problems) != (self.passwords, self.secret_problems):
-                self.passwords, self.secret_problems = passwords, problems
-                self._wake_agent()
-            self._peers_changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._peers_changed.wait(), SECRET_SECONDS)

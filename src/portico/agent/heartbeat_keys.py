@@ -11,12 +11,13 @@ import asyncio
 import base64
 import binascii
 import logging
+from collections.abc import Callable
 
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.resources.core_v1 import Secret
 
-from portico.announce.heartbeat import HEARTBEAT_KEY_SECRET, HeartbeatMesh, usable_keys
+from portico.announce.heartbeat import HEARTBEAT_KEY_SECRET, usable_keys
 from portico.kube.client import error_text
 
 log = logging.getLogger(__name__)
@@ -45,8 +46,11 @@ async def read_heartbeat_keys(client: AsyncClient, namespace: str) -> tuple[tupl
 
 
 class HeartbeatKeys:
-    def __init__(self, client: AsyncClient, namespace: str, mesh: HeartbeatMesh) -> None:
-        self.client, self.namespace, self.mesh = client, namespace, mesh
+    """Reads the keys and hands them on (`use(keys)`: the layer-2 announcer's mesh)."""
+
+    def __init__(self, client: AsyncClient, namespace: str, use: Callable[[tuple[bytes, ...]], None]) -> None:
+        self.client, self.namespace, self.use = client, namespace, use
+        self.keys: tuple[bytes, ...] = ()
         self.problem: str | None = None
 
     async def run(self) -> None:
@@ -59,5 +63,7 @@ class HeartbeatKeys:
                 if problem != self.problem and problem is not None:
                     log.error("%s", problem)
                 self.problem = problem
-                self.mesh.set_keys(keys)
-            await asyncio.sleep(READ_SECONDS if self.mesh.keys else RETRY_SECONDS)
+                if keys != self.keys:
+                    self.keys = keys
+                    self.use(keys)
+            await asyncio.sleep(READ_SECONDS if self.keys else RETRY_SECONDS)

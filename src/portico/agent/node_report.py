@@ -9,9 +9,8 @@ owned by the Node, so the garbage collector removes it with the node.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from lightkube import AsyncClient
@@ -39,19 +38,25 @@ def normalized(status: Mapping[str, Any]) -> dict[str, Any]:
 
 class NodeReporter:
     def __init__(self, client: AsyncClient, node: str, reports: Mapping[str, Any], nodes: Mapping[str, Any],
-                 report: Callable[[], dict[str, Any]]) -> None:
+                 report: Callable[[], dict[str, Any]], *, watched: Sequence[asyncio.Event] = ()) -> None:
+        """`report()` is the wanted status; `watched`: changes worth writing at once (the others are found within
+        REFRESH_SECONDS), each an Event this reporter clears."""
         self.client, self.node, self.reports, self.nodes, self.report = client, node, reports, nodes, report
         self._wake = asyncio.Event()
+        self._watched = (self._wake, *watched)
 
     def wake(self) -> None:
         self._wake.set()
 
     async def run(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), REFRESH_SECONDS)
+            waits = [asyncio.ensure_future(e.wait()) for e in self._watched]
+            await asyncio.wait(waits, timeout=REFRESH_SECONDS, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
             await asyncio.sleep(COALESCE_SECONDS)
-            self._wake.clear()
+            for event in self._watched:
+                event.clear()
             try:
                 await self._converge()
             except Exception as e:  # the API unreachable (our link is down), or a conflict: next round

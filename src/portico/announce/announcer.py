@@ -45,10 +45,10 @@ EventSink = Callable[[str, str, str, str], None]
 
 
 class L2Announcer:
-    def __init__(self, node: str, record: EventSink, on_view: Callable[[], None], *,
-                 heartbeat_port: int = HEARTBEAT_PORT) -> None:
+    def __init__(self, node: str, record: EventSink, *, heartbeat_port: int = HEARTBEAT_PORT) -> None:
         self.node = node
-        self.record, self.on_view = record, on_view
+        self.record = record
+        self.changed = asyncio.Event()  # set when the owners change; whoever reports on them clears it
         self.mesh = HeartbeatMesh(node, self._peer_changed, port=heartbeat_port)
         self.links = LinkWatch(self.recompute)
         self.vips: dict[IPAddress, L2Vip] = {}
@@ -72,6 +72,26 @@ class L2Announcer:
                 responder.close()
 
     # -- inputs ----------------------------------------------------------------------------------------
+    def set_node(self, address: IPAddress | None, peers: dict[str, tuple[IPAddress, int]]) -> None:
+        """This node's InternalIP (heartbeats are sent from it) and the peers running an agent."""
+        self.mesh.set_address(address)
+        self.mesh.set_peers(peers)
+
+    def set_keys(self, keys: tuple[bytes, ...]) -> None:
+        self.mesh.set_keys(keys)
+
+    # -- what it reports ---------------------------------------------------------------------------------
+    @property
+    def heartbeat_port(self) -> int:
+        return self.mesh.port
+
+    def heartbeat_endpoint(self) -> tuple[IPAddress, int] | None:
+        return (self.mesh.address, self.mesh.port) if self.mesh.address is not None else None
+
+    def unreachable(self) -> list[str]:
+        """Peers not heard from (once this node has listened long enough to know)."""
+        return sorted(n for n, p in self.mesh.peers.items() if not p.alive) if self.mesh.settled else []
+
     def set_vips(self, vips: dict[IPAddress, L2Vip], data_path_ready: bool) -> None:
         if vips != self.vips or data_path_ready != self.data_path_ready:
             self.vips, self.data_path_ready = vips, data_path_ready
@@ -132,7 +152,7 @@ class L2Announcer:
         if wait and self._later is None:
             self._later = asyncio.get_running_loop().call_later(wait, self._recompute_later)
         if changed:
-            self.on_view()
+            self.changed.set()
 
     def _recompute_later(self) -> None:
         self._later = None

@@ -155,7 +155,9 @@ def test_a_link_down_drops_the_node_within_a_second_and_recovery_adds_it_back(
         subprocess.run(["ip", "-n", "portico-node-1", "link", "set", "eth0", "down"], check=True)
     try:
         result = probe(lab, vips[family], family, link_down)
-        wait_for(lambda: announced(lab).get(vips[family]) == "node-2", 10, "the Service's condition naming node-2")
+        # Status comes from the controller, which may be on the node just cut off: allow for its standby to take
+        # the lease (15 s) before it can write.
+        wait_for(lambda: announced(lab).get(vips[family]) == "node-2", 30, "the Service's condition naming node-2")
     finally:
         for argv in link_up_commands(plan_lab(len(NODES)).host("node-1")):
             subprocess.run(argv, check=True)

@@ -58,8 +58,12 @@ def test_round_robin_and_source_ranges_get_a_chain_of_their_own() -> None:
     assert rs.elements["frontends4"] == {"198.18.100.1 . tcp . 80": f"goto {chain}"}
     assert rs.objects == {"dropped-198-18-100-1-tcp-80": "counter dropped-198-18-100-1-tcp-80"}
     assert rs.chains[chain] == (
-        'ip saddr != { 198.18.0.0/24 } counter name "dropped-198-18-100-1-tcp-80" drop',
+        'ip saddr != { 198.18.0.0/24 } counter name "dropped-198-18-100-1-tcp-80" drop',  # the node's own clients
         "meta l4proto tcp dnat ip to ip daddr . th dport . numgen inc mod 2 map @backends4_tcp")
+    # Incoming traffic is filtered before any NAT, by a chain of its own the filter hook reaches.
+    assert rs.elements["source_filters4"] == {"198.18.100.1 . tcp . 80": "goto src-198-18-100-1-tcp-80"}
+    assert rs.chains["src-198-18-100-1-tcp-80"] == (
+        'ip saddr != { 198.18.0.0/24 } counter name "dropped-198-18-100-1-tcp-80" drop',)
 
 
 def test_source_ranges_of_the_other_family_only_drop_everyone() -> None:

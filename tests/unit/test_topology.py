@@ -45,7 +45,8 @@ def test_nodes_have_distinct_pod_cidrs_and_route_to_each_other() -> None:
     node2 = topology.host("node-2")
     assert {str(r.destination) for r in node2.routes} == {
         "198.19.1.0/24", "198.19.3.0/24", "fd00:198:18:101::/64", "fd00:198:18:103::/64",
-        "198.18.1.0/24", "fd00:198:18:1::/64"}  # answers to the client's segment go through the router
+        "198.18.1.0/24", "fd00:198:18:1::/64",  # answers to the client's segment go through the router
+        "198.18.192.0/18", "fd00:198:18:ff::/108"}  # ClusterIPs: to the router, which has no route for them
     assert {str(r.via) for r in node2.routes if r.destination.prefixlen in (24, 64) and r.destination in (
         a.CLIENT_NET_V4, a.CLIENT_NET_V6)} == {"198.18.0.2", "fd00:198:18::2"}
     assert node2.forwarding and not topology.host("client").forwarding
@@ -85,4 +86,4 @@ def test_bringing_a_link_back_restores_the_routes_the_kernel_dropped() -> None:
     assert cmds[0] == ["ip", "-n", "portico-node-2", "link", "set", "eth0", "up"]
     restored = {argv[argv.index("replace") + 1] for argv in cmds[1:]}
     assert restored == {"198.19.1.0/24", "198.19.3.0/24", "fd00:198:18:101::/64", "fd00:198:18:103::/64",
-                        "198.18.1.0/24", "fd00:198:18:1::/64"}
+                        "198.18.1.0/24", "fd00:198:18:1::/64", "198.18.192.0/18", "fd00:198:18:ff::/108"}

@@ -43,6 +43,7 @@ BACKENDS = {(v, proto): f"backends{v}_{proto}" for v in (4, 6) for proto in PROT
 VIPS = {4: "vips4", 6: "vips6"}
 LOCAL_PODS = {4: "local_pods4", 6: "local_pods6"}
 FRONTEND_COUNTERS = {4: "frontend_counters4", 6: "frontend_counters6"}
+SOURCE_FILTERS = {4: "source_filters4", 6: "source_filters6"}  # frontend -> its loadBalancerSourceRanges chain
 REFUSED = {4: "refused4", 6: "refused6"}  # named counters
 HEARTBEAT_PEERS = {4: "heartbeat_peers4", 6: "heartbeat_peers6"}
 HEARTBEATS_DROPPED = "heartbeats_dropped"  # named counter
@@ -53,6 +54,7 @@ STATIC_SETS = tuple(
     line for v in (4, 6) for line in (
         f"map {FRONTENDS[v]} {{ type {ADDR_TYPE[v]} . inet_proto . inet_service : verdict; }}",
         f"set {FRONTEND_COUNTERS[v]} {{ type {ADDR_TYPE[v]} . inet_proto . inet_service; counter; }}",
+        f"map {SOURCE_FILTERS[v]} {{ type {ADDR_TYPE[v]} . inet_proto . inet_service : verdict; }}",
         # One per protocol: nft derives the DNAT's protocol from the value's type (`th` cannot be re-read).
         *(f"map {BACKENDS[v, proto]} {{ typeof {IP[v]} daddr . th dport . numgen random mod 1 : "
           f"{IP[v]} daddr . {proto} dport; }}" for proto in PROTOCOLS),
@@ -77,9 +79,12 @@ class BaseChain:
 
 DSTNAT, SRCNAT = -100, 100
 BASE_CHAINS: dict[str, BaseChain] = {
-    # Before NAT, so the destination is still the VIP: counts every packet of every flow (client -> VIP).
-    "count-incoming": BaseChain("filter", "prerouting", DSTNAT - 10, tuple(
-        f"{IP[v]} daddr . meta l4proto . th dport @{FRONTEND_COUNTERS[v]}" for v in (4, 6))),
+    # Before anyone's NAT and filtering (kube-proxy filters at dstnat - 10): counts every packet of every flow
+    # (client -> VIP), and drops what loadBalancerSourceRanges does not allow, counted per frontend.
+    "count-incoming": BaseChain("filter", "prerouting", DSTNAT - 15, tuple(
+        rule for v in (4, 6) for rule in (
+            f"{IP[v]} daddr . meta l4proto . th dport @{FRONTEND_COUNTERS[v]}",
+            f"{IP[v]} daddr . meta l4proto . th dport vmap @{SOURCE_FILTERS[v]}"))),
     # Just before dstnat, where kube-proxy (both modes) and most others DNAT: the first NAT chain that binds a
     # connection is the only one the kernel runs for it, so a VIP's flows are Portico's even where kube-proxy
     # also programs the Service's LoadBalancer IP (ipMode VIP). docs/dataplane.md#kube-proxy
@@ -154,6 +159,11 @@ def dnat_rule(family: int, protocol: str, algorithm: Algorithm, n: int) -> str:
             f"map @{BACKENDS[family, protocol]}")
 
 
+def source_chain(fe: Frontend) -> str:
+    """The chain that drops what a frontend's source ranges do not allow, before any NAT."""
+    return f"src-{allocation_name(fe.vip)}-{fe.protocol}-{fe.port}"
+
+
 def dropped_counter(fe: Frontend) -> str:
     """The named counter of what a frontend's source ranges drop."""
     return f"dropped-{allocation_name(fe.vip)}-{fe.protocol}-{fe.port}"
@@ -174,7 +184,10 @@ def render_frontend(fe: Frontend, policy: FrontendPolicy) -> Ruleset:
         objects[counter] = f"counter {counter}"
         allowed = ", ".join(str(r) for r in policy.source_ranges if r.version == v)
         match = f"{IP[v]} saddr != {{ {allowed} }} " if allowed else ""  # only the other family's: drop all
-        own.append(f'{match}counter name "{counter}" drop')
+        drop = f'{match}counter name "{counter}" drop'
+        chains[source_chain(fe)] = (drop,)  # incoming, before any DNAT (ours or kube-proxy's)
+        elements[SOURCE_FILTERS[v]] = {key: f"goto {source_chain(fe)}"}
+        own.append(drop)  # the node's own connections, which only the nat output hook sees
     if policy.affinity_timeout is not None:
         rules, per_backend = _affinity(fe, policy.algorithm, policy.affinity_timeout, table)
         own += rules

@@ -114,10 +114,13 @@ def plan_lab(node_count: int) -> LabTopology:
                 Route(a.BGP_VIPS_V6, gateway_v6, CLIENT_WIRE_IFACE)),
     )
     back_to_client = (Route(a.CLIENT_NET_V4, router_v4), Route(a.CLIENT_NET_V6, router_v6))
+    # A route for ClusterIPs, so a node's own connections to one get as far as the output hook, where kube-proxy
+    # (when the lab runs it) DNATs them; without kube-proxy they end at the router, which has no route for them.
+    cluster_ips = (Route(a.SERVICE_CIDR_V4, router_v4), Route(a.SERVICE_CIDR_V6, router_v6))
     node_hosts = tuple(
         LabHost(
             name=n.name, netns=a.host_netns(n.name), iface=LAB_IFACE, addresses=_lan_interfaces(n.lan_v4, n.lan_v6),
-            routes=(*_pod_routes(nodes, skip=n.index), *back_to_client), forwarding=True, pods=n,
+            routes=(*_pod_routes(nodes, skip=n.index), *back_to_client, *cluster_ips), forwarding=True, pods=n,
         )
         for n in nodes
     )

@@ -1,5 +1,6 @@
-"""The agent's BGP side: BGPPeer/BGPAdvertisement caches -> desired sessions and routes -> GoBGP; session
-states -> this node's report (`session_reports`, in its PorticoNode; the controller writes BGPPeer status).
+"""The agent's BGP side: `BgpConfig` (BGPPeer/BGPAdvertisement caches and the peers' passwords, part of the
+agent's caches) and `BgpAnnouncements` (the consumer: desired sessions and routes -> GoBGP and BFD; session
+states -> this node's report, `session_reports`, in its PorticoNode; the controller writes BGPPeer status).
 
 The desired state is recomputed after every data-path sync (like layer 2); the speaker is programmed by a
 task of its own, so a slow gRPC call never holds up the rules. A route is withdrawn as soon as this node

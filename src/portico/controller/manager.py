@@ -43,6 +43,7 @@ COMPONENT = "portico-controller"  # the source of our Events
 SERVICE, POOL = "service", "pool"
 POOL_STATUS_DELAY = 1.0  # coalesce usage updates of a pool under a burst of allocations
 ORPHAN_SWEEP_INTERVAL = 60.0
+REPORT_DEFER_SECONDS = 0.5
 EVENTS_QUEUED = 20_000
 Item = tuple[str, str]
 
@@ -75,6 +76,7 @@ class Controller:
             client, self.events, self.services.cache, self.reports.cache, self.nodes.cache, self.peers.cache,
             self.l2_advertisements.cache, self.bgp_advertisements.cache, self._vips_of)
         self._default_class = default_class
+        self._parked_reports: set[str] = set()  # Service reports put off while addresses are being written
 
     # -- informer callbacks: update the mirror, enqueue keys; never block ---------------------------------
     def _on_service(self, old: Any, new: Any) -> None:
@@ -177,7 +179,16 @@ class Controller:
                 self.l2_advertisements, self.bgp_advertisements]
 
     async def _reconcile(self) -> None:
-        await asyncio.gather(*(self._worker() for _ in range(self.workers)), self._sweep_orphans_forever())
+        await asyncio.gather(*(self._worker() for _ in range(self.workers)), self._sweep_orphans_forever(),
+                             self._unpark_reports_forever())
+
+    async def _unpark_reports_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REPORT_DEFER_SECONDS)
+            if self._parked_reports and not len(self.queue):
+                keys, self._parked_reports = self._parked_reports, set()
+                for key in keys:
+                    self.queue.add((SERVICE_REPORT, key))
 
     async def _worker(self) -> None:
         while True:
@@ -188,6 +199,10 @@ class Controller:
                     await self.service_reconciler.reconcile(key)
                 elif kind == POOL:
                     await self.pool_reconciler.reconcile(key)
+                elif kind == SERVICE_REPORT and len(self.queue):
+                    # Addresses first: under a burst, what the nodes report about a Service waits until the
+                    # queue has drained (as Events do), so it costs the allocations nothing.
+                    self._parked_reports.add(key)
                 else:
                     await self.report_reconciler.reconcile(kind, key)
                 self.queue.forget(item)

@@ -44,6 +44,7 @@ SERVICE, POOL = "service", "pool"
 POOL_STATUS_DELAY = 1.0  # coalesce usage updates of a pool under a burst of allocations
 ORPHAN_SWEEP_INTERVAL = 60.0
 REPORT_DEFER_SECONDS = 0.5
+REPORT_PARK_MAX_SECONDS = 10.0  # under work that never lets the queue drain, reports still get their turn
 EVENTS_QUEUED = 20_000
 Item = tuple[str, str]
 
@@ -77,6 +78,7 @@ class Controller:
             self.l2_advertisements.cache, self.bgp_advertisements.cache, self._vips_of)
         self._default_class = default_class
         self._parked_reports: set[str] = set()  # Service reports put off while addresses are being written
+        self._due_reports: set[str] = set()  # put off for long enough: reconciled even while the queue is busy
 
     # -- informer callbacks: update the mirror, enqueue keys; never block ---------------------------------
     def _on_service(self, old: Any, new: Any) -> None:
@@ -183,10 +185,15 @@ class Controller:
                              self._unpark_reports_forever())
 
     async def _unpark_reports_forever(self) -> None:
+        """Parked reports go back once the queue has drained, or after REPORT_PARK_MAX_SECONDS of steady work."""
+        parked_for = 0.0
         while True:
             await asyncio.sleep(REPORT_DEFER_SECONDS)
-            if self._parked_reports and not len(self.queue):
-                keys, self._parked_reports = self._parked_reports, set()
+            parked_for = parked_for + REPORT_DEFER_SECONDS if self._parked_reports else 0.0
+            if self._parked_reports and (not len(self.queue) or parked_for >= REPORT_PARK_MAX_SECONDS):
+                keys, self._parked_reports, parked_for = self._parked_reports, set(), 0.0
+                if len(self.queue):
+                    self._due_reports |= keys  # waited long enough: not parked again
                 for key in keys:
                     self.queue.add((SERVICE_REPORT, key))
 
@@ -199,11 +206,12 @@ class Controller:
                     await self.service_reconciler.reconcile(key)
                 elif kind == POOL:
                     await self.pool_reconciler.reconcile(key)
-                elif kind == SERVICE_REPORT and len(self.queue):
+                elif kind == SERVICE_REPORT and len(self.queue) and key not in self._due_reports:
                     # Addresses first: under a burst, what the nodes report about a Service waits until the
                     # queue has drained (as Events do), so it costs the allocations nothing.
                     self._parked_reports.add(key)
                 else:
+                    self._due_reports.discard(key)
                     await self.report_reconciler.reconcile(kind, key)
                 self.queue.forget(item)
             except Conflict as e:

@@ -43,8 +43,7 @@ COMPONENT = "portico-controller"  # the source of our Events
 SERVICE, POOL = "service", "pool"
 POOL_STATUS_DELAY = 1.0  # coalesce usage updates of a pool under a burst of allocations
 ORPHAN_SWEEP_INTERVAL = 60.0
-REPORT_DEFER_SECONDS = 0.5
-REPORT_PARK_MAX_SECONDS = 10.0  # under work that never lets the queue drain, reports still get their turn
+REPORT_DEFER_SECONDS = 0.1
 EVENTS_QUEUED = 20_000
 Item = tuple[str, str]
 
@@ -185,17 +184,20 @@ class Controller:
                              self._unpark_reports_forever())
 
     async def _unpark_reports_forever(self) -> None:
-        """Parked reports go back once the queue has drained, or after REPORT_PARK_MAX_SECONDS of steady work."""
-        parked_for = 0.0
+        """Parked reports go back all at once when the queue has drained; while it is busy, one every
+        REPORT_DEFER_SECONDS (as Events yield), so none waits forever under steady work."""
         while True:
             await asyncio.sleep(REPORT_DEFER_SECONDS)
-            parked_for = parked_for + REPORT_DEFER_SECONDS if self._parked_reports else 0.0
-            if self._parked_reports and (not len(self.queue) or parked_for >= REPORT_PARK_MAX_SECONDS):
-                keys, self._parked_reports, parked_for = self._parked_reports, set(), 0.0
-                if len(self.queue):
-                    self._due_reports |= keys  # waited long enough: not parked again
-                for key in keys:
-                    self.queue.add((SERVICE_REPORT, key))
+            if not self._parked_reports:
+                continue
+            if len(self.queue):
+                key = self._parked_reports.pop()
+                self._due_reports.add(key)  # its turn: not parked again
+                self.queue.add((SERVICE_REPORT, key))
+                continue
+            keys, self._parked_reports = self._parked_reports, set()
+            for key in keys:
+                self.queue.add((SERVICE_REPORT, key))
 
     async def _worker(self) -> None:
         while True:

@@ -12,6 +12,7 @@ import socket
 import struct
 import subprocess
 from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -69,18 +70,23 @@ class LinkWatch:
         self.on_change()
 
 
+def _links() -> list[dict[str, Any]]:
+    """`ip -j addr show` in this network namespace: every link with its addresses."""
+    out = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True, check=False).stdout
+    links: list[dict[str, Any]] = json.loads(out or "[]")
+    return links
+
+
 def connected_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     """The networks of this namespace's addresses: a peer inside one shares a segment with us."""
-    out = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True, check=False).stdout
     return [ipaddress.ip_network((a["local"], a["prefixlen"]), strict=False)
-            for link in json.loads(out or "[]") for a in link.get("addr_info", [])
+            for link in _links() for a in link.get("addr_info", [])
             if a.get("scope") != "host" and "local" in a and "prefixlen" in a]
 
 
 def interface_with_address(address: str) -> str | None:
     """The interface holding `address` in this network namespace (where the node's InternalIP lives)."""
-    out = subprocess.run(["ip", "-j", "addr", "show"], capture_output=True, text=True, check=False).stdout
-    for link in json.loads(out or "[]"):
+    for link in _links():
         if any(a.get("local") == address for a in link.get("addr_info", [])):
             return str(link["ifname"])
     return None

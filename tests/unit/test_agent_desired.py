@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 from lightkube.models.core_v1 import Service
 from lightkube.models.discovery_v1 import EndpointSlice
 
-from portico.agent.desired import ENDPOINT_WEIGHTS, LB_ALGORITHM, Weights, service_frontends, weights
+from portico.agent.desired import Weights, service_frontends, weights
 from portico.dataplane.model import Algorithm, Backend, Frontend
+from portico.policy.traffic import ENDPOINT_WEIGHTS, LB_ALGORITHM
 
 ip = ipaddress.ip_address
 VIP4, VIP6 = ip("198.18.100.1"), ip("fd00:198:18:f00::1")
@@ -138,3 +139,30 @@ def test_the_weights_parser_never_raises_and_is_all_or_nothing(text: str) -> Non
     assert all(0 <= w <= 100 for _, _, w in parsed.rules) and 0 <= parsed.default <= 100
     if problems:
         assert parsed == Weights() and len(problems) == 1
+
+
+def policy(**fields: Any) -> Any:
+    import msgspec
+
+    from portico.api.v1alpha1 import TrafficPolicySpec
+    return msgspec.convert({"targetRefs": [{"kind": "Service", "name": "web"}], **fields}, TrafficPolicySpec)
+
+
+def test_a_policy_replaces_the_annotations_and_session_affinity() -> None:
+    service = svc({LB_ALGORITHM: "random", ENDPOINT_WEIGHTS: "default=5"}, sessionAffinity="ClientIP")
+    slices = [eps(ep("198.19.1.2", pod="web-canary-1"), ep("198.19.1.3"))]
+    governed = policy(loadBalancing={"algorithm": "maglev", "hashKey": "FiveTuple",
+                                     "weights": [{"kind": "Pod", "name": "web-canary-", "weight": 3}]},
+                      persistence={"timeout": "90s", "ipv4PrefixLength": 24, "ipv6PrefixLength": 128})
+    out = service_frontends(service, [VIP4, VIP6], slices, "node-1", governed)
+    web = out.frontends[Frontend(VIP4, "tcp", 80)]
+    assert web.algorithm == Algorithm.MAGLEV_5TUPLE and web.affinity_timeout == 90 and web.affinity_prefix == 24
+    assert [b.weight for b in web.backends] == [3, 1]  # the policy's weights, not the annotation's default=5
+    assert out.problems == []
+    unpinned = service_frontends(svc(), [VIP4], slices, "node-1", policy(loadBalancing={"algorithm": "round-robin"}))
+    rr = unpinned.frontends[Frontend(VIP4, "tcp", 80)]
+    assert rr.algorithm == Algorithm.ROUND_ROBIN and rr.affinity_timeout is None and rr.affinity_prefix is None
+    # a policy without loadBalancing leaves the annotations in force
+    kept = service_frontends(service, [VIP4], slices, "node-1", policy(persistence={}))
+    assert kept.frontends[Frontend(VIP4, "tcp", 80)].backends[0].weight == 1  # default=5 in lowest terms
+    assert kept.frontends[Frontend(VIP4, "tcp", 80)].affinity_timeout == 10800

@@ -99,6 +99,14 @@ def test_client_ip_affinity_pins_per_backend_with_timed_sets() -> None:
     assert rs.elements["backends4_tcp"] == {}  # its own chains instead of the shared map
 
 
+def test_a_persistence_mask_pins_the_client_network() -> None:
+    rs = render(state(web=FrontendPolicy("a/web", pods(2), affinity_timeout=60, affinity_prefix=24)))
+    aff = "aff-198-18-100-1-tcp-80-198-19-1-2-8080-60-24"  # the prefix in the name: its pins are its own
+    assert rs.chains["fe-198-18-100-1-tcp-80"][0] == (
+        f"ip saddr & 255.255.255.0 @{aff} goto be-198-18-100-1-tcp-80-198-19-1-2-8080")
+    assert rs.chains["be-198-18-100-1-tcp-80-198-19-1-2-8080"][0] == f"update @{aff} {{ ip saddr & 255.255.255.0 }}"
+
+
 def test_losing_a_backend_drops_its_pins_and_keeps_the_others() -> None:
     k = kernel(web=FrontendPolicy("a/web", pods(2, 3), affinity_timeout=60))
     delta = k.apply({WEB: render_frontend(WEB, FrontendPolicy("a/web", pods(2), affinity_timeout=60))})

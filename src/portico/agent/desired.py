@@ -6,7 +6,8 @@ What a platform engineer expects from the Service spec, as kube-proxy does it:
   * only ready endpoints take new flows (terminating ones keep theirs through conntrack);
   * externalTrafficPolicy Local: this node's endpoints only (and the client address is kept);
   * loadBalancerSourceRanges, sessionAffinity ClientIP, and the `portico.io/lb-algorithm` annotation;
-  * endpoint weights from the `portico.io/endpoint-weights` annotation (`weights()` below).
+  * endpoint weights from the `portico.io/endpoint-weights` annotation (`weights()` below);
+  * the TrafficPolicy governing the Service, whose sections replace those shortcuts (`portico.policy.traffic`).
 What cannot be honoured is reported as a problem, never raised: the rest of the Service still works.
 """
 
@@ -21,14 +22,19 @@ from dataclasses import dataclass, field
 from lightkube.models.core_v1 import Service
 from lightkube.models.discovery_v1 import EndpointSlice
 
+from portico.api import v1alpha1 as api
 from portico.dataplane.model import Algorithm, Backend, Frontend, FrontendPolicy, IPNetwork
 from portico.ipam.blocks import IPAddress
+from portico.policy.traffic import (
+    DEFAULT_AFFINITY_TIMEOUT,
+    ENDPOINT_WEIGHTS,
+    LB_ALGORITHM,
+    algorithm_name,
+    persistence_timeout,
+)
 
-LB_ALGORITHM = "portico.io/lb-algorithm"
-ENDPOINT_WEIGHTS = "portico.io/endpoint-weights"
 MAX_WEIGHT = 100  # a weight is a number of slots: keep tables small
 WEIGHT_KEYS = ("pod", "node", "zone")  # most specific first
-DEFAULT_AFFINITY_TIMEOUT = 10800  # Kubernetes' default for sessionAffinity ClientIP
 FAMILY_OF_ADDRESS_TYPE = {"IPv4": 4, "IPv6": 6}
 
 
@@ -38,7 +44,9 @@ class ServiceFrontends:
     problems: list[str] = field(default_factory=list)  # for an event on the Service and a metric
 
 
-def _algorithm(svc: Service, problems: list[str]) -> Algorithm:
+def _algorithm(svc: Service, lb: api.LoadBalancing | None, problems: list[str]) -> Algorithm:
+    if lb is not None:
+        return Algorithm(algorithm_name(lb))
     value = ((svc.metadata.annotations if svc.metadata else None) or {}).get(LB_ALGORITHM)
     if value is None:
         return Algorithm.RANDOM
@@ -68,6 +76,10 @@ class Weights:
             if matches:
                 return max(matches)[1]
         return self.default
+
+
+def policy_weights(lb: api.LoadBalancing) -> Weights:
+    return Weights(tuple((w.kind.lower(), w.name, w.weight) for w in lb.weights), lb.defaultWeight)
 
 
 def weights(text: str | None, problems: list[str]) -> Weights:
@@ -102,23 +114,32 @@ def _source_ranges(ranges: Iterable[str], problems: list[str]) -> tuple[IPNetwor
     return tuple(out)
 
 
+def _persistence(spec: object, persistence: api.Persistence | None) -> tuple[int | None, dict[int, int]]:
+    """Seconds a client stays with its backend (None: not pinned), and the client prefix length per family."""
+    if persistence is not None:
+        return persistence_timeout(persistence), {4: persistence.ipv4PrefixLength, 6: persistence.ipv6PrefixLength}
+    if getattr(spec, "sessionAffinity", None) != "ClientIP":
+        return None, {}
+    config = getattr(spec, "sessionAffinityConfig", None)
+    timeout = config.clientIP.timeoutSeconds if config and config.clientIP else None
+    return timeout or DEFAULT_AFFINITY_TIMEOUT, {}
+
+
 def service_frontends(svc: Service, vips: Iterable[IPAddress], slices: Iterable[EndpointSlice],
-                      node: str) -> ServiceFrontends:
+                      node: str, policy: api.TrafficPolicySpec | None = None) -> ServiceFrontends:
     spec, meta = svc.spec, svc.metadata
     assert spec is not None and meta is not None
     result = ServiceFrontends()
     name = f"{meta.namespace}/{meta.name}"
-    algorithm = _algorithm(svc, result.problems)
+    lb = policy.loadBalancing if policy is not None else None
+    algorithm = _algorithm(svc, lb, result.problems)
     ranges = _source_ranges(spec.loadBalancerSourceRanges or [], result.problems)
     if any(r.prefixlen == 0 for r in ranges):
         ranges = ()  # one that allows everyone: no filtering
-    affinity = None
-    if spec.sessionAffinity == "ClientIP":
-        config = spec.sessionAffinityConfig
-        timeout = config.clientIP.timeoutSeconds if config and config.clientIP else None
-        affinity = timeout or DEFAULT_AFFINITY_TIMEOUT
+    affinity, prefix = _persistence(spec, policy.persistence if policy is not None else None)
     local_only = spec.externalTrafficPolicy == "Local"
-    weight_of = weights((meta.annotations or {}).get(ENDPOINT_WEIGHTS), result.problems)
+    weight_of = (policy_weights(lb) if lb is not None
+                 else weights((meta.annotations or {}).get(ENDPOINT_WEIGHTS), result.problems))
     slices = list(slices)
     unresolved: set[str] = set()
     for port in spec.ports or []:
@@ -131,10 +152,15 @@ def service_frontends(svc: Service, vips: Iterable[IPAddress], slices: Iterable[
                     continue
                 result.frontends[Frontend(vip, protocol, port.port)] = FrontendPolicy(
                     service=name, backends=backends, algorithm=algorithm, source_ranges=ranges,
-                    affinity_timeout=affinity, terminating=draining)
+                    affinity_timeout=affinity, affinity_prefix=_full_is_none(prefix.get(family), family),
+                    terminating=draining)
     for port_name in sorted(unresolved):
         result.problems.append(f"port {port_name or '(unnamed)'}: some endpoints have no such port; skipped")
     return result
+
+
+def _full_is_none(prefix: int | None, family: int) -> int | None:
+    return None if prefix is None or prefix == (32 if family == 4 else 128) else prefix
 
 
 def _backends(slices: list[EndpointSlice], family: int, *, port_name: str, protocol: str, local_only: bool,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, TypeVar
 
 import msgspec
-from lightkube.generic_resource import create_global_resource
+from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 
 from portico.api import v1alpha1 as api
 
@@ -18,6 +18,8 @@ BGPPeerResource = create_global_resource(api.GROUP, api.VERSION, api.BGPPeer.KIN
 BGPAdvertisementResource = create_global_resource(api.GROUP, api.VERSION, api.BGPAdvertisement.KIND,
                                                   api.BGPAdvertisement.PLURAL)
 PorticoNodeResource = create_global_resource(api.GROUP, api.VERSION, api.PorticoNode.KIND, api.PorticoNode.PLURAL)
+TrafficPolicyResource = create_namespaced_resource(api.GROUP, api.VERSION, api.TrafficPolicy.KIND,
+                                                   api.TrafficPolicy.PLURAL)
 
 T = TypeVar("T")
 

@@ -313,6 +313,176 @@ class PorticoNode(Struct, omit_defaults=True):
     status: PorticoNodeStatus | None = None
 
 
+# -- TrafficPolicy -------------------------------------------------------------------------------------
+# Durations are Gateway API Durations (GEP-2257); CEL's duration() reads the same strings, so the schema
+# can compare them.
+Duration = Annotated[str, Meta(max_length=20, pattern=r"^([0-9]{1,5}(h|m|s|ms)){1,4}$",
+                               description="A duration such as 1s, 500ms or 1m30s (Gateway API Duration).")]
+StatusRange = Annotated[str, Meta(max_length=7, pattern=r"^[1-5][0-9]{2}(-[1-5][0-9]{2})?$",
+                                  description="An HTTP status code (200) or an inclusive range (200-399).")]
+TRAFFIC_POLICY_CONTROLLER = "portico.io/traffic-policy-controller"
+
+
+class PolicyTargetRef(Struct, omit_defaults=True):
+    """Gateway API LocalPolicyTargetReference: an object in the policy's own namespace."""
+
+    kind: Literal["Service"]
+    name: Name
+    group: Literal[""] = ""  # the core API group
+
+
+class EndpointWeight(Struct, omit_defaults=True):
+    """Endpoints matched by pod-name prefix, node or zone take `weight` slots (0: no new flows, a drain)."""
+
+    kind: Literal["Pod", "Node", "Zone"]
+    name: Annotated[str, Meta(min_length=1, max_length=253)]
+    weight: Annotated[int, Meta(ge=0, le=100)]
+
+
+class LoadBalancing(Struct, omit_defaults=True):
+    algorithm: Annotated[Literal["random", "round-robin", "maglev"], Meta(description=(
+        "How a new flow picks its backend: random; round-robin (per node); maglev, a consistent hash that sends "
+        "a client to the same backend from every node and moves few clients when backends change."))] = "random"
+    hashKey: Annotated[Literal["ClientAddress", "FiveTuple"], Meta(description=(
+        "What maglev hashes: the client address (a client keeps its backend) or the whole flow."))] = "ClientAddress"
+    weights: Annotated[list[EndpointWeight], Meta(max_length=64, description=(
+        "Most specific match wins: a pod-name prefix (the longest), then node, then zone, else defaultWeight."))] = (
+        field(default_factory=list))
+    defaultWeight: Annotated[int, Meta(ge=0, le=100)] = 1
+
+
+class Persistence(Struct, omit_defaults=True):
+    """Client-address persistence in the kernel: a client's new flows follow its first one for `timeout`.
+    A prefix length below the address length makes a whole network of clients one client (a persistence mask)."""
+
+    type: Literal["ClientAddress"] = "ClientAddress"
+    timeout: Duration = "3h"
+    ipv4PrefixLength: Annotated[int, Meta(ge=1, le=32)] = 32
+    ipv6PrefixLength: Annotated[int, Meta(ge=1, le=128)] = 128
+
+
+class HTTPHealthCheck(Struct, omit_defaults=True):
+    method: Literal["GET", "HEAD", "POST", "PUT", "OPTIONS"] = "GET"
+    path: Annotated[str, Meta(max_length=1024, pattern=r"^/[\x21-\x7e]*$")] = "/"
+    host: Annotated[str, Meta(max_length=253, description="The Host header (and TLS server name); empty: the "
+                                                          "endpoint's address.")] = ""
+    expectedStatuses: Annotated[list[StatusRange], Meta(min_length=1, max_length=16)] = field(
+        default_factory=lambda: ["200-399"])
+    bodyContains: Annotated[str, Meta(max_length=1024, description="Healthy only if the first 64 KiB of the "
+                                                                   "body contain this text.")] = ""
+
+
+class UDPHealthCheck(Struct, omit_defaults=True):
+    send: Annotated[str, Meta(min_length=1, max_length=512, description="The datagram's payload.")]
+    expect: Annotated[str, Meta(max_length=512, description="Healthy only if the reply contains this; empty: "
+                                                            "any reply. No reply or an ICMP error is down.")] = ""
+
+
+class HealthCheck(Struct, omit_defaults=True):
+    """An active monitor: every `interval` each agent probes the endpoints on its own node; `unhealthyThreshold`
+    failures in a row take one out of rotation on every node, `healthyThreshold` successes bring it back."""
+
+    type: Literal["TCP", "HTTP", "HTTPS", "UDP", "ICMP"]
+    port: Annotated[int, Meta(ge=1, le=65535, description="Default: the endpoint's target port.")] | None = None
+    interval: Annotated[Duration, Meta(extra_json_schema=cel(
+        "duration(self) >= duration('100ms') && duration(self) <= duration('5m')",
+        "must be between 100ms and 5m"))] = "1s"
+    timeout: Duration = "500ms"
+    healthyThreshold: Annotated[int, Meta(ge=1, le=20)] = 2
+    unhealthyThreshold: Annotated[int, Meta(ge=1, le=20)] = 3
+    http: HTTPHealthCheck | None = None  # type HTTP or HTTPS
+    udp: UDPHealthCheck | None = None  # type UDP
+    whenNoneHealthy: Annotated[Literal["Reject", "Withdraw"], Meta(description=(
+        "Reject: new flows are refused at once (TCP reset, ICMP unreachable). Withdraw: no node announces the "
+        "VIP, so BGP routers send clients elsewhere."))] = "Reject"
+
+
+def _when_checked(rule: str, message: str, field_path: str) -> dict[str, str]:
+    return {"rule": f"!has(self.healthCheck) || ({rule})", "message": message,
+            "fieldPath": f".healthCheck{field_path}"}
+
+
+# On the spec (the API server drops validations on an optional object's own schema here): guarded by has().
+TRAFFIC_POLICY_RULES = [
+    {"rule": "!has(self.loadBalancing) || self.loadBalancing.hashKey == 'ClientAddress' || "
+             "self.loadBalancing.algorithm == 'maglev'", "message": "hashKey applies to algorithm maglev only",
+     "fieldPath": ".loadBalancing.hashKey"},
+    _when_checked("duration(self.healthCheck.timeout) <= duration(self.healthCheck.interval)",
+                  "must not be longer than interval", ".timeout"),
+    _when_checked("!has(self.healthCheck.http) || self.healthCheck.type in ['HTTP', 'HTTPS']",
+                  "applies to type HTTP or HTTPS only", ".http"),
+    _when_checked("self.healthCheck.type != 'UDP' || has(self.healthCheck.udp)",
+                  "type UDP needs udp.send, the payload to send", ".udp"),
+    _when_checked("!has(self.healthCheck.udp) || self.healthCheck.type == 'UDP'", "applies to type UDP only",
+                  ".udp"),
+]
+
+
+class ConnectionRate(Struct, omit_defaults=True):
+    perSecond: Annotated[int, Meta(ge=1, le=1_000_000)]
+    burst: Annotated[int, Meta(ge=0, le=1_000_000, description="New connections allowed above the rate at once.")] = 0
+
+
+Bandwidth = Annotated[str, Meta(max_length=12, pattern=r"^[1-9][0-9]{0,8}(k|M|G)?$", description=(
+    "Bits per second, with an optional SI suffix (10M = 10,000,000 bit/s), as kubernetes.io/egress-bandwidth."))]
+
+
+class Limits(Struct, omit_defaults=True):
+    """Enforced in the kernel on each node, and counted (portico_limit_drops_total)."""
+
+    maxConnections: Annotated[int, Meta(ge=1, le=100_000_000, description="Concurrent connections per "
+                                                                          "frontend (VIP and port).")] | None = None
+    maxConnectionsPerClient: Annotated[int, Meta(ge=1, le=1_000_000, description="Concurrent connections per "
+                                                                                 "client address.")] | None = None
+    connectionRatePerClient: ConnectionRate | None = None
+    bandwidth: Annotated[Bandwidth, Meta(description="Per frontend and direction.")] | None = None
+
+
+class TrafficPolicySpec(Struct, omit_defaults=True):
+    targetRefs: Annotated[list[PolicyTargetRef], Meta(min_length=1, max_length=16, extra_json_schema=cel(
+        "self.all(t, self.exists_one(u, u.kind == t.kind && u.name == t.name))", "must not name a target twice"))]
+    loadBalancing: LoadBalancing | None = None
+    persistence: Persistence | None = None
+    healthCheck: HealthCheck | None = None
+    limits: Limits | None = None
+
+
+class ParentRef(Struct, omit_defaults=True):
+    """Gateway API ParentReference, as policy status uses it."""
+
+    kind: str
+    name: Name
+    namespace: Name
+    group: str = ""
+
+
+class PolicyAncestorStatus(Struct, omit_defaults=True):
+    """Gateway API PolicyAncestorStatus: the policy's standing at one target."""
+
+    ancestorRef: ParentRef
+    controllerName: str
+    conditions: list[Condition] = field(default_factory=list)  # Accepted (reason Accepted, Conflicted, TargetNotFound)
+
+
+class TrafficPolicyStatus(Struct, omit_defaults=True):
+    # The targets' names again, for `kubectl get` (a printer column shows only the first match of targetRefs[*]).
+    targets: Annotated[list[Name], Meta(max_length=16)] = field(default_factory=list)
+    ancestors: Annotated[list[PolicyAncestorStatus], Meta(max_length=16)] = field(default_factory=list)
+    conditions: list[Condition] = field(default_factory=list)  # Accepted: True when every target accepted it
+    healthy: int | None = None  # backends the monitors find healthy, over every accepted target
+    total: int | None = None  # ready backends
+
+
+class TrafficPolicy(Struct, omit_defaults=True):
+    """How Portico balances, pins, checks and limits traffic to the Services it targets."""
+
+    KIND: ClassVar[str] = "TrafficPolicy"
+    PLURAL: ClassVar[str] = "trafficpolicies"
+    SCOPE: ClassVar[str] = "Namespaced"
+    spec: Annotated[TrafficPolicySpec, Meta(extra_json_schema={"x-kubernetes-validations": TRAFFIC_POLICY_RULES})]
+    status: TrafficPolicyStatus | None = None
+
+
 def _columns(*columns: tuple[str, str, str]) -> list[dict[str, str]]:
     """kubectl's columns for a kind, (name, type, JSONPath) each; every kind ends with its age."""
     return [{"name": n, "type": t, "jsonPath": p} for n, t, p in (*columns, AGE_COLUMN)]
@@ -365,8 +535,15 @@ PRINTER_COLUMNS: dict[str, list[dict[str, str]]] = {
         ("Unreachable", "string", ".status.unreachable"),
         ("Problems", "string", ".status.forwardingProblems[*].message"),
     ),
+    "TrafficPolicy": _columns(
+        ("Targets", "string", ".status.targets"),
+        ("Accepted", "string", '.status.conditions[?(@.type=="Accepted")].status'),
+        ("Healthy", "integer", ".status.healthy"),
+        ("Backends", "integer", ".status.total"),
+    ),
 }
 
 Kind = (type[IPPool] | type[IPAllocation] | type[L2Advertisement] | type[BGPPeer] | type[BGPAdvertisement]
-        | type[PorticoNode])
-KINDS: tuple[Kind, ...] = (IPPool, IPAllocation, L2Advertisement, BGPPeer, BGPAdvertisement, PorticoNode)
+        | type[PorticoNode] | type[TrafficPolicy])
+KINDS: tuple[Kind, ...] = (IPPool, IPAllocation, L2Advertisement, BGPPeer, BGPAdvertisement, PorticoNode,
+                           TrafficPolicy)

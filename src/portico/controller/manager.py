@@ -22,6 +22,7 @@ from portico.api.resources import (
     IPPoolResource,
     L2AdvertisementResource,
     PorticoNodeResource,
+    TrafficPolicyResource,
 )
 from portico.controller.allocations import allocation_from_object
 from portico.controller.heartbeat_key import ensure_heartbeat_key
@@ -29,6 +30,7 @@ from portico.controller.pools import PoolReconciler
 from portico.controller.reports import BGP_ADVERTISEMENT, L2_ADVERTISEMENT, PEER, SERVICE_REPORT, ReportReconciler
 from portico.controller.requests import is_ours, service_key
 from portico.controller.services import Conflict, ServiceReconciler, service_exists
+from portico.controller.traffic_policies import TrafficPolicyReconciler
 from portico.ipam.allocator import Allocator
 from portico.ipam.blocks import IPAddress
 from portico.kube.events import EventRecorder
@@ -40,7 +42,7 @@ from portico.serving import LoopBridge, serve
 log = logging.getLogger(__name__)
 
 COMPONENT = "portico-controller"  # the source of our Events
-SERVICE, POOL = "service", "pool"
+SERVICE, POOL, TRAFFIC_POLICY = "service", "pool", "trafficpolicy"
 POOL_STATUS_DELAY = 1.0  # coalesce usage updates of a pool under a burst of allocations
 ORPHAN_SWEEP_INTERVAL = 60.0
 REPORT_DEFER_SECONDS = 0.1
@@ -75,14 +77,28 @@ class Controller:
         self.report_reconciler = ReportReconciler(
             client, self.events, self.services.cache, self.reports.cache, self.nodes.cache, self.peers.cache,
             self.l2_advertisements.cache, self.bgp_advertisements.cache, self._vips_of)
+        self.policies = Informer(client, TrafficPolicyResource, self._on_policy)
+        self.policy_reconciler = TrafficPolicyReconciler(
+            client, self.events, self.policies.cache, self.services.cache,
+            lambda svc: is_ours(svc, default_class=default_class))
         self._default_class = default_class
         self._parked_reports: set[str] = set()  # Service reports put off while addresses are being written
         self._due_reports: set[str] = set()  # put off for long enough: reconciled even while the queue is busy
 
     # -- informer callbacks: update the mirror, enqueue keys; never block ---------------------------------
     def _on_service(self, old: Any, new: Any) -> None:
-        self.queue.add((SERVICE, object_key(new or old)))
-        self.queue.add((SERVICE_REPORT, object_key(new or old)))
+        key = object_key(new or old)
+        self.queue.add((SERVICE, key))
+        self.queue.add((SERVICE_REPORT, key))
+        for policy in self.policy_reconciler.naming(key):
+            self.queue.add((TRAFFIC_POLICY, policy))
+
+    def _on_policy(self, old: Any, new: Any) -> None:
+        """One policy's targets decide the others' standing in its namespace: each of them is looked at again."""
+        if old is not None and new is not None and _only_status_changed(old, new):
+            return
+        for policy in self.policy_reconciler.in_namespace((new or old).metadata.namespace):
+            self.queue.add((TRAFFIC_POLICY, policy.key))
 
     def _on_report(self, old: Any, new: Any) -> None:
         """A node's report changed: the Services whose view changed with it, and every announcement object."""
@@ -177,7 +193,7 @@ class Controller:
 
     def _informers(self) -> list[Informer[Any]]:
         return [self.namespaces, self.pools, self.allocations, self.services, self.nodes, self.reports, self.peers,
-                self.l2_advertisements, self.bgp_advertisements]
+                self.l2_advertisements, self.bgp_advertisements, self.policies]
 
     async def _reconcile(self) -> None:
         await asyncio.gather(*(self._worker() for _ in range(self.workers)), self._sweep_orphans_forever(),
@@ -208,6 +224,8 @@ class Controller:
                     await self.service_reconciler.reconcile(key)
                 elif kind == POOL:
                     await self.pool_reconciler.reconcile(key)
+                elif kind == TRAFFIC_POLICY:
+                    await self.policy_reconciler.reconcile(key)
                 elif kind == SERVICE_REPORT and len(self.queue) and key not in self._due_reports:
                     # Addresses first: under a burst, what the nodes report about a Service waits until the
                     # queue has drained (as Events do), so it costs the allocations nothing.

@@ -68,7 +68,8 @@ class FrontendPolicy:
     backends: tuple[Backend, ...]  # only those that may take new flows, sorted
     algorithm: Algorithm = Algorithm.RANDOM
     source_ranges: tuple[IPNetwork, ...] = ()  # empty: everyone
-    affinity_timeout: int | None = None  # sessionAffinity ClientIP, seconds
+    affinity_timeout: int | None = None  # sessionAffinity ClientIP (or a policy's persistence), seconds
+    affinity_prefix: int | None = None  # clients in one network of this length share a pin; None: per address
     terminating: bool = False  # no endpoint is ready: the backends are terminating ones that still serve
 
 

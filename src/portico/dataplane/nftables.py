@@ -24,6 +24,7 @@ both); flows to this node's pods keep the client's address.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -31,6 +32,10 @@ from typing import Generic, TypeVar
 from portico.dataplane.maglev import maglev_table, table_size
 from portico.dataplane.model import PROTOCOLS, Algorithm, Backend, DesiredState, Frontend, FrontendPolicy, IPNetwork
 from portico.ipam.blocks import IPAddress, allocation_name
+
+
+def netmask(family: int, prefix: int) -> IPAddress:
+    return (ipaddress.IPv4Network((0, prefix)) if family == 4 else ipaddress.IPv6Network((0, prefix))).netmask
 
 TABLE = "portico"
 FAMILY = "inet"
@@ -189,7 +194,7 @@ def render_frontend(fe: Frontend, policy: FrontendPolicy) -> Ruleset:
         elements[SOURCE_FILTERS[v]] = {key: f"goto {source_chain(fe)}"}
         own.append(drop)  # the node's own connections, which only the nat output hook sees
     if policy.affinity_timeout is not None:
-        rules, per_backend = _affinity(fe, policy.algorithm, policy.affinity_timeout, table)
+        rules, per_backend = _affinity(fe, policy.algorithm, policy.affinity_timeout, policy.affinity_prefix, table)
         own += rules
         chains.update(per_backend.chains)
         objects.update(per_backend.objects)
@@ -209,22 +214,29 @@ def render_frontend(fe: Frontend, policy: FrontendPolicy) -> Ruleset:
     return Ruleset(chains=chains, objects=objects, elements=elements)
 
 
-def _affinity(fe: Frontend, algorithm: Algorithm, timeout: int, table: list[Backend]) -> tuple[list[str], Ruleset]:
+def _affinity(fe: Frontend, algorithm: Algorithm, timeout: int, prefix: int | None,
+              table: list[Backend]) -> tuple[list[str], Ruleset]:
     """sessionAffinity ClientIP: a client seen within `timeout` goes back to its backend; a new one is
-    picked as usual and remembered. Returns the frontend chain's rules and the per-backend chains and sets.
-    Names carry the backend, so other backends' pins survive a change."""
+    picked as usual and remembered. With a prefix length, the client is its network (a persistence mask).
+    Returns the frontend chain's rules and the per-backend chains and sets. Names carry the backend, so
+    other backends' pins survive a change, and the timeout and prefix, so a declaration never changes."""
     v, ip = fe.family, IP[fe.family]
+    client = f"{ip} saddr"
+    pin_suffix = str(timeout)
+    if prefix is not None:
+        client += f" & {netmask(v, prefix)}"
+        pin_suffix += f"-{prefix}"
     rules: list[str] = []
     chains: dict[str, tuple[str, ...]] = {}
     objects: dict[str, str] = {}
     chain_of: dict[Backend, str] = {}
     for backend in sorted(set(table)):
         suffix = f"{allocation_name(fe.vip)}-{fe.protocol}-{fe.port}-{allocation_name(backend.ip)}-{backend.port}"
-        chain, pins = f"be-{suffix}", f"aff-{suffix}-{timeout}"  # the timeout in the name: declarations never change
+        chain, pins = f"be-{suffix}", f"aff-{suffix}-{pin_suffix}"
         objects[pins] = f"set {pins} {{ type {ADDR_TYPE[v]}; flags dynamic,timeout; timeout {timeout}s; }}"
         target = f"[{backend.ip}]:{backend.port}" if v == 6 else f"{backend.ip}:{backend.port}"
-        chains[chain] = (f"update @{pins} {{ {ip} saddr }}", f"meta l4proto {fe.protocol} dnat {ip} to {target}")
-        rules.append(f"{ip} saddr @{pins} goto {chain}")
+        chains[chain] = (f"update @{pins} {{ {client} }}", f"meta l4proto {fe.protocol} dnat {ip} to {target}")
+        rules.append(f"{client} @{pins} goto {chain}")
         chain_of[backend] = chain
     pick = ", ".join(f"{i} : goto {chain_of[backend]}" for i, backend in enumerate(table))
     rules.append(f"{slot_expression(v, algorithm, len(table))} vmap {{ {pick} }}")

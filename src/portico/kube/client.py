@@ -31,10 +31,11 @@ def error_text(e: Exception) -> str:
 
 
 async def apply_status(client: AsyncClient, resource: Any, name: str, status: dict[str, Any], *,
-                       field_manager: str) -> None:
-    """Server-side apply `status` of a cluster-scoped object as `field_manager`: what this manager applied
-    before and leaves out now is removed (how each agent keeps only its own entry of a per-node list map)."""
+                       field_manager: str, namespace: str | None = None) -> None:
+    """Server-side apply `status` of an object as `field_manager`: what this manager applied before and
+    leaves out now is removed (how each agent keeps only its own entry of a per-node list map)."""
+    metadata = {"name": name} if namespace is None else {"name": name, "namespace": namespace}
     body = {"apiVersion": resource._api_info.resource.api_version, "kind": resource._api_info.resource.kind,
-            "metadata": {"name": name}, "status": status}
-    await client.patch(resource.Status, name, body, patch_type=PatchType.APPLY, field_manager=field_manager,
-                       force=True)
+            "metadata": metadata, "status": status}
+    await client.patch(resource.Status, name, body, namespace=namespace, patch_type=PatchType.APPLY,
+                       field_manager=field_manager, force=True)

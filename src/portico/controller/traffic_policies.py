@@ -1,0 +1,108 @@
+"""TrafficPolicy status, and Events where a policy overrides a Service's own settings (I/O at the edges).
+
+Status follows Gateway API policy status: one entry per target under `ancestors` with an Accepted
+condition (reasons Accepted, Conflicted, TargetNotFound, Invalid), plus a summary `Accepted` condition for
+`kubectl get`. Level-triggered: computed from the caches and written only when it differs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from lightkube import AsyncClient
+
+from portico.api import v1alpha1 as api
+from portico.api.resources import TrafficPolicyResource, decode
+from portico.controller.conditions import same_conditions, set_condition
+from portico.kube.client import apply_status
+from portico.kube.events import EventRecorder
+from portico.policy.attachment import PolicyEntry, Standing, TargetStanding, governing, standings
+from portico.policy.traffic import overridden
+
+log = logging.getLogger(__name__)
+
+STATUS_MANAGER = "portico-controller"
+ACCEPTED = "Accepted"
+
+
+def policy_entry(obj: Any) -> PolicyEntry:
+    spec = decode(obj.spec, api.TrafficPolicySpec)
+    return PolicyEntry(obj.metadata.namespace, obj.metadata.name, str(obj.metadata.creationTimestamp or ""),
+                       tuple(t.name for t in spec.targetRefs))
+
+
+def _ancestor(policy: PolicyEntry, standing: TargetStanding, old: list[dict[str, Any]],
+              generation: int | None) -> dict[str, Any]:
+    conditions = set_condition(old, type=ACCEPTED, status=standing.standing == Standing.ACCEPTED,
+                               reason=standing.standing.value, message=standing.message, generation=generation)
+    return {"ancestorRef": {"group": "", "kind": "Service", "namespace": policy.namespace, "name": standing.target},
+            "controllerName": api.TRAFFIC_POLICY_CONTROLLER, "conditions": conditions}
+
+
+@dataclass
+class TrafficPolicyReconciler:
+    client: AsyncClient
+    events: EventRecorder
+    policies: Mapping[str, Any]  # informer caches
+    services: Mapping[str, Any]
+    is_ours: Callable[[Any], bool]
+    _overrides: dict[str, list[str]] = field(default_factory=dict)  # Service key -> what was last said
+
+    def in_namespace(self, namespace: str) -> list[PolicyEntry]:
+        return [policy_entry(obj) for obj in self.policies.values() if obj.metadata.namespace == namespace]
+
+    def naming(self, service_key: str) -> list[str]:
+        """The policies that name this Service (governing it or not)."""
+        namespace, _, name = service_key.partition("/")
+        return [p.key for p in self.in_namespace(namespace) if name in p.targets]
+
+    def _served(self, key: str) -> bool | None:
+        svc = self.services.get(key)
+        return None if svc is None else self.is_ours(svc)
+
+    async def reconcile(self, key: str) -> None:
+        obj = self.policies.get(key)
+        if obj is None or obj.metadata.deletionTimestamp is not None:
+            return
+        policy = policy_entry(obj)
+        winners = governing(self.in_namespace(policy.namespace))
+        found = standings(policy, winners, self._served)
+        current: dict[str, Any] = dict(obj.status or {})
+        old = {a["ancestorRef"]["name"]: a.get("conditions", []) for a in current.get("ancestors", [])}
+        generation = obj.metadata.generation
+        ancestors = [_ancestor(policy, s, old.get(s.target, []), generation) for s in found]
+        refused = [s for s in found if s.standing != Standing.ACCEPTED]
+        summary = set_condition(current.get("conditions", []), type=ACCEPTED, status=not refused,
+                                reason=refused[0].standing.value if refused else Standing.ACCEPTED.value,
+                                message="; ".join(s.message for s in refused) or "governs every target",
+                                generation=generation)
+        spec = decode(obj.spec, api.TrafficPolicySpec)
+        for s in found:
+            if s.standing == Standing.ACCEPTED:
+                self._say_overrides(f"{policy.namespace}/{s.target}", spec, policy.name)
+        targets = list(policy.targets)
+        unchanged = current.get("targets") == targets and same_conditions(current.get("conditions", []), summary) \
+            and len(ancestors) == len(old) and all(
+                same_conditions(old.get(a["ancestorRef"]["name"], []), a["conditions"]) for a in ancestors)
+        if unchanged:
+            return
+        for s in refused:
+            if not any(c.get("reason") == s.standing.value for c in old.get(s.target, [])):
+                self.events.record(obj, type="Warning", reason=s.standing.value, message=s.message)
+        status = {"targets": targets, "ancestors": ancestors, "conditions": summary}
+        await apply_status(self.client, TrafficPolicyResource, policy.name, status, field_manager=STATUS_MANAGER,
+                           namespace=policy.namespace)
+
+    def _say_overrides(self, service_key: str, spec: api.TrafficPolicySpec, policy_name: str) -> None:
+        svc = self.services.get(service_key)
+        if svc is None:
+            return
+        messages = overridden(spec, policy_name, svc.metadata.annotations or {}, svc.spec)
+        if messages == self._overrides.get(service_key, []):
+            return
+        self._overrides[service_key] = messages
+        for message in messages:
+            self.events.record(svc, type="Normal", reason="PolicyOverrides", message=message)

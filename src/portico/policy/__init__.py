@@ -1,0 +1,1 @@
+"""TrafficPolicy: which policy governs which Service, and what its fields mean (pure)."""

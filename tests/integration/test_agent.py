@@ -328,3 +328,43 @@ async def _has_count(read: Callable[[], Coroutine[Any, Any, list[str]]], count: 
 
 async def _gone(read: Callable[[], Coroutine[Any, Any, Any]]) -> bool:
     return await read() is None
+
+
+async def frontend_rules(vip: str) -> str:
+    """The kernel's rules for a VIP's port 80: where its verdict leads, and that chain's rules."""
+    def listing(*what: str) -> str:
+        return subprocess.run(["ip", "netns", "exec", NODE, "nft", "list", *what], capture_output=True, text=True,
+                              check=False).stdout
+    verdict = next((line for line in (await asyncio.to_thread(listing, "map", "inet", "portico", "frontends4"))
+                    .split(",") if f"{vip} . tcp . 80" in line), "")
+    chain = verdict.split("goto ")[-1].strip(" }\n\t") if "goto" in verdict else ""
+    return chain + "\n" + (await asyncio.to_thread(listing, "chain", "inet", "portico", chain) if chain else "")
+
+
+async def test_a_traffic_policy_shapes_the_rules_of_the_services_it_governs(
+        client: AsyncClient, agent: tuple[Agent, str]) -> None:
+    from portico.api.resources import TrafficPolicyResource
+
+    async with Scope(client) as s:
+        await s.pool(["198.18.120.40/29"])
+        await s.service("web", sessionAffinity="ClientIP")
+        vip = (await s.wait_ingress("web"))[0]
+        await client.create(endpoint_slice(s.ns, "web", "web-0", ["198.19.0.10", "198.19.0.11"]))
+
+        async def per_address() -> str | None:  # sessionAffinity: each client address pinned
+            rules = await frontend_rules(vip)
+            return rules if rules.count("ip saddr @aff-") == 2 and "numgen random" in rules else None
+        await wait_until(per_address, 10, "both backends programmed, pinned per client address")
+
+        await client.create(TrafficPolicyResource(metadata=ObjectMeta(name="pin-by-24", namespace=s.ns), spec={
+            "targetRefs": [{"kind": "Service", "name": "web"}], "loadBalancing": {"algorithm": "maglev"},
+            "persistence": {"timeout": "90s", "ipv4PrefixLength": 24}}))
+
+        async def masked() -> str | None:
+            rules = await frontend_rules(vip)
+            return rules if "ip saddr & 255.255.255.0 == @aff-" in rules else None
+        rules = await wait_until(masked, 10, "the policy's persistence mask in the kernel")
+        assert "jhash ip saddr mod" in rules and "-90-24 goto be-" in rules  # maglev picks; 90 s pins per /24
+
+        await client.delete(TrafficPolicyResource, "pin-by-24", namespace=s.ns)
+        await wait_until(per_address, 10, "the Service's own sessionAffinity back in force")

@@ -18,11 +18,18 @@ from lightkube.resources.discovery_v1 import EndpointSlice
 
 from portico.agent.announcements import VipOwners
 from portico.agent.bgp import BgpConfig
-from portico.api.resources import IPAllocationResource, L2AdvertisementResource, PorticoNodeResource, decode
-from portico.api.v1alpha1 import L2AdvertisementSpec
+from portico.api.resources import (
+    IPAllocationResource,
+    L2AdvertisementResource,
+    PorticoNodeResource,
+    TrafficPolicyResource,
+    decode,
+)
+from portico.api.v1alpha1 import L2AdvertisementSpec, TrafficPolicySpec
 from portico.controller.allocations import allocation_from_object
 from portico.ipam.blocks import IPAddress
 from portico.kube.informer import Informer, object_key
+from portico.policy.attachment import governing, policy_from_object
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time"  # set by the EndpointSlice controller
@@ -40,10 +47,12 @@ class AgentCaches:
         self.reports = Informer(client, PorticoNodeResource, self._on_report)  # every node's: who are peers
         self.l2_advertisements = Informer(client, L2AdvertisementResource, self._on_l2_advertisement)
         self.bgp = BgpConfig(client, self._announcement_config_changed)
+        self.policies = Informer(client, TrafficPolicyResource, self._on_policy)
         self.slices_of: dict[str, set[str]] = {}  # Service key -> its EndpointSlice keys
         self.vips_of: dict[str, set[IPAddress]] = {}  # Service UID -> addresses its IPAllocations give it
         self.allocated: dict[IPAddress, VipOwners] = {}  # every allocated address -> its pool and Services
         self.l2_specs: dict[str, L2AdvertisementSpec] = {}  # L2Advertisement name -> its spec
+        self.policy_of: dict[str, TrafficPolicySpec] = {}  # Service key -> the TrafficPolicy governing it
         self.synced = False  # changes listed at start-up are not "programming latency"
         self._dirty: set[str] = set()  # Services whose frontends may have changed
         self._node_dirty = True  # this node's own inputs (pod CIDRs, addresses) or its peers changed
@@ -51,7 +60,7 @@ class AgentCaches:
 
     def informers(self) -> list[Informer[Any]]:
         return [self.nodes, self.reports, self.allocations, self.l2_advertisements, self.bgp.peers,
-                self.bgp.advertisements, self.services, self.slices]
+                self.bgp.advertisements, self.policies, self.services, self.slices]
 
     def take_changes(self) -> tuple[set[str], bool]:
         """(dirty Services, whether the node's own inputs changed), and forget them."""
@@ -88,6 +97,21 @@ class AgentCaches:
         trigger, key = _trigger_time(new), _service_of_slice(new)
         if self.synced and trigger is not None and key is not None and trigger != _trigger_time(old):
             self.triggered.setdefault(key, []).append(trigger)
+
+    def _on_policy(self, old: Any, new: Any) -> None:
+        """Which policy governs which Service in this namespace (one policy's targets decide the others')."""
+        namespace = (new or old).metadata.namespace
+        policies = [policy_from_object(obj) for obj in self.policies.cache.values()
+                    if obj.metadata is not None and obj.metadata.namespace == namespace]
+        specs = {entry.key: spec for entry, spec in policies}
+        wanted = {svc: specs[entry.key] for svc, entry in governing(e for e, _ in policies).items()}
+        for key in {k for k in self.policy_of if k.startswith(namespace + "/")} | set(wanted):
+            if self.policy_of.get(key) != wanted.get(key):
+                if key in wanted:
+                    self.policy_of[key] = wanted[key]
+                else:
+                    del self.policy_of[key]
+                self._mark(key)
 
     def _on_allocation(self, old: Any, new: Any) -> None:
         for obj, present in ((old, False), (new, True)):

@@ -89,7 +89,7 @@ class Forwarding:
                                 f"{', '.join(unserved)} not served from this node")
             vips = {a for a in vips if a.version in served}
             built = service_frontends(svc, sorted(vips, key=lambda a: (a.version, int(a))), caches.slices_for(key),
-                                      self.node)
+                                      self.node, caches.policy_of.get(key))
             wanted, problems = built.frontends, problems + built.problems
         out: dict[object, Ruleset | None] = {}
         for fe, (owner, old) in list(self.applied.items()):

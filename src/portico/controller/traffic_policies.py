@@ -15,23 +15,17 @@ from typing import Any
 from lightkube import AsyncClient
 
 from portico.api import v1alpha1 as api
-from portico.api.resources import TrafficPolicyResource, decode
+from portico.api.resources import TrafficPolicyResource
 from portico.controller.conditions import same_conditions, set_condition
 from portico.kube.client import apply_status
 from portico.kube.events import EventRecorder
-from portico.policy.attachment import PolicyEntry, Standing, TargetStanding, governing, standings
+from portico.policy.attachment import PolicyEntry, Standing, TargetStanding, governing, policy_from_object, standings
 from portico.policy.traffic import overridden
 
 log = logging.getLogger(__name__)
 
 STATUS_MANAGER = "portico-controller"
 ACCEPTED = "Accepted"
-
-
-def policy_entry(obj: Any) -> PolicyEntry:
-    spec = decode(obj.spec, api.TrafficPolicySpec)
-    return PolicyEntry(obj.metadata.namespace, obj.metadata.name, str(obj.metadata.creationTimestamp or ""),
-                       tuple(t.name for t in spec.targetRefs))
 
 
 def _ancestor(policy: PolicyEntry, standing: TargetStanding, old: list[dict[str, Any]],
@@ -52,7 +46,7 @@ class TrafficPolicyReconciler:
     _overrides: dict[str, list[str]] = field(default_factory=dict)  # Service key -> what was last said
 
     def in_namespace(self, namespace: str) -> list[PolicyEntry]:
-        return [policy_entry(obj) for obj in self.policies.values() if obj.metadata.namespace == namespace]
+        return [policy_from_object(obj)[0] for obj in self.policies.values() if obj.metadata.namespace == namespace]
 
     def naming(self, service_key: str) -> list[str]:
         """The policies that name this Service (governing it or not)."""
@@ -67,7 +61,7 @@ class TrafficPolicyReconciler:
         obj = self.policies.get(key)
         if obj is None or obj.metadata.deletionTimestamp is not None:
             return
-        policy = policy_entry(obj)
+        policy, spec = policy_from_object(obj)
         winners = governing(self.in_namespace(policy.namespace))
         found = standings(policy, winners, self._served)
         current: dict[str, Any] = dict(obj.status or {})
@@ -79,7 +73,6 @@ class TrafficPolicyReconciler:
                                 reason=refused[0].standing.value if refused else Standing.ACCEPTED.value,
                                 message="; ".join(s.message for s in refused) or "governs every target",
                                 generation=generation)
-        spec = decode(obj.spec, api.TrafficPolicySpec)
         for s in found:
             if s.standing == Standing.ACCEPTED:
                 self._say_overrides(f"{policy.namespace}/{s.target}", spec, policy.name)

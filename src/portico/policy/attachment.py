@@ -10,6 +10,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
+
+from portico.api import v1alpha1 as api
+from portico.api.resources import decode
 
 
 class Standing(StrEnum):
@@ -35,6 +39,14 @@ class PolicyEntry:
     @property
     def age_order(self) -> tuple[str, str, str]:
         return self.created, self.namespace, self.name
+
+
+def policy_from_object(obj: Any) -> tuple[PolicyEntry, api.TrafficPolicySpec]:
+    """A TrafficPolicy object (as the informer holds it) as its entry and typed spec."""
+    spec = decode(obj.spec, api.TrafficPolicySpec)
+    meta = obj.metadata
+    return PolicyEntry(meta.namespace, meta.name, str(meta.creationTimestamp or ""),
+                       tuple(t.name for t in spec.targetRefs)), spec
 
 
 def governing(policies: Iterable[PolicyEntry]) -> dict[str, PolicyEntry]:

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from portico.announce.heartbeat import Signer, encode_body
+from portico.announce.heartbeat import MAGIC, Signer, encode_body
 from portico.dev.netns import agent_pid
 from portico.dev.topology import link_up_commands, plan_lab
 from tests.e2e.conftest import Lab, probe_during, wait_for
@@ -228,7 +228,7 @@ def test_forged_replayed_and_garbage_heartbeats_move_no_vip(lab: Lab, ha: dict[i
     nothing = encode_body(owner, time.time_ns() + 10**12, 1, ())
     forged = [Signer([os.urandom(32)], nothing).seal(int.from_bytes(echo, "big")).hex(),  # a guessed key
               nothing.hex(),  # the unauthenticated format of earlier versions
-              (b"PTB1\x01" + os.urandom(40) + nothing).hex()]  # the header right, the MAC made up
+              (MAGIC + b"\x01" + os.urandom(48) + nothing).hex()]  # the header right, the MAC made up
     garbage = [os.urandom(n).hex() for n in (1, 64, 1400)]
     changes_before = {n: metric(node_metrics(lab, n), "portico_l2_ownership_changes_total") for n in NODES}
     pid = agent_pid(target)

@@ -166,3 +166,18 @@ def test_a_policy_replaces_the_annotations_and_session_affinity() -> None:
     kept = service_frontends(service, [VIP4], slices, "node-1", policy(persistence={}))
     assert kept.frontends[Frontend(VIP4, "tcp", 80)].backends[0].weight == 1  # default=5 in lowest terms
     assert kept.frontends[Frontend(VIP4, "tcp", 80)].affinity_timeout == 10800
+
+
+def test_down_endpoints_take_no_new_flows_and_withdraw_when_none_is_left() -> None:
+    slices = [eps(ep("198.19.1.2"), ep("198.19.1.3"), ep("198.19.1.4"))]
+    checked = policy(healthCheck={"type": "HTTP", "whenNoneHealthy": "Withdraw"})
+    down = frozenset({(ip("198.19.1.2"), 8080), (ip("198.19.1.3"), 0)})  # one port's result; a whole address
+    out = service_frontends(svc(), [VIP4], slices, "node-1", checked, down=down)
+    web, dns = out.frontends[Frontend(VIP4, "tcp", 80)], out.frontends[Frontend(VIP4, "udp", 53)]
+    assert [str(b.ip) for b in web.backends] == ["198.19.1.4"] and not web.withdraw
+    assert [str(b.ip) for b in dns.backends] == ["198.19.1.2", "198.19.1.4"]  # 1.2 is down on 8080 only
+    everyone = frozenset({(ip(a), 0) for a in ("198.19.1.2", "198.19.1.3", "198.19.1.4")})
+    out = service_frontends(svc(), [VIP4], slices, "node-1", checked, down=everyone)
+    assert all(p.backends == () and p.withdraw for p in out.frontends.values())
+    refuse = service_frontends(svc(), [VIP4], slices, "node-1", policy(healthCheck={"type": "TCP"}), down=everyone)
+    assert all(p.backends == () and not p.withdraw for p in refuse.frontends.values())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import replace
+from typing import Any
 
 import msgspec
 import pytest
@@ -135,8 +136,11 @@ NODE2 = ipaddress.ip_address("198.18.0.12")
 
 
 def test_a_beat_round_trips_both_families() -> None:
-    beat, eligible = decode_body(encode_body("node-1", 7, 3, {V4, V6}))
-    assert (beat.node, beat.boot, beat.seq, eligible) == ("node-1", 7, 3, frozenset({V4, V6}))
+    beat, eligible, down = decode_body(encode_body("node-1", 7, 3, {V4, V6}))
+    assert (beat.node, beat.boot, beat.seq, eligible, down) == ("node-1", 7, 3, frozenset({V4, V6}), None)
+    sick = {"shop/web": frozenset({(ipaddress.ip_address("198.19.1.2"), 8080), (ipaddress.ip_address("fd00::2"), 0)})}
+    beat, _, down = decode_body(encode_body("node-1", 7, 4, (), health=3, down=sick))
+    assert (beat.health, down) == (3, sick)
 
 
 def test_a_truncated_or_foreign_body_is_refused() -> None:
@@ -148,16 +152,18 @@ def test_a_truncated_or_foreign_body_is_refused() -> None:
 
 def test_a_sealed_beat_opens_only_under_its_key_and_untouched() -> None:
     body = encode_body("node-1", 7, 3, {V4})
-    sealed = Signer([KEY], body).seal(echo=99)
-    assert open_sealed(sealed, [KEY]) == (99, body)
-    assert open_sealed(sealed, [OTHER_KEY, KEY]) == (99, body)
+    sealed = Signer([KEY], body).seal(echo=99, health_echo=5)
+    assert open_sealed(sealed, [KEY]) == ((99, 5), body)
+    assert open_sealed(sealed, [OTHER_KEY, KEY]) == ((99, 5), body)
     for data, keys, reason in [
             (sealed, [OTHER_KEY], "unauthenticated"),
             (sealed[:-1] + bytes([sealed[-1] ^ 1]), [KEY], "unauthenticated"),  # body changed
             (sealed[:37] + b"\x00" * 8 + sealed[45:], [KEY], "unauthenticated"),  # the echo changed
+            (sealed[:45] + b"\x00" * 8 + sealed[53:], [KEY], "unauthenticated"),  # the health echo changed
             (sealed, [], "no-key"),
             (b"GET / HTTP/1.1\r\n", [KEY], "malformed"),
-            (b"PTB1\x03" + sealed[5:], [KEY], "malformed"),  # more MACs than keys may be held
+            (b"PTB2\x03" + sealed[5:], [KEY], "malformed"),  # more MACs than keys may be held
+            (b"PTB1" + sealed[4:], [KEY], "malformed"),  # an older version
             (b"PT", [KEY], "malformed"),
             (sealed + b"x" * MAX_BEAT_BYTES, [KEY], "malformed")]:
         with pytest.raises(Rejected) as err:
@@ -181,8 +187,9 @@ def _mesh(changes: list[tuple[str, str]]) -> HeartbeatMesh:
     return mesh
 
 
-def _beat(boot: int, seq: int, echo: int, eligible: set[IPAddress], node: str = "node-2") -> bytes:
-    return Signer([KEY], encode_body(node, boot, seq, eligible)).seal(echo)
+def _beat(boot: int, seq: int, echo: int, eligible: set[IPAddress], node: str = "node-2", *, health: int = 0,
+          down: dict[str, frozenset[tuple[IPAddress, int]]] | None = None, health_echo: int = 0) -> bytes:
+    return Signer([KEY], encode_body(node, boot, seq, eligible, health=health, down=down)).seal(echo, health_echo)
 
 
 def _reason(mesh: HeartbeatMesh, data: bytes, source: str = "198.18.0.12", ttl: int | None = 255) -> str | None:
@@ -229,6 +236,45 @@ async def test_a_restarted_peer_is_a_new_peer_once_it_echoes_us() -> None:
     assert changes[-1] == ("node-2", "restarted") and mesh.alive() == {}  # its old incarnation's VIPs are gone
     assert _reason(mesh, _beat(20, 2, mesh.boot, {V6})) is None
     assert mesh.alive()["node-2"].eligible == {V6}
+
+
+async def test_health_travels_until_acknowledged_and_dies_with_its_sender() -> None:
+    heard: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    mesh = _mesh([])
+    mesh.on_health = lambda peer, before, after: heard.append((peer, before, after))
+    sick = {"shop/web": frozenset({(ipaddress.ip_address("198.19.2.5"), 8080)})}
+    assert _reason(mesh, _beat(10, 1, mesh.boot, {V4}, health=1, down=sick)) is None
+    assert heard == [("node-2", {}, sick)] and mesh.peers["node-2"].health == 1
+    # the same generation again (our acknowledgement was lost), or beats without the set: nothing new
+    assert _reason(mesh, _beat(10, 2, mesh.boot, {V4}, health=1, down=sick)) is None
+    assert _reason(mesh, _beat(10, 3, mesh.boot, {V4}, health=1)) is None
+    assert len(heard) == 1
+    # it holds our generation 0; once we have something down, it is told until it acknowledges
+    mesh.set_down({"shop/api": frozenset({(ipaddress.ip_address("198.19.1.9"), 0)})})
+    assert mesh.health == 1 and mesh.peers["node-2"].acked == 0
+    assert _reason(mesh, _beat(10, 4, mesh.boot, {V4}, health=1, health_echo=1)) is None
+    assert mesh.peers["node-2"].acked == 1
+    # it dies: its endpoints' health goes with it (they are its endpoints, judged by its node's liveness now)
+    mesh._expire("node-2")
+    assert heard[-1] == ("node-2", sick, {})
+
+
+def test_a_beat_is_sent_with_the_down_set_only_to_the_peers_lacking_it() -> None:
+    sent: list[tuple[bytes, tuple[str, int]]] = []
+
+    class Socket:
+        def sendto(self, data: bytes, address: tuple[str, int]) -> None:
+            sent.append((data, address))
+    mesh = _mesh([])
+    mesh.address = ipaddress.ip_address("198.18.0.11")
+    mesh.peers["node-3"] = Peer(ipaddress.ip_address("198.18.0.13"), on_link=True)
+    mesh.set_down({"shop/web": frozenset({(ipaddress.ip_address("198.19.1.5"), 8080)})})
+    mesh.peers["node-3"].acked = mesh.health
+    mesh._sock = Socket()  # type: ignore[assignment]
+    mesh._send()
+    bodies = {address[0]: decode_body(open_sealed(data, [KEY])[1]) for data, address in sent}
+    assert bodies["198.18.0.12"][2] == mesh.down and bodies["198.18.0.12"][0].health == 1
+    assert bodies["198.18.0.13"][2] is None and bodies["198.18.0.13"][0].health == 1
 
 
 # -- what this node may announce -----------------------------------------------------------------------

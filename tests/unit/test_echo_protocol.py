@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 
-from portico.dev.echo import EchoHTTP
+from portico.dev.echo import EchoHTTP, Health
 
 
 class FakeTransport:
@@ -24,7 +24,7 @@ def _bodies(raw: bytes) -> list[dict[str, str]]:
 
 
 def test_pipelined_keepalive_requests_split_across_reads() -> None:
-    proto, transport = EchoHTTP("pod-a", "node-1"), FakeTransport(("::ffff:198.18.0.100", 5555, 0, 0))
+    proto, transport = EchoHTTP("pod-a", "node-1", Health()), FakeTransport(("::ffff:198.18.0.100", 5555, 0, 0))
     proto.connection_made(transport)  # type: ignore[arg-type]
     proto.data_received(b"GET / HTTP/1.1\r\nHost: x\r\n\r\nPOST / HTTP/1.1\r\nContent-Length: 4\r\n\r\nab")
     assert len(_bodies(transport.written)) == 1  # the POST body is incomplete
@@ -35,7 +35,19 @@ def test_pipelined_keepalive_requests_split_across_reads() -> None:
 
 
 def test_ipv6_client_is_reported_as_is() -> None:
-    proto, transport = EchoHTTP("p", "n"), FakeTransport(("fd00:198:18::64", 1, 0, 0))
+    proto, transport = EchoHTTP("p", "n", Health()), FakeTransport(("fd00:198:18::64", 1, 0, 0))
     proto.connection_made(transport)  # type: ignore[arg-type]
     proto.data_received(b"GET / HTTP/1.1\r\n\r\n")
     assert _bodies(transport.written)[0]["client"] == "fd00:198:18::64"
+
+
+def test_a_sick_echo_answers_503() -> None:
+    health = Health()
+    proto, transport = EchoHTTP("p", "n", health), FakeTransport(("198.18.0.100", 1, 0, 0))
+    proto.connection_made(transport)  # type: ignore[arg-type]
+    health.sick = True
+    proto.data_received(b"GET / HTTP/1.1\r\n\r\n")
+    assert transport.written.startswith(b"HTTP/1.1 503 Service Unavailable\r\n")
+    health.sick = False
+    proto.data_received(b"GET / HTTP/1.1\r\n\r\n")
+    assert len(_bodies(transport.written)) == 1

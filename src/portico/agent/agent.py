@@ -1,6 +1,7 @@
 """The agent on one node, as a one-way flow:
 
   caches (informers, indexes, what changed)                                     agent.caches
+    -> health: probing this node's endpoints (every node's results: an input)   agent.health
     -> forwarding: the changed Services' frontends into the kernel's table      agent.forwarding
     -> this node's announcement view (pure: what it may answer for, advertise)  agent.announcements
     -> layer 2 (ARP/NDP, heartbeats) and BGP (GoBGP, BFD)                        announce.announcer, agent.bgp
@@ -27,6 +28,7 @@ from portico.agent.announcements import advertisement_problems, l2_vips
 from portico.agent.bgp import BgpAnnouncements
 from portico.agent.caches import AgentCaches
 from portico.agent.forwarding import Forwarding
+from portico.agent.health import AgentHealth
 from portico.agent.heartbeat_keys import HeartbeatKeys
 from portico.agent.metrics import AgentMetrics
 from portico.agent.node_report import NodeReporter
@@ -51,9 +53,10 @@ class Agent:
         self.node = node
         self.events = EventRecorder(client, component=COMPONENT, host=node)
         self.caches = AgentCaches(client, node)
-        self.forwarding = Forwarding(node, nft or Nft(), self.events)
-        self.table_watch = TableWatch(self.forwarding.syncer.nft, self._on_drift)
         self.l2 = L2Announcer(node, self._record, heartbeat_port=heartbeat_port)
+        self.health = AgentHealth(node, self.l2.mesh, self.events, self.caches)
+        self.forwarding = Forwarding(node, nft or Nft(), self.events, self.health.down_for)
+        self.table_watch = TableWatch(self.forwarding.syncer.nft, self._on_drift)
         self.heartbeat_keys = HeartbeatKeys(client, namespace, self.l2.set_keys)
         self.bgp = BgpAnnouncements(node, self._record)
         self.advertisement_problems: dict[str, list[str]] = {}  # L2Advertisement -> why not answering there
@@ -89,7 +92,7 @@ class Agent:
             caches.synced = True
             log.info("caches synced: %d services, %d endpoint slices, %d allocations", len(caches.services.cache),
                      len(caches.slices.cache), len(caches.allocations.cache))
-            return [self._sync_forever(), self.table_watch.run(), self.heartbeat_keys.run(),
+            return [self._sync_forever(), self.table_watch.run(), self.heartbeat_keys.run(), self.health.run(),
                     caches.bgp.read_secrets_forever(), self.l2.run(), self.bgp.run(), self.reporter.run()]
         await run_synced(caches.informers(), [self.events.run()], started)
 
@@ -106,6 +109,7 @@ class Agent:
 
     async def sync_once(self) -> None:
         dirty, node_dirty = self.caches.take_changes()
+        self.health.update(dirty)
         try:
             result = await self.forwarding.sync(self.caches, dirty, node_dirty, self.l2.heartbeat_port)
         except Exception:

@@ -66,6 +66,8 @@ def unready(node: str, vip: IPAddress, policies_of: Callable[[IPAddress], list[F
     policies = policies_of(vip)
     if not policies:
         return f"{node} has no rules for {vip}"
+    if all(p.withdraw for p in policies):
+        return f"no healthy backend for {vip}, and its TrafficPolicy says Withdraw"
     # Terminating endpoints still take traffic that arrives, but do not keep a node in rotation (as kube-proxy's
     # health check node port fails for them), so a rollout drains the node's share to the others.
     if any(is_local(p.service) for p in policies) and not any(p.backends and not p.terminating for p in policies):

@@ -24,6 +24,7 @@ from lightkube.models.discovery_v1 import EndpointSlice
 
 from portico.api import v1alpha1 as api
 from portico.dataplane.model import Algorithm, Backend, Frontend, FrontendPolicy, IPNetwork
+from portico.health.checks import is_down
 from portico.ipam.blocks import IPAddress
 from portico.policy.traffic import (
     DEFAULT_AFFINITY_TIMEOUT,
@@ -126,7 +127,9 @@ def _persistence(spec: object, persistence: api.Persistence | None) -> tuple[int
 
 
 def service_frontends(svc: Service, vips: Iterable[IPAddress], slices: Iterable[EndpointSlice],
-                      node: str, policy: api.TrafficPolicySpec | None = None) -> ServiceFrontends:
+                      node: str, policy: api.TrafficPolicySpec | None = None, *,
+                      down: frozenset[tuple[IPAddress, int]] = frozenset()) -> ServiceFrontends:
+    """`down`: endpoints the health monitors have taken out (port 0: every port of the address)."""
     spec, meta = svc.spec, svc.metadata
     assert spec is not None and meta is not None
     result = ServiceFrontends()
@@ -138,6 +141,8 @@ def service_frontends(svc: Service, vips: Iterable[IPAddress], slices: Iterable[
         ranges = ()  # one that allows everyone: no filtering
     affinity, prefix = _persistence(spec, policy.persistence if policy is not None else None)
     local_only = spec.externalTrafficPolicy == "Local"
+    check = policy.healthCheck if policy is not None else None
+    withdraw = check is not None and check.whenNoneHealthy == "Withdraw"
     weight_of = (policy_weights(lb) if lb is not None
                  else weights((meta.annotations or {}).get(ENDPOINT_WEIGHTS), result.problems))
     slices = list(slices)
@@ -146,14 +151,15 @@ def service_frontends(svc: Service, vips: Iterable[IPAddress], slices: Iterable[
         protocol = (port.protocol or "TCP").lower()
         for family in (4, 6):
             backends, draining = _backends(slices, family, port_name=port.name or "", protocol=port.protocol or "TCP",
-                                           local_only=local_only, node=node, weights=weight_of, unresolved=unresolved)
+                                           local_only=local_only, node=node, weights=weight_of, unresolved=unresolved,
+                                           down=down)
             for vip in vips:
                 if vip.version != family:
                     continue
                 result.frontends[Frontend(vip, protocol, port.port)] = FrontendPolicy(
                     service=name, backends=backends, algorithm=algorithm, source_ranges=ranges,
                     affinity_timeout=affinity, affinity_prefix=_full_is_none(prefix.get(family), family),
-                    terminating=draining)
+                    terminating=draining, withdraw=withdraw and not backends)
     for port_name in sorted(unresolved):
         result.problems.append(f"port {port_name or '(unnamed)'}: some endpoints have no such port; skipped")
     return result
@@ -164,7 +170,8 @@ def _full_is_none(prefix: int | None, family: int) -> int | None:
 
 
 def _backends(slices: list[EndpointSlice], family: int, *, port_name: str, protocol: str, local_only: bool,
-              node: str, weights: Weights, unresolved: set[str]) -> tuple[tuple[Backend, ...], bool]:
+              node: str, weights: Weights, unresolved: set[str],
+              down: frozenset[tuple[IPAddress, int]]) -> tuple[tuple[Backend, ...], bool]:
     """The endpoints that take new flows, and whether they are terminating ones (none is ready)."""
     found: set[Backend] = set()  # a set: duplicate endpoints (in one slice or across slices) count once
     draining: set[Backend] = set()  # serving but terminating: used only when no endpoint is ready (KEP-1669)
@@ -192,9 +199,11 @@ def _backends(slices: list[EndpointSlice], family: int, *, port_name: str, proto
                 continue  # drained: keeps its flows, takes no new ones
             for address in ep.addresses[:1]:  # the API allows one; more would be a bug upstream
                 try:
-                    into.add(Backend(ipaddress.ip_address(address), target, weight))
+                    ip = ipaddress.ip_address(address)
                 except ValueError:
                     continue
+                if not is_down(down, ip, target):
+                    into.add(Backend(ip, target, weight))
     # Like kube-proxy: while a rollout or scale-down leaves no ready endpoint, the terminating ones that still
     # serve take new connections rather than the Service refusing them.
     chosen = found or draining

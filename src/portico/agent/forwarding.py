@@ -9,6 +9,7 @@ calls nothing upstream.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from portico.agent.caches import AgentCaches
@@ -27,8 +28,10 @@ log = logging.getLogger(__name__)
 
 
 class Forwarding:
-    def __init__(self, node: str, nft: Nft, events: EventRecorder) -> None:
+    def __init__(self, node: str, nft: Nft, events: EventRecorder,
+                 down_for: Callable[[str], frozenset[tuple[IPAddress, int]]] = lambda service: frozenset()) -> None:
         self.node = node
+        self.down_for = down_for  # the health view: endpoints the monitors took out, by Service
         self.events = events
         self.syncer = Syncer(nft)
         self.applied: dict[Frontend, tuple[str, FrontendPolicy]] = {}  # frontend -> (Service key, policy)
@@ -89,7 +92,7 @@ class Forwarding:
                                 f"{', '.join(unserved)} not served from this node")
             vips = {a for a in vips if a.version in served}
             built = service_frontends(svc, sorted(vips, key=lambda a: (a.version, int(a))), caches.slices_for(key),
-                                      self.node, caches.policy_of.get(key))
+                                      self.node, caches.policy_of.get(key), down=self.down_for(key))
             wanted, problems = built.frontends, problems + built.problems
         out: dict[object, Ruleset | None] = {}
         for fe, (owner, old) in list(self.applied.items()):

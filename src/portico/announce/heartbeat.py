@@ -5,6 +5,11 @@ Every beat carries the sender's whole eligible set (packed addresses), so all ag
 candidates. A peer that stays silent for `dead_after` is dead. (Who advertises what over BGP is not
 gossiped: each node reports its own in its PorticoNode, and the controller gathers them.)
 
+Beats also carry the health of the sender's own endpoints, as the generation of its set of down endpoints
+and, to each peer that does not hold that generation yet, the set itself. Each beat echoes the generation
+it holds of the receiver's set, which is the acknowledgement: a set is resent on every beat until acked, so a
+lost datagram costs one interval, and a steady cluster pays 8 bytes a beat for health.
+
 Nothing on the LAN is trusted (docs/security.md). A datagram is believed only when, in this order:
   1. it has the size and header of a beat, and an HMAC-SHA256 under a cluster key (from a Secret; every key
      held signs, so keys rotate by adding one, then removing the old) — checked before anything is decoded;
@@ -45,13 +50,15 @@ HEARTBEAT_KEY_SECRET = "portico-heartbeat-key"  # in the agents' namespace; crea
 INTERVAL = 0.1  # seconds between beats
 DEAD_AFTER = 0.3  # silence that makes a peer dead: three beats
 MAX_BEAT_BYTES = 65_000  # one UDP datagram: about 16,000 IPv4 or 4,000 IPv6 eligible addresses
-MAGIC = b"PTB1"
+MAGIC = b"PTB2"  # PTB1 had no health
 MAC_BYTES = 32  # HMAC-SHA256
 MAX_KEYS = 2  # during a rotation: the old key and the new one
 MIN_KEY_BYTES = 16
 GTSM_TTL = 255
 _HEADER = struct.Struct("!4sB")  # magic, number of MACs
-_ECHO = struct.Struct("!Q")  # the receiver's boot, as the sender last heard it (0: not yet)
+# The receiver's boot as the sender last heard it (0: not yet), and the generation of the receiver's health
+# the sender holds.
+_ECHO = struct.Struct("!QQ")
 IP_RECVTTL = 12  # <linux/in.h>; not in Python's socket module
 READ_BATCH = 64
 
@@ -62,6 +69,13 @@ class Beat(msgspec.Struct, array_like=True, frozen=True):
     seq: int
     ipv4: bytes = b""  # eligible addresses, 4 bytes each
     ipv6: bytes = b""  # 16 bytes each
+    health: int = 0  # the generation of the sender's down endpoints (0: none, as at start)
+    down: list[tuple[str, bytes, bytes]] | None = None  # that set, when sent: (Service, IPv4 and IPv6 entries)
+
+
+Endpoint = tuple[IPAddress, int]
+Down = dict[str, frozenset[Endpoint]]  # Service -> its endpoints that are down (port 0: the whole address)
+_V4_ENTRY, _V6_ENTRY = struct.Struct("!4sH"), struct.Struct("!16sH")
 
 
 class Rejected(Exception):
@@ -84,14 +98,37 @@ def _unpack(v4: bytes, v6: bytes) -> frozenset[IPAddress]:
                       *(ipaddress.IPv6Address(v6[i:i + 16]) for i in range(0, len(v6), 16))])
 
 
-def encode_body(node: str, boot: int, seq: int, eligible: Iterable[IPAddress]) -> bytes:
-    return msgspec.msgpack.encode(Beat(node, boot, seq, _pack(eligible, 4), _pack(eligible, 6)))
+def _pack_down(down: Down) -> list[tuple[str, bytes, bytes]]:
+    out = []
+    for service, endpoints in sorted(down.items()):
+        ordered = sorted(endpoints, key=lambda e: (e[0].version, int(e[0]), e[1]))
+        out.append((service, b"".join(_V4_ENTRY.pack(ip.packed, port) for ip, port in ordered if ip.version == 4),
+                    b"".join(_V6_ENTRY.pack(ip.packed, port) for ip, port in ordered if ip.version == 6)))
+    return out
 
 
-def decode_body(data: bytes) -> tuple[Beat, frozenset[IPAddress]]:
-    """(beat, eligible). Raises msgspec.DecodeError or ValueError on anything that is not a beat."""
+def _unpack_down(down: list[tuple[str, bytes, bytes]]) -> Down:
+    out: Down = {}
+    for service, v4, v6 in down:
+        if len(v4) % _V4_ENTRY.size or len(v6) % _V6_ENTRY.size:
+            raise ValueError("truncated endpoint list")
+        out[service] = frozenset([
+            *((ipaddress.IPv4Address(a), p) for a, p in _V4_ENTRY.iter_unpack(v4)),
+            *((ipaddress.IPv6Address(a), p) for a, p in _V6_ENTRY.iter_unpack(v6))])
+    return out
+
+
+def encode_body(node: str, boot: int, seq: int, eligible: Iterable[IPAddress], *, health: int = 0,
+                down: Down | None = None) -> bytes:
+    return msgspec.msgpack.encode(Beat(node, boot, seq, _pack(eligible, 4), _pack(eligible, 6), health,
+                                       _pack_down(down) if down is not None else None))
+
+
+def decode_body(data: bytes) -> tuple[Beat, frozenset[IPAddress], Down | None]:
+    """(beat, eligible, down endpoints if sent). Raises msgspec.DecodeError or ValueError on anything that is
+    not a beat."""
     beat = msgspec.msgpack.decode(data, type=Beat)
-    return beat, _unpack(beat.ipv4, beat.ipv6)
+    return beat, _unpack(beat.ipv4, beat.ipv6), _unpack_down(beat.down) if beat.down is not None else None
 
 
 class Signer:
@@ -106,8 +143,8 @@ class Signer:
             h.update(body)
             self._started.append(h)
 
-    def seal(self, echo: int) -> bytes:
-        trailer = _ECHO.pack(echo)
+    def seal(self, echo: int, health_echo: int = 0) -> bytes:
+        trailer = _ECHO.pack(echo, health_echo)
         macs = []
         for started in self._started:
             h = started.copy()
@@ -116,8 +153,9 @@ class Signer:
         return _HEADER.pack(MAGIC, len(macs)) + b"".join(macs) + trailer + self.body
 
 
-def open_sealed(data: bytes, keys: Sequence[bytes]) -> tuple[int, bytes]:
-    """(echo, body) of a datagram sealed under one of `keys`; raises Rejected. Nothing is decoded before the
+def open_sealed(data: bytes, keys: Sequence[bytes]) -> tuple[tuple[int, int], bytes]:
+    """((echoed boot, echoed health generation), body) of a datagram sealed under one of `keys`; raises
+    Rejected. Nothing is decoded before the
     MAC is checked, and the check costs one HMAC per key whatever the datagram says."""
     if len(data) > MAX_BEAT_BYTES or len(data) < _HEADER.size:
         raise Rejected("malformed")
@@ -135,7 +173,7 @@ def open_sealed(data: bytes, keys: Sequence[bytes]) -> tuple[int, bytes]:
         h.update(trailer)
         expected = h.digest()
         if any(hmac.compare_digest(expected, mac) for mac in macs):
-            return _ECHO.unpack(trailer)[0], body
+            return _ECHO.unpack(trailer), body
     raise Rejected("unauthenticated")
 
 
@@ -159,6 +197,9 @@ class Peer:
     boot: int = 0  # the newest authenticated boot heard from it (what our beats echo to it)
     seq: int = -1  # the newest sequence accepted from that boot
     eligible: frozenset[IPAddress] = frozenset()
+    health: int = 0  # the generation of its down endpoints we hold (echoed to it)
+    down: Down = field(default_factory=dict)
+    acked: int = 0  # the generation of our down endpoints it holds
     heard: float | None = None  # monotonic time of the last accepted beat; None: not alive
     expiry: asyncio.TimerHandle | None = field(default=None, repr=False)
 
@@ -176,8 +217,11 @@ class HeartbeatMesh:
                  interval: float = INTERVAL, dead_after: float = DEAD_AFTER) -> None:
         self.node, self.port, self.interval, self.dead_after = node, port, interval, dead_after
         self.on_change = on_change
+        self.on_health: Callable[[str, Down, Down], None] = lambda peer, before, after: None
         self.peers: dict[str, Peer] = {}
         self.eligible: frozenset[IPAddress] = frozenset()
+        self.down: Down = {}  # this node's endpoints that are down, by Service
+        self.health = 0  # its generation
         self.keys: tuple[bytes, ...] = ()
         self.address: IPAddress | None = None  # where this node listens and sends from: its InternalIP
         self.started: float | None = None  # when the socket was bound with a key to sign with
@@ -229,6 +273,13 @@ class HeartbeatMesh:
                 log.error("no heartbeat key: this node cannot hear its peers and will announce nothing in layer 2")
             self.keys = keys
             self._rebind.set()
+
+    def set_down(self, down: Down) -> None:
+        """This node's down endpoints; a change is sent at once."""
+        if down != self.down:
+            self.down = dict(down)
+            self.health += 1
+            self._wake.set()
 
     def set_eligible(self, eligible: frozenset[IPAddress]) -> None:
         """This node's eligible VIPs; a change is sent at once, not at the next beat."""
@@ -290,17 +341,29 @@ class HeartbeatMesh:
     def _send(self) -> None:
         assert self._sock is not None
         self._seq += 1
-        body = encode_body(self.node, self.boot, self._seq, self.eligible)
-        if len(body) + _HEADER.size + MAX_KEYS * MAC_BYTES + _ECHO.size > MAX_BEAT_BYTES:
+        eligible: Iterable[IPAddress] = self.eligible
+        body = encode_body(self.node, self.boot, self._seq, eligible, health=self.health)
+        if _oversized(body):
             log.error("%d eligible addresses do not fit one heartbeat; announcing none in layer 2",
                       len(self.eligible))
-            body = encode_body(self.node, self.boot, self._seq, ())
+            eligible = ()
+            body = encode_body(self.node, self.boot, self._seq, eligible, health=self.health)
         signer = Signer(self.keys, body)
+        with_down: Signer | None = None  # for the peers that do not hold our latest down set
         for peer in self.peers.values():
             if peer.address.version != self.address_version:
                 continue
+            sending = signer
+            if peer.acked != self.health:
+                if with_down is None:
+                    full = encode_body(self.node, self.boot, self._seq, eligible, health=self.health, down=self.down)
+                    if _oversized(full):
+                        log.error("this node's %d down endpoints do not fit one heartbeat; peers keep the last set "
+                                  "that did", sum(len(e) for e in self.down.values()))
+                    with_down = Signer(self.keys, full) if not _oversized(full) else signer
+                sending = with_down
             try:
-                self._sock.sendto(signer.seal(peer.boot), (str(peer.address), peer.port))
+                self._sock.sendto(sending.seal(peer.boot, peer.health), (str(peer.address), peer.port))
             except OSError as e:  # e.g. our interface is down: peers will notice the silence
                 log.debug("heartbeat to %s: %s", peer.address, e)
 
@@ -330,9 +393,9 @@ class HeartbeatMesh:
 
     def receive(self, data: bytes, source: str, ttl: int | None) -> None:
         """Believe a datagram, or raise Rejected saying why not."""
-        echo, body = open_sealed(data, self.keys)
+        (echo, acked), body = open_sealed(data, self.keys)
         try:
-            beat, eligible = decode_body(body)
+            beat, eligible, down = decode_body(body)
         except (msgspec.DecodeError, ValueError):
             raise Rejected("malformed") from None  # authenticated, yet not a beat: a newer version?
         peer = self.peers.get(beat.node)
@@ -343,6 +406,8 @@ class HeartbeatMesh:
         if (beat.boot, beat.seq) <= (peer.boot, peer.seq):
             raise Rejected("replayed")
         restarted = peer.alive and beat.boot != peer.boot
+        if beat.boot != peer.boot:  # a new incarnation: what we held of the old one's health is void
+            self._forget_health(beat.node, peer)
         peer.boot, peer.seq = beat.boot, beat.seq  # echoed to it from now on
         if echo != self.boot:
             if restarted:
@@ -351,7 +416,14 @@ class HeartbeatMesh:
             raise Rejected("unacknowledged")
         came = not peer.alive
         changed = eligible != peer.eligible
-        peer.eligible, peer.heard = eligible, time.monotonic()
+        peer.eligible, peer.heard, peer.acked = eligible, time.monotonic(), acked
+        if acked != self.health:
+            self._wake.set()  # it lacks our down set: send it now, not at the next beat
+        if down is not None and beat.health != peer.health:
+            before, peer.health, peer.down = peer.down, beat.health, down
+            self._wake.set()  # acknowledge at once
+            if before != down:
+                self.on_health(beat.node, before, down)
         if peer.expiry:
             peer.expiry.cancel()
         peer.expiry = asyncio.get_running_loop().call_later(self.dead_after, self._expire, beat.node)
@@ -366,7 +438,17 @@ class HeartbeatMesh:
             peer.expiry.cancel()
         silent = time.monotonic() - peer.heard
         peer.heard, peer.eligible, peer.expiry = None, frozenset(), None
+        self._forget_health(name, peer)
         self.on_change(name, why or f"silent for {silent * 1000:.0f} ms")
+
+    def _forget_health(self, name: str, peer: Peer) -> None:
+        before, peer.down, peer.health, peer.acked = peer.down, {}, 0, 0
+        if before:
+            self.on_health(name, before, {})
+
+
+def _oversized(body: bytes) -> bool:
+    return len(body) + _HEADER.size + MAX_KEYS * MAC_BYTES + _ECHO.size > MAX_BEAT_BYTES
 
 
 def _address(text: str) -> IPAddress | None:

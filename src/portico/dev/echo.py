@@ -3,15 +3,28 @@
 TCP ports speak just enough HTTP/1.1 (keep-alive, pipelining) for curl and wrk: every request
 gets `200` and the JSON body `{"pod", "node", "client"}`. UDP ports answer each datagram with
 the same JSON. `client` is the source address as this pod saw it (shows SNAT vs. preserved IPs).
+TLS ports (`PORT/TLS`) speak the same HTTP over TLS, with a self-signed certificate made at start.
+
+It can be made sick without failing a Kubernetes readiness probe (which the lab kubelet runs only if the
+pod asks for one), so tests prove Portico's monitors rather than the kubelet's:
+  SIGUSR1  sick: HTTP answers 503, UDP datagrams go unanswered, ICMP echo is ignored (the pod's sysctls);
+  SIGUSR2  refusing: every port closed (TCP resets, ICMP port unreachable for UDP);
+  SIGHUP   well again.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import datetime as dt
 import ipaddress
 import json
+import signal
 import socket
+import ssl
+import tempfile
+from pathlib import Path
 from typing import cast
 
 import uvloop
@@ -24,17 +37,34 @@ def _body(pod: str, node: str, client: str) -> bytes:
     return json.dumps({"pod": pod, "node": node, "client": client}).encode() + b"\n"
 
 
+SICK_BODY = b"sick\n"
+SICK_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: "
+                 + str(len(SICK_BODY)).encode() + b"\r\n\r\n" + SICK_BODY)
+ICMP_SYSCTLS = ("/proc/sys/net/ipv4/icmp_echo_ignore_all", "/proc/sys/net/ipv6/icmp/echo_ignore_all")
+
+
+class Health:
+    """What the echo is told to be (by signal): well, sick or refusing."""
+
+    def __init__(self) -> None:
+        self.sick = False
+
+
 class EchoHTTP(asyncio.Protocol):
-    def __init__(self, pod: str, node: str) -> None:
-        self.pod, self.node = pod, node
+    def __init__(self, pod: str, node: str, health: Health) -> None:
+        self.pod, self.node, self.health = pod, node, health
         self.buffer = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         body = _body(self.pod, self.node, peer[0] if peer else "")
-        self.response = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-                         + str(len(body)).encode() + b"\r\n\r\n" + body)
+        self.well = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
+                     + str(len(body)).encode() + b"\r\n\r\n" + body)
+
+    @property
+    def response(self) -> bytes:
+        return SICK_RESPONSE if self.health.sick else self.well
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -64,14 +94,38 @@ class EchoHTTP(asyncio.Protocol):
 
 
 class EchoUDP(asyncio.DatagramProtocol):
-    def __init__(self, pod: str, node: str) -> None:
-        self.pod, self.node = pod, node
+    def __init__(self, pod: str, node: str, health: Health) -> None:
+        self.pod, self.node, self.health = pod, node, health
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.DatagramTransport, transport)  # uvloop's is not a subclass
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        self.transport.sendto(_body(self.pod, self.node, addr[0]), addr)
+        if not self.health.sick:
+            self.transport.sendto(_body(self.pod, self.node, addr[0]), addr)
+
+
+def self_signed(pod: str) -> ssl.SSLContext:
+    """A server context with a certificate made now (the lab's HTTPS backends; nobody verifies it)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, pod)])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(days=1)).sign(key, hashes.SHA256()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    with tempfile.TemporaryDirectory() as tmp:
+        cert_file, key_file = Path(tmp, "cert.pem"), Path(tmp, "key.pem")
+        cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                               serialization.NoEncryption()))
+        context.load_cert_chain(cert_file, key_file)
+    return context
 
 
 def _dual_stack_socket(kind: socket.SocketKind, port: int) -> socket.socket:
@@ -83,16 +137,64 @@ def _dual_stack_socket(kind: socket.SocketKind, port: int) -> socket.socket:
     return sock
 
 
+class Echo:
+    def __init__(self, pod: str, node: str, listens: list[str]) -> None:
+        self.pod, self.node, self.listens = pod, node, listens
+        self.health = Health()
+        self.open: list[asyncio.BaseTransport | asyncio.Server] = []
+        self._tls: ssl.SSLContext | None = None
+
+    async def listen(self) -> None:
+        loop = asyncio.get_running_loop()
+        for spec in self.listens:
+            port_s, _, proto = spec.partition("/")
+            if proto.upper() == "UDP":
+                sock = _dual_stack_socket(socket.SOCK_DGRAM, int(port_s))
+                transport, _ = await loop.create_datagram_endpoint(lambda: EchoUDP(self.pod, self.node, self.health),
+                                                                   sock=sock)
+                self.open.append(transport)
+            else:
+                tls = None
+                if proto.upper() == "TLS":
+                    tls = self._tls = self._tls or self_signed(self.pod)
+                sock = _dual_stack_socket(socket.SOCK_STREAM, int(port_s))
+                self.open.append(await loop.create_server(lambda: EchoHTTP(self.pod, self.node, self.health),
+                                                          sock=sock, backlog=4096, ssl=tls))
+
+    def close(self) -> None:
+        for held in self.open:
+            held.close()
+        self.open = []
+
+    async def be(self, state: str) -> None:
+        self.health.sick = state == "sick"
+        _ignore_pings(state == "sick")
+        if state == "refusing":
+            self.close()
+        elif not self.open:
+            await self.listen()
+        print(f"echo {self.pod}: {state}", flush=True)
+
+
+def _ignore_pings(ignore: bool) -> None:
+    """The pod's own network namespace's sysctls (the lab runs it as root): a sick pod's kernel goes quiet."""
+    for path in ICMP_SYSCTLS:
+        with contextlib.suppress(OSError):
+            Path(path).write_text("1" if ignore else "0")
+
+
 async def serve(pod: str, node: str, listens: list[str]) -> None:
+    echo = Echo(pod, node, listens)
+    await echo.listen()
     loop = asyncio.get_running_loop()
-    for spec in listens:
-        port_s, _, proto = spec.partition("/")
-        if proto.upper() == "UDP":
-            sock = _dual_stack_socket(socket.SOCK_DGRAM, int(port_s))
-            await loop.create_datagram_endpoint(lambda: EchoUDP(pod, node), sock=sock)
-        else:
-            sock = _dual_stack_socket(socket.SOCK_STREAM, int(port_s))
-            await loop.create_server(lambda: EchoHTTP(pod, node), sock=sock, backlog=4096)
+    tasks: set[asyncio.Task[None]] = set()
+
+    def become(state: str) -> None:
+        task = asyncio.ensure_future(echo.be(state))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+    for signum, state in ((signal.SIGUSR1, "sick"), (signal.SIGUSR2, "refusing"), (signal.SIGHUP, "well")):
+        loop.add_signal_handler(signum, become, state)
     await asyncio.Event().wait()
 
 

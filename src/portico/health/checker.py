@@ -83,6 +83,11 @@ class HealthChecker:
             self.down.pop(service, None)
         return after != before
 
+    def counts(self) -> dict[str, tuple[int, int]]:
+        """Service -> (healthy, probed) of this node's targets."""
+        return {service: (sum(1 for t in targets if self.monitors[t].up), len(targets))
+                for service, targets in self._targets.items()}
+
     async def run(self) -> None:
         try:
             while True:

@@ -38,7 +38,9 @@ def container_argv(container: Container, *, pod: str, node: str) -> list[str] | 
     """The command a container runs, or None if the lab cannot run its image."""
     match image_name(container.image or ""):
         case "portico.dev/echo":
-            ports = [f"{p.containerPort}/{p.protocol or 'TCP'}" for p in container.ports or []]
+            # A TCP port named https* serves TLS.
+            ports = [f"{p.containerPort}/{'TLS' if (p.name or '').startswith('https') else p.protocol or 'TCP'}"
+                     for p in container.ports or []]
             return [sys.executable, "-m", "portico.dev.echo", "--pod", pod, "--node", node,
                     *(f"--listen={p}" for p in ports or [DEFAULT_ECHO_PORT])]
         case "portico.dev/static":

@@ -167,4 +167,6 @@ class Agent:
             "bgpSessions": self.bgp.session_reports(),
             "l2Problems": [{"advertisement": k, "message": "; ".join(v)}
                            for k, v in sorted(self.advertisement_problems.items()) if v],
+            "health": [{"service": k, "healthy": healthy, "total": total}
+                       for k, (healthy, total) in sorted(self.health.checker.counts().items())],
         }

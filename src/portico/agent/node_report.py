@@ -17,7 +17,7 @@ from lightkube import AsyncClient
 from lightkube.types import PatchType
 
 from portico.api.resources import PorticoNodeResource
-from portico.api.v1alpha1 import API_VERSION, PorticoNode
+from portico.api.v1alpha1 import API_VERSION, PorticoNode, PorticoNodeStatus
 from portico.kube.client import apply_status, error_text
 
 log = logging.getLogger(__name__)
@@ -30,9 +30,8 @@ COALESCE_SECONDS = 0.05
 def normalized(status: Mapping[str, Any]) -> dict[str, Any]:
     """A status for comparison: absent lists as empty, lists in a stable order."""
     out: dict[str, Any] = {}
-    for key in ("layer2", "bgp", "unreachable", "forwardingProblems", "bgpSessions", "l2Problems"):
-        out[key] = sorted(status.get(key) or [], key=repr)
-    out["heartbeat"] = status.get("heartbeat")
+    for key in PorticoNodeStatus.__struct_fields__:  # every field is a list, but the heartbeat endpoint
+        out[key] = status.get(key) if key == "heartbeat" else sorted(status.get(key) or [], key=repr)
     return out
 
 

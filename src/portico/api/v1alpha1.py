@@ -272,6 +272,14 @@ class ServiceProblem(Struct, omit_defaults=True):
     message: str
 
 
+class ServiceHealth(Struct, omit_defaults=True):
+    """How this node's own endpoints of one Service fare under its health monitor."""
+
+    service: Name  # namespace/name
+    healthy: int
+    total: int
+
+
 class SessionReport(Struct, omit_defaults=True):
     peer: Name  # the BGPPeer
     state: str
@@ -301,6 +309,8 @@ class PorticoNodeStatus(Struct, omit_defaults=True):
     bgpSessions: Annotated[list[SessionReport], Meta(extra_json_schema=_list_map("peer"))] = field(
         default_factory=list)
     l2Problems: Annotated[list[AdvertisementProblem], Meta(extra_json_schema=_list_map("advertisement"))] = field(
+        default_factory=list)
+    health: Annotated[list[ServiceHealth], Meta(extra_json_schema=_list_map("service"))] = field(
         default_factory=list)
 
 

@@ -80,7 +80,7 @@ class Controller:
         self.policies = Informer(client, TrafficPolicyResource, self._on_policy)
         self.policy_reconciler = TrafficPolicyReconciler(
             client, self.events, self.policies.cache, self.services.cache,
-            lambda svc: is_ours(svc, default_class=default_class))
+            lambda svc: is_ours(svc, default_class=default_class), self.reports.cache)
         self._default_class = default_class
         self._parked_reports: set[str] = set()  # Service reports put off while addresses are being written
         self._due_reports: set[str] = set()  # put off for long enough: reconciled even while the queue is busy
@@ -109,6 +109,9 @@ class Controller:
         for key in services:
             self.queue.add((SERVICE_REPORT, key))
         self._all_announcement_objects()
+        for key in _health_changed(old, new):  # the health counts of the policies governing them
+            for policy in self.policy_reconciler.naming(key):
+                self.queue.add((TRAFFIC_POLICY, policy))
 
     def _on_node(self, old: Any, new: Any) -> None:
         if old is None or new is None or old.metadata.labels != new.metadata.labels:
@@ -272,6 +275,15 @@ class Controller:
                 if e.status.code != 404:
                     raise
             self.allocator.forget(allocation.address)
+
+
+def _health_changed(old: Any, new: Any) -> set[str]:
+    """The Services whose health counts differ between two versions of a node's report."""
+    def counts(obj: Any) -> dict[str, Any]:
+        entries = (getattr(obj, "status", None) or {}).get("health", []) if obj is not None else []
+        return {e.get("service"): (e.get("healthy"), e.get("total")) for e in entries}
+    before, after = counts(old), counts(new)
+    return {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
 
 
 def _only_status_changed(old: Any, new: Any) -> bool:

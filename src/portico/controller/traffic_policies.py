@@ -43,6 +43,7 @@ class TrafficPolicyReconciler:
     policies: Mapping[str, Any]  # informer caches
     services: Mapping[str, Any]
     is_ours: Callable[[Any], bool]
+    reports: Mapping[str, Any]  # PorticoNodes: each node's health counts
     _overrides: dict[str, list[str]] = field(default_factory=dict)  # Service key -> what was last said
 
     def in_namespace(self, namespace: str) -> list[PolicyEntry]:
@@ -77,17 +78,31 @@ class TrafficPolicyReconciler:
             if s.standing == Standing.ACCEPTED:
                 self._say_overrides(f"{policy.namespace}/{s.target}", spec, policy.name)
         targets = list(policy.targets)
-        unchanged = current.get("targets") == targets and same_conditions(current.get("conditions", []), summary) \
-            and len(ancestors) == len(old) and all(
-                same_conditions(old.get(a["ancestorRef"]["name"], []), a["conditions"]) for a in ancestors)
-        if unchanged:
-            return
         for s in refused:
             if not any(c.get("reason") == s.standing.value for c in old.get(s.target, [])):
                 self.events.record(obj, type="Warning", reason=s.standing.value, message=s.message)
-        status = {"targets": targets, "ancestors": ancestors, "conditions": summary}
+        status: dict[str, Any] = {"targets": targets, "ancestors": ancestors, "conditions": summary}
+        if spec.healthCheck is not None:
+            status["healthy"], status["total"] = self._health(
+                {f"{policy.namespace}/{s.target}" for s in found if s.standing == Standing.ACCEPTED})
+        unchanged = current.get("targets") == targets and same_conditions(current.get("conditions", []), summary) \
+            and len(ancestors) == len(old) and all(
+                same_conditions(old.get(a["ancestorRef"]["name"], []), a["conditions"]) for a in ancestors) \
+            and (current.get("healthy"), current.get("total")) == (status.get("healthy"), status.get("total"))
+        if unchanged:
+            return
         await apply_status(self.client, TrafficPolicyResource, policy.name, status, field_manager=STATUS_MANAGER,
                            namespace=policy.namespace)
+
+    def _health(self, services: set[str]) -> tuple[int, int]:
+        """(healthy, total) endpoints of these Services, summed over the nodes that probe them."""
+        healthy = total = 0
+        for report in self.reports.values():
+            for entry in (getattr(report, "status", None) or {}).get("health", []):
+                if entry.get("service") in services:
+                    healthy += int(entry.get("healthy", 0))
+                    total += int(entry.get("total", 0))
+        return healthy, total
 
     def _say_overrides(self, service_key: str, spec: api.TrafficPolicySpec, policy_name: str) -> None:
         svc = self.services.get(service_key)

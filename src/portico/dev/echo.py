@@ -7,7 +7,8 @@ TLS ports (`PORT/TLS`) speak the same HTTP over TLS, with a self-signed certific
 
 It can be made sick without failing a Kubernetes readiness probe (which the lab kubelet runs only if the
 pod asks for one), so tests prove Portico's monitors rather than the kubelet's:
-  SIGUSR1  sick: HTTP answers 503, UDP datagrams go unanswered, ICMP echo is ignored (the pod's sysctls);
+  SIGUSR1  sick: HTTP answers 503 (with the same body), UDP datagrams go unanswered, ICMP echo is ignored
+           (the pod's sysctls);
   SIGUSR2  refusing: every port closed (TCP resets, ICMP port unreachable for UDP);
   SIGHUP   well again.
 """
@@ -37,9 +38,6 @@ def _body(pod: str, node: str, client: str) -> bytes:
     return json.dumps({"pod": pod, "node": node, "client": client}).encode() + b"\n"
 
 
-SICK_BODY = b"sick\n"
-SICK_RESPONSE = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: "
-                 + str(len(SICK_BODY)).encode() + b"\r\n\r\n" + SICK_BODY)
 ICMP_SYSCTLS = ("/proc/sys/net/ipv4/icmp_echo_ignore_all", "/proc/sys/net/ipv6/icmp/echo_ignore_all")
 
 
@@ -59,12 +57,13 @@ class EchoHTTP(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         body = _body(self.pod, self.node, peer[0] if peer else "")
-        self.well = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: "
-                     + str(len(body)).encode() + b"\r\n\r\n" + body)
+        self.well, self.sick = (status + b"\r\nContent-Type: application/json\r\nContent-Length: "
+                                + str(len(body)).encode() + b"\r\n\r\n" + body
+                                for status in (b"HTTP/1.1 200 OK", b"HTTP/1.1 503 Service Unavailable"))
 
     @property
     def response(self) -> bytes:
-        return SICK_RESPONSE if self.health.sick else self.well
+        return self.sick if self.health.sick else self.well  # the sick one still says who answered
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data

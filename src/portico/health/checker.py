@@ -56,10 +56,11 @@ class HealthChecker:
         wanted = set(targets) if check is not None else set()
         old_check = self.checks.get(service)
         current = self._targets.get(service, set())
-        if check != old_check:  # other settings: every result starts over
+        if check != old_check:  # other settings: every result starts over, on a schedule of its own
             current = set()
             for target in self._targets.get(service, ()):
                 self.monitors.pop(target, None)
+                self._turn.pop(target, None)
         for target in current - wanted:
             self.monitors.pop(target, None)
             self._turn.pop(target, None)

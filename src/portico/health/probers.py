@@ -42,6 +42,8 @@ IP_RECVERR, IPV6_RECVERR, IPV6_CHECKSUM = 11, 25, 7
 SWEEP_SECONDS = 0.02  # how often probes are sent again or given up
 READ_BATCH = 1024
 SYN, RST, ACK = 0x02, 0x04, 0x10
+# An ICMP error for an earlier datagram, which the kernel reports on the socket's next call, whatever it is.
+LATE_ERRORS = {errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN}
 
 
 def _checksum(data: bytes) -> int:
@@ -315,7 +317,12 @@ class Probers:
     def _send(probe: _Pending, sock: socket.socket, packet: bytes, address: tuple[str, int]) -> None:
         """Send, and once more halfway to the deadline if no answer came: one lost packet (the first one to a
         new pod may wait on ARP/NDP) must not fail a check."""
-        sock.sendto(packet, address)
+        try:
+            sock.sendto(packet, address)
+        except OSError as e:
+            if e.errno not in LATE_ERRORS:
+                raise
+            sock.sendto(packet, address)  # that error was an earlier datagram's, to someone else: now it is sent
 
         def again() -> None:
             with contextlib.suppress(OSError):

@@ -84,6 +84,9 @@ def _agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                             "address, else loopback)")
     agent.add_argument("--heartbeat-port", type=int, default=HEARTBEAT_PORT,
                        help=f"UDP port of the agents' heartbeats, on the node's InternalIP (default {HEARTBEAT_PORT})")
+    agent.add_argument("--node-liveness", choices=["on", "off"], default=os.environ.get("PORTICO_NODE_LIVENESS", "on"),
+                       help="take a node's endpoints out of rotation the moment its heartbeats stop (default "
+                            "$PORTICO_NODE_LIVENESS or on; off: only when Kubernetes marks them not ready)")
     agent.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
@@ -105,7 +108,8 @@ def _run_agent(args: argparse.Namespace) -> int:
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     client = async_client(args.kubeconfig, field_manager="portico-agent")
-    agent = Agent(client, args.node_name, namespace=args.namespace, heartbeat_port=args.heartbeat_port)
+    agent = Agent(client, args.node_name, namespace=args.namespace, heartbeat_port=args.heartbeat_port,
+                  node_liveness=args.node_liveness == "on")
     if args.metrics_address:
         host, _, port = args.metrics_address.rpartition(":")
         agent.serve(host.strip("[]"), int(port))

@@ -181,3 +181,17 @@ def test_down_endpoints_take_no_new_flows_and_withdraw_when_none_is_left() -> No
     assert all(p.backends == () and p.withdraw for p in out.frontends.values())
     refuse = service_frontends(svc(), [VIP4], slices, "node-1", policy(healthCheck={"type": "TCP"}), down=everyone)
     assert all(p.backends == () and not p.withdraw for p in refuse.frontends.values())
+
+
+def test_a_dead_nodes_endpoints_take_no_new_flows_unless_nothing_else_is_ready() -> None:
+    slices = [eps(ep("198.19.1.2"), ep("198.19.2.2", "node-2"), ep("198.19.3.2", "node-3"))]
+    out = service_frontends(svc(), [VIP4], slices, "node-1", dead_nodes=frozenset({"node-2", "node-3"}))
+    assert [str(b.ip) for b in out.frontends[Frontend(VIP4, "tcp", 80)].backends] == ["198.19.1.2"]
+    # this node's own endpoints are never out for this reason, even when its peers think it is dead
+    mine = service_frontends(svc(), [VIP4], slices, "node-2", dead_nodes=frozenset({"node-2"}))
+    assert len(mine.frontends[Frontend(VIP4, "tcp", 80)].backends) == 3
+    # every ready endpoint on dead nodes: they stay (a wrong belief must not empty the Service)
+    stranded = service_frontends(svc(), [VIP4], [eps(ep("198.19.2.2", "node-2"))], "node-1",
+                                 dead_nodes=frozenset({"node-2"}))
+    web = stranded.frontends[Frontend(VIP4, "tcp", 80)]
+    assert [str(b.ip) for b in web.backends] == ["198.19.2.2"] and not web.terminating

@@ -30,6 +30,7 @@ from portico.agent.caches import AgentCaches
 from portico.agent.forwarding import Forwarding
 from portico.agent.health import AgentHealth
 from portico.agent.heartbeat_keys import HeartbeatKeys
+from portico.agent.liveness import NodeLiveness
 from portico.agent.metrics import AgentMetrics
 from portico.agent.node_report import NodeReporter
 from portico.announce.announcer import L2Announcer
@@ -49,13 +50,14 @@ COALESCE_SECONDS = 0.02  # a burst of watch events becomes one transaction
 
 class Agent:
     def __init__(self, client: AsyncClient, node: str, nft: Nft | None = None, *, namespace: str = "portico-system",
-                 heartbeat_port: int = HEARTBEAT_PORT) -> None:
+                 heartbeat_port: int = HEARTBEAT_PORT, node_liveness: bool = True) -> None:
         self.node = node
         self.events = EventRecorder(client, component=COMPONENT, host=node)
         self.caches = AgentCaches(client, node)
         self.l2 = L2Announcer(node, self._record, heartbeat_port=heartbeat_port)
         self.health = AgentHealth(node, self.l2.mesh, self.events, self.caches)
-        self.forwarding = Forwarding(node, nft or Nft(), self.events, self.health.down_for)
+        self.liveness = NodeLiveness(self.l2.mesh, self.caches, enabled=node_liveness)
+        self.forwarding = Forwarding(node, nft or Nft(), self.events, self.health.down_for, lambda: self.liveness.out)
         self.table_watch = TableWatch(self.forwarding.syncer.nft, self._on_drift)
         self.heartbeat_keys = HeartbeatKeys(client, namespace, self.l2.set_keys)
         self.bgp = BgpAnnouncements(node, self._record)

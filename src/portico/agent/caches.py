@@ -191,6 +191,15 @@ class AgentCaches:
         svc = self.services.cache.get(service)
         return svc is not None and svc.spec is not None and svc.spec.externalTrafficPolicy == "Local"
 
+    def services_on(self, nodes: frozenset[str]) -> set[str]:
+        """The Services with an endpoint on one of these nodes."""
+        out: set[str] = set()
+        for obj in self.slices.cache.values():
+            key = _service_of_slice(obj)
+            if key is not None and key not in out and any(ep.nodeName in nodes for ep in obj.endpoints or []):
+                out.add(key)
+        return out
+
     def slices_for(self, key: str) -> list[Any]:
         return [self.slices.cache[k] for k in self.slices_of.get(key, ()) if k in self.slices.cache]
 

@@ -128,8 +128,10 @@ def _persistence(spec: object, persistence: api.Persistence | None) -> tuple[int
 
 def service_frontends(svc: Service, vips: Iterable[IPAddress], slices: Iterable[EndpointSlice],
                       node: str, policy: api.TrafficPolicySpec | None = None, *,
-                      down: frozenset[tuple[IPAddress, int]] = frozenset()) -> ServiceFrontends:
-    """`down`: endpoints the health monitors have taken out (port 0: every port of the address)."""
+                      down: frozenset[tuple[IPAddress, int]] = frozenset(),
+                      dead_nodes: frozenset[str] = frozenset()) -> ServiceFrontends:
+    """`down`: endpoints the health monitors have taken out (port 0: every port of the address); `dead_nodes`:
+    nodes whose heartbeats stopped (their endpoints are used only when no other ready one is left)."""
     spec, meta = svc.spec, svc.metadata
     assert spec is not None and meta is not None
     result = ServiceFrontends()
@@ -152,7 +154,7 @@ def service_frontends(svc: Service, vips: Iterable[IPAddress], slices: Iterable[
         for family in (4, 6):
             backends, draining = _backends(slices, family, port_name=port.name or "", protocol=port.protocol or "TCP",
                                            local_only=local_only, node=node, weights=weight_of, unresolved=unresolved,
-                                           down=down)
+                                           down=down, dead_nodes=dead_nodes - {node})
             for vip in vips:
                 if vip.version != family:
                     continue
@@ -171,9 +173,11 @@ def _full_is_none(prefix: int | None, family: int) -> int | None:
 
 def _backends(slices: list[EndpointSlice], family: int, *, port_name: str, protocol: str, local_only: bool,
               node: str, weights: Weights, unresolved: set[str],
-              down: frozenset[tuple[IPAddress, int]]) -> tuple[tuple[Backend, ...], bool]:
+              down: frozenset[tuple[IPAddress, int]], dead_nodes: frozenset[str],
+              ) -> tuple[tuple[Backend, ...], bool]:
     """The endpoints that take new flows, and whether they are terminating ones (none is ready)."""
     found: set[Backend] = set()  # a set: duplicate endpoints (in one slice or across slices) count once
+    stranded: set[Backend] = set()  # ready, on a node whose heartbeats stopped
     draining: set[Backend] = set()  # serving but terminating: used only when no endpoint is ready (KEP-1669)
     for eps in slices:
         if FAMILY_OF_ADDRESS_TYPE.get(eps.addressType) != family:
@@ -191,7 +195,8 @@ def _backends(slices: list[EndpointSlice], family: int, *, port_name: str, proto
             serving = conditions is not None and (ready if conditions.serving is None else bool(conditions.serving))
             if local_only and ep.nodeName != node:
                 continue
-            into = found if ready and not terminating else draining if serving and terminating else None
+            into = ((stranded if ep.nodeName in dead_nodes else found) if ready and not terminating
+                    else draining if serving and terminating else None)
             if into is None:
                 continue
             weight = weights.of(ep.targetRef.name if ep.targetRef else None, ep.nodeName, ep.zone)
@@ -206,8 +211,10 @@ def _backends(slices: list[EndpointSlice], family: int, *, port_name: str, proto
                     into.add(Backend(ip, target, weight))
     # Like kube-proxy: while a rollout or scale-down leaves no ready endpoint, the terminating ones that still
     # serve take new connections rather than the Service refusing them.
-    chosen = found or draining
-    return _in_lowest_terms(sorted(chosen, key=lambda b: (int(b.ip), b.port))), bool(chosen) and not found
+    # A dead node's endpoints are used only when nothing else is ready: a wrong belief must not empty a Service.
+    chosen = found or stranded or draining
+    return (_in_lowest_terms(sorted(chosen, key=lambda b: (int(b.ip), b.port))),
+            bool(chosen) and not found and not stranded)
 
 
 def _in_lowest_terms(backends: list[Backend]) -> tuple[Backend, ...]:

@@ -218,6 +218,7 @@ class HeartbeatMesh:
         self.node, self.port, self.interval, self.dead_after = node, port, interval, dead_after
         self.on_change = on_change
         self.on_health: Callable[[str, Down, Down], None] = lambda peer, before, after: None
+        self.on_liveness: Callable[[], None] = lambda: None  # a peer came, went, or this node settled
         self.peers: dict[str, Peer] = {}
         self.eligible: frozenset[IPAddress] = frozenset()
         self.down: Down = {}  # this node's endpoints that are down, by Service
@@ -255,7 +256,7 @@ class HeartbeatMesh:
             if peer.expiry:
                 peer.expiry.cancel()
             if peer.alive:
-                self.on_change(name, "removed from the cluster")
+                self._changed(name, "removed from the cluster")
         for name, (address, port) in wanted.items():
             peer = self.peers.setdefault(name, Peer(address))
             peer.address, peer.port = address, port
@@ -328,7 +329,7 @@ class HeartbeatMesh:
         asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
         self.started = time.monotonic()
         # Settled once every live peer has had the time to be heard: then the announcer may claim.
-        asyncio.get_running_loop().call_later(self.dead_after, self.on_change, self.node, "listened long enough")
+        asyncio.get_running_loop().call_later(self.dead_after, self._changed, self.node, "listened long enough")
         log.info("heartbeats on %s port %d", address, self.port)
 
     def _close(self) -> None:
@@ -428,7 +429,7 @@ class HeartbeatMesh:
             peer.expiry.cancel()
         peer.expiry = asyncio.get_running_loop().call_later(self.dead_after, self._expire, beat.node)
         if came or restarted or changed:
-            self.on_change(beat.node, "came up" if came else "restarted" if restarted else "changed its VIPs")
+            self._changed(beat.node, "came up" if came else "restarted" if restarted else "changed its VIPs")
 
     def _expire(self, name: str, why: str | None = None) -> None:
         peer = self.peers.get(name)
@@ -439,7 +440,11 @@ class HeartbeatMesh:
         silent = time.monotonic() - peer.heard
         peer.heard, peer.eligible, peer.expiry = None, frozenset(), None
         self._forget_health(name, peer)
-        self.on_change(name, why or f"silent for {silent * 1000:.0f} ms")
+        self._changed(name, why or f"silent for {silent * 1000:.0f} ms")
+
+    def _changed(self, name: str, what: str) -> None:
+        self.on_change(name, what)
+        self.on_liveness()
 
     def _forget_health(self, name: str, peer: Peer) -> None:
         before, peer.down, peer.health, peer.acked = peer.down, {}, 0, 0

@@ -4,8 +4,9 @@ No cluster: a "node" network namespace probes a "pods" namespace over a veth pai
 checker (`portico.health`), and two real heartbeat meshes (`portico.announce.heartbeat`) for node death.
 
   1. Probe CPU of one node (the checker's own thread, user + system) at 1,000 and 10,000 local endpoints,
-     interval 1 s: the half-open TCP check as shipped, HTTP at 1,000, and beside them in the same run a
-     plain asyncio connect-per-check prober (what a straightforward implementation would do).
+     interval 1 s: the half-open TCP check as shipped, HTTP at 1,000, and beside them in the same run the
+     floor (the same SYNs sent and answers read from one raw socket, no bookkeeping) and a plain asyncio
+     connect-per-check prober (what a straightforward implementation would do).
   2. Heartbeat bytes a node sends each second in a cluster of 100 agents (99 peers, 20 eligible VIPs): the
      real send path into a counting socket, steady and while its down set changes every second.
   3. Detection: the time from a pod's port closing to its monitor's transition (200 endpoints falling sick
@@ -26,6 +27,7 @@ import json
 import os
 import random
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -37,6 +39,7 @@ from typing import Any, TypeVar
 from portico.announce.heartbeat import HeartbeatMesh, Peer
 from portico.health.checker import HealthChecker, Transition
 from portico.health.checks import Check, Target
+from portico.health.probers import PROBE_PORTS, _attach, _port_filter, syn_segment
 
 T = TypeVar("T")
 NODE_NS, PODS_NS = "bh-node", "bh-pods"
@@ -142,6 +145,32 @@ def probe_cpu(kind: str, n: int, seconds: float) -> tuple[float, int]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         return used / seconds, started
+    return in_netns(NODE_NS, main)
+
+
+def floor_cpu(n: int, seconds: float) -> float:
+    """The floor: the same SYNs from one raw socket and their answers read, with no bookkeeping at all."""
+    async def main() -> float:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_RAW | socket.SOCK_NONBLOCK, socket.IPPROTO_TCP)
+        _attach(sock, _port_filter(True))
+        source = ipaddress.ip_address(NODE_IP)
+        packets = [(syn_segment(source, t.ip, PROBE_PORTS[0] + i % 4500, t.port, 1), (str(t.ip), 0))
+                   for i, t in enumerate(targets(n))]
+
+        def drain() -> None:
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    sock.recvfrom(256)
+        asyncio.get_running_loop().add_reader(sock.fileno(), drain)
+        cpu, start = time.thread_time(), time.monotonic()
+        ticks = int(seconds * 200)
+        for tick in range(ticks):
+            for packet, address in packets[tick % 200 * n // 200:(tick % 200 + 1) * n // 200]:
+                sock.sendto(packet, address)
+            await asyncio.sleep(max(0.0, start + (tick + 1) / 200 - time.monotonic()))
+        used = time.thread_time() - cpu
+        sock.close()
+        return used / seconds
     return in_netns(NODE_NS, main)
 
 
@@ -322,9 +351,11 @@ def main() -> None:
             print("1. probe CPU of one node, interval 1 s (cores: 1.0 = one core)")
             for n in (1000, 10_000):
                 syn, started = probe_cpu("TCP", n, args.seconds)
+                floor = floor_cpu(n, args.seconds)
                 naive = naive_cpu(n, args.seconds)
                 print(f"   {n:>6} endpoints  TCP half-open {syn:6.3f} ({started / args.seconds:,.0f} probes/s)   "
-                      f"asyncio connect {naive:6.3f}   ratio {naive / syn:4.1f}x")
+                      f"floor {floor:6.3f} (x{syn / floor:.1f})   asyncio connect {naive:6.3f} "
+                      f"(x{naive / syn:.1f} ours)")
         finally:
             proc.kill()
             proc.wait()

@@ -24,6 +24,9 @@ class TableProbers:
         self.started.append((check.type, str(ip), port))
         asyncio.get_running_loop().call_soon(done, (str(ip), port) not in self.sick, "sick")
 
+    def prepare(self, check: Check, ip: Any, port: int) -> Any:
+        return lambda done: self.start(check, ip, port, done)
+
     def close(self) -> None:
         pass
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from portico.api import v1alpha1 as api
@@ -70,6 +70,13 @@ class Target:
     port: int  # the endpoint's port this result is for, or ADDRESS
     probe_port: int  # where the probe goes (0 for ICMP)
     pod: str = ""  # for Events
+    _hash: int = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:  # a target is looked up several times a probe: hashed once
+        object.__setattr__(self, "_hash", hash((self.service, self.ip.packed, self.port, self.probe_port)))
+
+    def __hash__(self) -> int:
+        return self._hash
 
     @property
     def endpoint(self) -> tuple[IPAddress, int]:

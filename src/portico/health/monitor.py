@@ -19,6 +19,7 @@ class Monitor:
     proven: bool = False  # has passed a check since it started: no longer on probation
     run: int = 0  # results in a row that disagree with `up`
     last_failure: str = ""
+    active: bool = True  # False once its target is gone: results still in flight are ignored
 
     def observe(self, ok: bool, why: str = "") -> bool:
         """Count one check's result; True when it flips the state."""

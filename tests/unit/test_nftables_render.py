@@ -225,3 +225,25 @@ def test_drift_is_a_change_to_our_table_by_another_process() -> None:
     assert foreign_change(batch, 7, {7, 8}) is None  # one of our own transactions
     assert foreign_change(["add table inet kube-proxy", "add table inet portico-test"], 42, ()) is None
     assert foreign_change(["add rule ip filter INPUT accept"], 42, ()) is None
+
+
+def test_limits_are_rules_of_the_frontends_own_chain_and_bandwidth_chains_both_ways() -> None:
+    from portico.dataplane.model import Limits
+    limits = Limits(connections=100, client_connections=3, client_rate=(10, 5), bandwidth=1_000_000)
+    rs = render(state(web=FrontendPolicy("a/web", pods(2), limits=limits)))
+    fe = "fe-198-18-100-1-tcp-80"
+    assert rs.elements["frontends4"]["198.18.100.1 . tcp . 80"] == f"goto {fe}"
+    rules = rs.chains[fe]
+    assert rules[0] == ('ct count over 100 counter name "limit-198-18-100-1-tcp-80-connections" '
+                        "reject with tcp reset")
+    assert rules[1] == ("add @conns-198-18-100-1-tcp-80 { ip saddr ct count over 3 } counter name "
+                        '"limit-198-18-100-1-tcp-80-client-connections" reject with tcp reset')
+    assert rules[2].startswith("update @rate-198-18-100-1-tcp-80-10-5 { ip saddr limit rate over 10/second "
+                               "burst 5 packets }")
+    assert rules[3].startswith("meta l4proto tcp dnat")  # then the pick, as without limits
+    assert rs.elements["bandwidth_in4"] == {"198.18.100.1 . tcp . 80": "jump bwi-198-18-100-1-tcp-80"}
+    assert rs.elements["bandwidth_out4"] == {"198.18.100.1 . tcp . 80": "jump bwo-198-18-100-1-tcp-80"}
+    assert rs.chains["bwo-198-18-100-1-tcp-80"] == (
+        'limit rate over 1000000 bytes/second counter name '
+        '"limit-198-18-100-1-tcp-80-bandwidth-out" drop',)
+    assert {"limit-198-18-100-1-tcp-80-connections", "conns-198-18-100-1-tcp-80"} <= set(rs.objects)

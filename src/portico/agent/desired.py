@@ -23,7 +23,7 @@ from lightkube.models.core_v1 import Service
 from lightkube.models.discovery_v1 import EndpointSlice
 
 from portico.api import v1alpha1 as api
-from portico.dataplane.model import Algorithm, Backend, Frontend, FrontendPolicy, IPNetwork
+from portico.dataplane.model import Algorithm, Backend, Frontend, FrontendPolicy, IPNetwork, Limits
 from portico.health.checks import is_down
 from portico.ipam.blocks import IPAddress
 from portico.policy.traffic import (
@@ -31,6 +31,7 @@ from portico.policy.traffic import (
     ENDPOINT_WEIGHTS,
     LB_ALGORITHM,
     algorithm_name,
+    parse_bandwidth,
     persistence_timeout,
 )
 
@@ -144,6 +145,7 @@ def service_frontends(svc: Service, vips: Iterable[IPAddress], slices: Iterable[
     affinity, prefix = _persistence(spec, policy.persistence if policy is not None else None)
     local_only = spec.externalTrafficPolicy == "Local"
     check = policy.healthCheck if policy is not None else None
+    limits = limits_of(policy.limits) if policy is not None and policy.limits is not None else None
     withdraw = check is not None and check.whenNoneHealthy == "Withdraw"
     weight_of = (policy_weights(lb) if lb is not None
                  else weights((meta.annotations or {}).get(ENDPOINT_WEIGHTS), result.problems))
@@ -161,10 +163,18 @@ def service_frontends(svc: Service, vips: Iterable[IPAddress], slices: Iterable[
                 result.frontends[Frontend(vip, protocol, port.port)] = FrontendPolicy(
                     service=name, backends=backends, algorithm=algorithm, source_ranges=ranges,
                     affinity_timeout=affinity, affinity_prefix=_full_is_none(prefix.get(family), family),
-                    terminating=draining, withdraw=withdraw and not backends)
+                    terminating=draining, withdraw=withdraw and not backends, limits=limits)
     for port_name in sorted(unresolved):
         result.problems.append(f"port {port_name or '(unnamed)'}: some endpoints have no such port; skipped")
     return result
+
+
+def limits_of(spec: api.Limits) -> Limits | None:
+    rate = spec.connectionRatePerClient
+    limits = Limits(connections=spec.maxConnections, client_connections=spec.maxConnectionsPerClient,
+                    client_rate=(rate.perSecond, rate.burst) if rate is not None else None,
+                    bandwidth=parse_bandwidth(spec.bandwidth) // 8 if spec.bandwidth is not None else None)
+    return limits if limits != Limits() else None
 
 
 def _full_is_none(prefix: int | None, family: int) -> int | None:

@@ -23,7 +23,14 @@ from portico.agent.bgp import BgpAnnouncements
 from portico.announce.announcer import L2Announcer
 from portico.dataplane.model import Frontend
 from portico.dataplane.nft import Counters, Nft
-from portico.dataplane.nftables import FRONTEND_COUNTERS, HEARTBEATS_DROPPED, REFUSED, dropped_counter
+from portico.dataplane.nftables import (
+    FRONTEND_COUNTERS,
+    HEARTBEATS_DROPPED,
+    LIMIT_KINDS,
+    REFUSED,
+    dropped_counter,
+    limit_counter,
+)
 from portico.ipam.blocks import IPAddress
 from portico.serving import LoopBridge
 
@@ -84,6 +91,8 @@ class _KernelCounters(Collector):
         refused = CounterMetricFamily("portico_refused_packets",
                                       "Packets to a VIP no rule forwards (no ready endpoint, unserved port), "
                                       "answered with a TCP reset or ICMP unreachable", labels=["family"])
+        limited = CounterMetricFamily("portico_limit_drops", "Packets a TrafficPolicy limit dropped or refused, "
+                                      "per frontend and limit", labels=[*FRONTEND_LABELS, "limit"])
         for elements in counters.elements.values():
             for (vip, protocol, port), (n_packets, n_bytes) in elements.items():
                 fe = Frontend(ipaddress.ip_address(vip), protocol, int(port))
@@ -94,6 +103,9 @@ class _KernelCounters(Collector):
                 octets.add_metric(_labels(fe, service), n_bytes)
                 if (drops := counters.named.get(dropped_counter(fe))) is not None:
                     dropped.add_metric(_labels(fe, service), drops[0])
+                for kind in LIMIT_KINDS:
+                    if (drops := counters.named.get(limit_counter(fe, kind))) is not None:
+                        limited.add_metric([*_labels(fe, service), kind], drops[0])
         for family, name in REFUSED.items():
             if name in counters.named:
                 refused.add_metric([f"IPv{family}"], counters.named[name][0])
@@ -101,7 +113,7 @@ class _KernelCounters(Collector):
                                          "Datagrams to the heartbeat port the kernel dropped: not from a peer's "
                                          "address", value=counters.named.get(
                                              HEARTBEATS_DROPPED, (0, 0))[0])
-        return [packets, octets, dropped, refused, heartbeats]
+        return [packets, octets, dropped, limited, refused, heartbeats]
 
 
 class _OnLoop(Collector):

@@ -61,6 +61,16 @@ class Backend:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """What a frontend takes at most, enforced in the kernel on each node (a TrafficPolicy's `limits`)."""
+
+    connections: int | None = None  # concurrent, over all clients
+    client_connections: int | None = None  # concurrent, per client address
+    client_rate: tuple[int, int] | None = None  # new connections a second per client address, and the burst
+    bandwidth: int | None = None  # bytes a second, each direction
+
+
+@dataclass(frozen=True)
 class FrontendPolicy:
     """Everything about one frontend that shapes its rules."""
 
@@ -72,6 +82,7 @@ class FrontendPolicy:
     affinity_prefix: int | None = None  # clients in one network of this length share a pin; None: per address
     terminating: bool = False  # no endpoint is ready: the backends are terminating ones that still serve
     withdraw: bool = False  # no healthy backend, and its policy says to stop announcing the VIP rather than refuse
+    limits: Limits | None = None
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,16 @@ from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 from portico.dataplane.maglev import maglev_table, table_size
-from portico.dataplane.model import PROTOCOLS, Algorithm, Backend, DesiredState, Frontend, FrontendPolicy, IPNetwork
+from portico.dataplane.model import (
+    PROTOCOLS,
+    Algorithm,
+    Backend,
+    DesiredState,
+    Frontend,
+    FrontendPolicy,
+    IPNetwork,
+    Limits,
+)
 from portico.ipam.blocks import IPAddress, allocation_name
 
 
@@ -49,6 +58,9 @@ VIPS = {4: "vips4", 6: "vips6"}
 LOCAL_PODS = {4: "local_pods4", 6: "local_pods6"}
 FRONTEND_COUNTERS = {4: "frontend_counters4", 6: "frontend_counters6"}
 SOURCE_FILTERS = {4: "source_filters4", 6: "source_filters6"}  # frontend -> its loadBalancerSourceRanges chain
+BANDWIDTH_IN = {4: "bandwidth_in4", 6: "bandwidth_in6"}  # frontend -> its bandwidth limit, client to VIP
+BANDWIDTH_OUT = {4: "bandwidth_out4", 6: "bandwidth_out6"}  # ... and VIP to client (replies, after un-DNAT)
+LIMIT_KINDS = ("connections", "client-connections", "client-rate", "bandwidth-in", "bandwidth-out")
 REFUSED = {4: "refused4", 6: "refused6"}  # named counters
 HEARTBEAT_PEERS = {4: "heartbeat_peers4", 6: "heartbeat_peers6"}
 HEARTBEATS_DROPPED = "heartbeats_dropped"  # named counter
@@ -60,6 +72,8 @@ STATIC_SETS = tuple(
         f"map {FRONTENDS[v]} {{ type {ADDR_TYPE[v]} . inet_proto . inet_service : verdict; }}",
         f"set {FRONTEND_COUNTERS[v]} {{ type {ADDR_TYPE[v]} . inet_proto . inet_service; counter; }}",
         f"map {SOURCE_FILTERS[v]} {{ type {ADDR_TYPE[v]} . inet_proto . inet_service : verdict; }}",
+        f"map {BANDWIDTH_IN[v]} {{ type {ADDR_TYPE[v]} . inet_proto . inet_service : verdict; }}",
+        f"map {BANDWIDTH_OUT[v]} {{ type {ADDR_TYPE[v]} . inet_proto . inet_service : verdict; }}",
         # One per protocol: nft derives the DNAT's protocol from the value's type (`th` cannot be re-read).
         *(f"map {BACKENDS[v, proto]} {{ typeof {IP[v]} daddr . th dport . numgen random mod 1 : "
           f"{IP[v]} daddr . {proto} dport; }}" for proto in PROTOCOLS),
@@ -86,10 +100,16 @@ DSTNAT, SRCNAT = -100, 100
 BASE_CHAINS: dict[str, BaseChain] = {
     # Before anyone's NAT and filtering (kube-proxy filters at dstnat - 10): counts every packet of every flow
     # (client -> VIP), and drops what loadBalancerSourceRanges does not allow, counted per frontend.
+    # Bandwidth limits (client -> VIP) first: a source filter's verdict ends the chain.
     "count-incoming": BaseChain("filter", "prerouting", DSTNAT - 15, tuple(
         rule for v in (4, 6) for rule in (
             f"{IP[v]} daddr . meta l4proto . th dport @{FRONTEND_COUNTERS[v]}",
+            f"{IP[v]} daddr . meta l4proto . th dport vmap @{BANDWIDTH_IN[v]}",
             f"{IP[v]} daddr . meta l4proto . th dport vmap @{SOURCE_FILTERS[v]}"))),
+    # Replies leave with the VIP as their source once conntrack has undone the DNAT (at srcnat): bandwidth
+    # limits of the other direction.
+    "limit-outgoing": BaseChain("filter", "postrouting", SRCNAT + 10, tuple(
+        f"{IP[v]} saddr . meta l4proto . th sport vmap @{BANDWIDTH_OUT[v]}" for v in (4, 6))),
     # Just before dstnat, where kube-proxy (both modes) and most others DNAT: the first NAT chain that binds a
     # connection is the only one the kernel runs for it, so a VIP's flows are Portico's even where kube-proxy
     # also programs the Service's LoadBalancer IP (ipMode VIP). docs/dataplane.md#kube-proxy
@@ -174,6 +194,48 @@ def dropped_counter(fe: Frontend) -> str:
     return f"dropped-{allocation_name(fe.vip)}-{fe.protocol}-{fe.port}"
 
 
+def limit_counter(fe: Frontend, kind: str) -> str:
+    """The named counter of what one of a frontend's limits drops (kind: one of LIMIT_KINDS)."""
+    return f"limit-{allocation_name(fe.vip)}-{fe.protocol}-{fe.port}-{kind}"
+
+
+def _limits(fe: Frontend, limits: Limits) -> tuple[list[str], Ruleset]:
+    """A frontend's limits: the rules its own chain starts with (new connections only: the nat hook sees the
+    first packet of each), and the sets, counters, bandwidth chains and map elements they use."""
+    v, ip, key = fe.family, IP[fe.family], frontend_key(fe)
+    suffix = f"{allocation_name(fe.vip)}-{fe.protocol}-{fe.port}"
+    refuse = "reject with tcp reset" if fe.protocol == "tcp" else "reject with icmpx port-unreachable"
+    rules: list[str] = []
+    chains: dict[str, tuple[str, ...]] = {}
+    objects: dict[str, str] = {}
+    elements: dict[str, dict[str, str | None]] = {}
+
+    def counted(kind: str) -> str:
+        name = limit_counter(fe, kind)
+        objects[name] = f"counter {name}"
+        return f'counter name "{name}"'
+    if limits.connections is not None:
+        rules.append(f"ct count over {limits.connections} {counted('connections')} {refuse}")
+    if limits.client_connections is not None:
+        clients = f"conns-{suffix}"
+        objects[clients] = f"set {clients} {{ type {ADDR_TYPE[v]}; size 65535; flags dynamic; }}"
+        rules.append(f"add @{clients} {{ {ip} saddr ct count over {limits.client_connections} }} "
+                     f"{counted('client-connections')} {refuse}")
+    if limits.client_rate is not None:
+        rate, burst = limits.client_rate
+        clients = f"rate-{suffix}-{rate}-{burst}"  # the limit's state lives in the elements: new settings, new set
+        objects[clients] = f"set {clients} {{ type {ADDR_TYPE[v]}; size 65535; flags dynamic,timeout; timeout 60s; }}"
+        rules.append(f"update @{clients} {{ {ip} saddr limit rate over {rate}/second burst {max(burst, 1)} packets }} "
+                     f"{counted('client-rate')} drop")
+    if limits.bandwidth is not None:
+        # No burst: the kernel's bucket for a rate in bytes already holds a second's worth (rate + burst).
+        for kind, table, chain in (("bandwidth-in", BANDWIDTH_IN[v], f"bwi-{suffix}"),
+                                   ("bandwidth-out", BANDWIDTH_OUT[v], f"bwo-{suffix}")):
+            chains[chain] = (f"limit rate over {limits.bandwidth} bytes/second {counted(kind)} drop",)
+            elements[table] = {key: f"jump {chain}"}
+    return rules, Ruleset(chains=chains, objects=objects, elements=elements)
+
+
 def render_frontend(fe: Frontend, policy: FrontendPolicy) -> Ruleset:
     """The chains, objects and elements one frontend needs. Shared chains appear in every fragment using them."""
     v, key = fe.family, frontend_key(fe)
@@ -193,6 +255,12 @@ def render_frontend(fe: Frontend, policy: FrontendPolicy) -> Ruleset:
         chains[source_chain(fe)] = (drop,)  # incoming, before any DNAT (ours or kube-proxy's)
         elements[SOURCE_FILTERS[v]] = {key: f"goto {source_chain(fe)}"}
         own.append(drop)  # the node's own connections, which only the nat output hook sees
+    if policy.limits is not None:
+        rules, limited = _limits(fe, policy.limits)
+        own += rules
+        chains.update(limited.chains)
+        objects.update(limited.objects)
+        elements.update({name: dict(values) for name, values in limited.elements.items()})
     if policy.affinity_timeout is not None:
         rules, per_backend = _affinity(fe, policy.algorithm, policy.affinity_timeout, policy.affinity_prefix, table)
         own += rules

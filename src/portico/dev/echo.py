@@ -4,6 +4,7 @@ TCP ports speak just enough HTTP/1.1 (keep-alive, pipelining) for curl and wrk: 
 gets `200` and the JSON body `{"pod", "node", "client"}`. UDP ports answer each datagram with
 the same JSON. `client` is the source address as this pod saw it (shows SNAT vs. preserved IPs).
 TLS ports (`PORT/TLS`) speak the same HTTP over TLS, with a self-signed certificate made at start.
+`GET /bytes/N` answers N bytes instead (transfers, for bandwidth limits).
 
 It can be made sick without failing a Kubernetes readiness probe (which the lab kubelet runs only if the
 pod asks for one), so tests prove Portico's monitors rather than the kubelet's:
@@ -81,7 +82,8 @@ class EchoHTTP(asyncio.Protocol):
             if len(rest) < length:
                 break
             self.buffer = rest[length:]
-            responses.append(self.response)
+            path = head.split(b" ", 2)[1] if head.count(b" ") >= 2 else b"/"
+            responses.append(_bulk(path) or self.response)
             if b"\r\nconnection: close" in head.lower():
                 self.transport.write(b"".join(responses))
                 self.transport.close()
@@ -102,6 +104,18 @@ class EchoUDP(asyncio.DatagramProtocol):
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         if not self.health.sick:
             self.transport.sendto(_body(self.pod, self.node, addr[0]), addr)
+
+
+MAX_BULK = 1 << 30
+
+
+def _bulk(path: bytes) -> bytes | None:
+    """`GET /bytes/N`: N bytes of body, for transfers (bandwidth limits)."""
+    if not path.startswith(b"/bytes/") or not path[7:].isdigit() or int(path[7:]) > MAX_BULK:
+        return None
+    n = int(path[7:])
+    return (b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: "
+            + str(n).encode() + b"\r\n\r\n" + b"x" * n)
 
 
 def self_signed(pod: str) -> ssl.SSLContext:

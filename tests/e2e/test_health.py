@@ -186,6 +186,13 @@ def test_a_sick_backend_leaves_rotation_on_every_node_within_the_budget_and_retu
     wait_for(lambda: policy_counts(lab) == (2, 3), 10, f"{kind}: the policy's status says 2/3 healthy")
     row = lab.kubectl("get", "trafficpolicy", APP, "--no-headers").split()
     assert row[3:5] == ["2", "3"], row  # HEALTHY, BACKENDS
+    metrics = lab.exec_in("client", "curl", "-s", "http://198.18.0.12:9470/metrics").stdout  # node-2's agent
+    victim_ip = lab.get("pod", victim)["status"]["podIP"]
+    port = "0" if kind in ("ICMP", "HTTPS") else "9090" if kind == "UDP" else "8080"
+    endpoint = victim_ip if port == "0" else f"{victim_ip}:{port}"
+    assert f'portico_backend_up{{endpoint="{endpoint}",service="default/{APP}"}} 0.0' in metrics, metrics[-2000:]
+    assert f'portico_health_transitions_total{{service="default/{APP}",to="down"}}' in metrics
+    assert f'portico_health_probe_duration_seconds_count{{type="{kind}"}}' in metrics
 
     well_at = time.time()
     signal_pod(lab, victim, signal.SIGHUP)

@@ -64,8 +64,9 @@ class Agent:
         self.advertisement_problems: dict[str, list[str]] = {}  # L2Advertisement -> why not answering there
         self.reporter = NodeReporter(client, node, self.caches.reports.cache, self.caches.nodes.cache,
                                      self._node_report, watched=[self.l2.changed, self.caches.own_report_changed])
-        self.metrics = AgentMetrics(self.forwarding.syncer.nft, self.forwarding.service_of,
-                                    lambda: dict(self.forwarding.problems), self.l2, self.bgp)
+        self.metrics = AgentMetrics(self.forwarding.syncer.nft, service_of=self.forwarding.service_of,
+                                    problems=lambda: dict(self.forwarding.problems), l2=self.l2, bgp=self.bgp,
+                                    health=self.health, liveness=self.liveness)
 
     def _on_drift(self, what: str) -> None:
         """Someone else changed our table: lay it again from the desired state (a full sync)."""

@@ -11,7 +11,8 @@ The API server sees transitions (Events) and aggregates (this node's report), ne
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Iterable
 from typing import Any
 
 from portico.agent.caches import AgentCaches
@@ -27,7 +28,7 @@ class AgentHealth:
     def __init__(self, node: str, mesh: HeartbeatMesh, events: EventRecorder, caches: AgentCaches) -> None:
         self.node, self.mesh, self.events, self.caches = node, mesh, events, caches
         self.checker = HealthChecker(self._transition)
-        self.transitions = 0
+        self.transitions: Counter[tuple[str, str]] = Counter()  # (Service, "down" or "up") -> count
         mesh.on_health = self._peer_health
 
     # -- probing: a consumer of the caches ----------------------------------------------------------------
@@ -51,7 +52,7 @@ class AgentHealth:
         await self.checker.run()
 
     def _transition(self, t: Transition) -> None:
-        self.transitions += 1
+        self.transitions[t.target.service, "up" if t.up else "down"] += 1
         self.mesh.set_down(self.checker.down)
         self.caches.mark_all({t.target.service})
         where = f"{t.target.ip}" if t.target.port == ADDRESS else f"{t.target.ip}:{t.target.port}"
@@ -79,5 +80,3 @@ class AgentHealth:
             found |= peer.down.get(service, frozenset())
         return frozenset(found)
 
-
-DownFor = Callable[[str], frozenset[Endpoint]]

@@ -1,4 +1,5 @@
-"""The agent's Prometheus metrics. Labels name Services and frontends, never endpoints.
+"""The agent's Prometheus metrics. Labels name Services and frontends; endpoints only in portico_backend_up,
+whose series are capped per node (MAX_BACKEND_SERIES).
 
 Sync and programming latencies are observed by the agent as it works; packet counts live in the
 kernel (nft counters, `portico.dataplane.nftables`) and are read only when Prometheus scrapes, so
@@ -20,6 +21,8 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from portico.agent.bgp import BgpAnnouncements
+from portico.agent.health import AgentHealth
+from portico.agent.liveness import NodeLiveness
 from portico.announce.announcer import L2Announcer
 from portico.dataplane.model import Frontend
 from portico.dataplane.nft import Counters, Nft
@@ -39,10 +42,20 @@ OnLoop = Callable[[Callable[[], list[Metric]]], list[Metric]]
 FRONTEND_LABELS = ("service", "vip", "protocol", "port")
 
 
+MAX_BACKEND_SERIES = 1000  # portico_backend_up series per node; beyond, counted in portico_backend_up_unreported
+
+
 class AgentMetrics:
-    def __init__(self, nft: Nft, service_of: Callable[[Frontend], str | None],
-                 problems: Callable[[], Mapping[str, list[str]]], l2: L2Announcer, bgp: BgpAnnouncements) -> None:
+    def __init__(self, nft: Nft, *, service_of: Callable[[Frontend], str | None],
+                 problems: Callable[[], Mapping[str, list[str]]], l2: L2Announcer, bgp: BgpAnnouncements,
+                 health: AgentHealth, liveness: NodeLiveness) -> None:
         self.registry = CollectorRegistry()
+        # Per check type, not per endpoint: observed at every probe (10,000 a second), it must stay cheap.
+        self.probe_seconds = Histogram(
+            "portico_health_probe_duration_seconds", "From a health probe sent to its answer (successful probes)",
+            ["type"], registry=self.registry, buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                       0.5, 1))
+        health.checker.probers.latency = lambda kind, seconds: self.probe_seconds.labels(kind).observe(seconds)
         self.sync_seconds = Histogram(
             "portico_agent_sync_duration_seconds", "Time to bring the kernel's table to the desired state",
             ["kind"], registry=self.registry,
@@ -60,7 +73,7 @@ class AgentMetrics:
                                      registry=self.registry)
         self.bridge = LoopBridge()  # the collectors read the event loop's state on the loop
         self.registry.register(_KernelCounters(nft, service_of, self.bridge.call))
-        for collector in (_Problems(problems), _Announcements(l2), _Bgp(bgp)):
+        for collector in (_Problems(problems), _Announcements(l2), _Bgp(bgp), _Health(health, liveness)):
             self.registry.register(_OnLoop(collector, self.bridge.call))
 
 
@@ -170,6 +183,37 @@ class _Announcements(Collector):
         keys = GaugeMetricFamily("portico_announce_heartbeat_keys", "Heartbeat keys held (0: this node announces "
                                  "nothing in layer 2)", value=len(self.l2.mesh.keys))
         yield from (announced, eligible, peers, changes, rejected, keys)
+
+
+class _Health(Collector):
+    def __init__(self, health: AgentHealth, liveness: NodeLiveness) -> None:
+        self.health, self.liveness = health, liveness
+
+    def collect(self) -> Iterator[Metric]:
+        up = GaugeMetricFamily("portico_backend_up", "1 while this node's monitor finds a local endpoint healthy, "
+                               f"0 while down (at most {MAX_BACKEND_SERIES} series a node)",
+                               labels=["service", "endpoint"])
+        series = unreported = 0
+        for target, monitor in self.health.checker.monitors.items():
+            if series >= MAX_BACKEND_SERIES:
+                unreported += 1
+                continue
+            where = f"[{target.ip}]" if target.ip.version == 6 else str(target.ip)
+            up.add_metric([target.service, f"{where}:{target.port}" if target.port else where], int(monitor.up))
+            series += 1
+        yield up
+        yield GaugeMetricFamily("portico_backend_up_unreported", "Monitored endpoints left out of "
+                                "portico_backend_up by its cap", value=unreported)
+        transitions = CounterMetricFamily("portico_health_transitions", "Local endpoints going down or up, by "
+                                          "Service", labels=["service", "to"])
+        for (service, to), count in sorted(self.health.transitions.items()):
+            transitions.add_metric([service, to], count)
+        yield transitions
+        yield CounterMetricFamily("portico_health_probes", "Health probes started by this node",
+                                  value=self.health.checker.probes)
+        yield GaugeMetricFamily("portico_nodes_out_of_rotation", "Peers whose endpoints this node keeps out of new "
+                                "flows (their heartbeats stopped, or they are in their hold-down)",
+                                value=len(self.liveness.out))
 
 
 class _Bgp(Collector):

@@ -201,3 +201,39 @@ def test_a_sick_backend_leaves_rotation_on_every_node_within_the_budget_and_retu
     meter("client", vip, proto, 1.0, back).join()
     assert victim in {pod for _, pod, _ in back["client"]["flows"]}, f"{kind}: {victim} takes new flows again"
     print(f"{kind}: healthy again and in rotation {time.time() - well_at:.2f} s after it recovered")
+
+
+def announcers(lab: Lab, vip: str) -> list[str]:
+    return [n["metadata"]["name"] for n in lab.get("porticonodes")["items"]
+            if vip in n.get("status", {}).get("layer2", [])]
+
+
+def announced(lab: Lab) -> dict[str, Any]:
+    conditions = lab.get("service", APP).get("status", {}).get("conditions", [])
+    return next((c for c in conditions if c["type"] == "portico.io/Announced"), {})
+
+
+def test_withdraw_stops_every_node_announcing_while_no_backend_is_healthy(
+        lab: Lab, service: tuple[str, dict[str, str]]) -> None:
+    vip, pods = service
+    lab.kubectl("apply", "-f", "-", stdin=json.dumps({
+        "apiVersion": "portico.io/v1alpha1", "kind": "L2Advertisement", "metadata": {"name": "health"},
+        "spec": {"ipPools": ["health"]}}))
+    try:
+        lab.kubectl("apply", "-f", "-", stdin=policy({"type": "TCP", "whenNoneHealthy": "Withdraw"}))
+        wait_for(lambda: policy_counts(lab) == (3, 3), 20, "all three healthy")
+        wait_for(lambda: announcers(lab, vip), 10, "one node answering ARP for the VIP")
+        for pod in pods:
+            signal_pod(lab, pod, signal.SIGUSR2)
+        sick_at = time.monotonic()
+        wait_for(lambda: not announcers(lab, vip), 10, "no node announcing the VIP")
+        print(f"Withdraw: no node announces {vip} {time.monotonic() - sick_at:.2f} s after every backend failed")
+        condition = wait_for(lambda: announced(lab) if announced(lab).get("reason") == "NoHealthyBackend" else None,
+                             10, "the Announced condition saying why")
+        assert condition["status"] == "False" and "whenNoneHealthy: Withdraw" in condition["message"], condition
+        for pod in pods:
+            signal_pod(lab, pod, signal.SIGHUP)
+        wait_for(lambda: announcers(lab, vip), 15, "the VIP announced again once a backend is healthy")
+        wait_for(lambda: announced(lab).get("status") == "True", 10, "Announced again")
+    finally:
+        lab.kubectl("delete", "l2advertisement", "health", "--ignore-not-found")

@@ -179,6 +179,10 @@ def test_down_endpoints_take_no_new_flows_and_withdraw_when_none_is_left() -> No
     everyone = frozenset({(ip(a), 0) for a in ("198.19.1.2", "198.19.1.3", "198.19.1.4")})
     out = service_frontends(svc(), [VIP4], slices, "node-1", checked, down=everyone)
     assert all(p.backends == () and p.withdraw for p in out.frontends.values())
+    # an HTTP check covers the TCP port only: its endpoints all down withdraws the VIP, UDP port and all
+    tcp_down = frozenset({(ip(a), 8080) for a in ("198.19.1.2", "198.19.1.3", "198.19.1.4")})
+    out = service_frontends(svc(), [VIP4], slices, "node-1", checked, down=tcp_down)
+    assert out.frontends[Frontend(VIP4, "udp", 53)].backends and out.frontends[Frontend(VIP4, "udp", 53)].withdraw
     refuse = service_frontends(svc(), [VIP4], slices, "node-1", policy(healthCheck={"type": "TCP"}), down=everyone)
     assert all(p.backends == () and not p.withdraw for p in refuse.frontends.values())
 

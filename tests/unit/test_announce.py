@@ -349,3 +349,9 @@ def test_only_removed_udp_endpoints_have_their_flows_forgotten() -> None:
     assert stale_flows(FE, (a, b), (a,)) == [StaleFlows(FE, b)]
     assert stale_flows(FE, (a, b), (Backend(a.ip, a.port, weight=3),)) == [StaleFlows(FE, b)]  # reweighted: kept
     assert stale_flows(Frontend(V4, "tcp", 80), (a, b), ()) == []
+
+
+def test_a_withdrawn_vip_is_announced_nowhere() -> None:
+    withdrawn = FrontendPolicy("default/ha", (), withdraw=True)
+    vips = vips_for([L2AdvertisementSpec()], {FE: ("default/ha", withdrawn)})
+    assert vips[V4].ready is not None and "Withdraw" in vips[V4].ready

@@ -58,3 +58,10 @@ def test_problems_and_sessions_are_gathered_per_node() -> None:
         {"node": "node-2", "state": "Established", "message": "1 route advertised"}]}
     assert advertisement_problems(reports) == {"lab": [
         {"node": "node-2", "message": "interface eth9 does not exist on node-2"}]}
+
+
+def test_a_withdrawn_service_says_why_it_is_not_announced() -> None:
+    reason = "none of its 3 endpoints is healthy (TCP check) and TrafficPolicy p says whenNoneHealthy: Withdraw"
+    assert announced_condition([V4], Views(), reason) == (False, "NoHealthyBackend",
+                                                          f"{V4} withdrawn from every node: {reason}")
+    assert announced_condition([V4], Views(layer2={V4: ["node-1"]}), reason)[0] is True  # announced after all

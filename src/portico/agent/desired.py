@@ -13,6 +13,7 @@ What cannot be honoured is reported as a problem, never raised: the rest of the 
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import math
 import re
@@ -163,10 +164,21 @@ def service_frontends(svc: Service, vips: Iterable[IPAddress], slices: Iterable[
                 result.frontends[Frontend(vip, protocol, port.port)] = FrontendPolicy(
                     service=name, backends=backends, algorithm=algorithm, source_ranges=ranges,
                     affinity_timeout=affinity, affinity_prefix=_full_is_none(prefix.get(family), family),
-                    terminating=draining, withdraw=withdraw and not backends, limits=limits)
+                    terminating=draining, limits=limits)
+    if withdraw and check is not None and _none_healthy(result.frontends, check):
+        result.frontends = {fe: dataclasses.replace(p, withdraw=True) for fe, p in result.frontends.items()}
     for port_name in sorted(unresolved):
         result.problems.append(f"port {port_name or '(unnamed)'}: some endpoints have no such port; skipped")
     return result
+
+
+def _none_healthy(frontends: dict[Frontend, FrontendPolicy], check: api.HealthCheck) -> bool:
+    """Whether every frontend the check covers is left without a backend (then Withdraw takes the whole VIP:
+    its other ports, which the check does not probe, go with it)."""
+    covers_all = check.port is not None or check.type == "ICMP"
+    protocol = "udp" if check.type == "UDP" else "tcp"
+    covered = [p for fe, p in frontends.items() if covers_all or fe.protocol == protocol]
+    return bool(covered) and not any(p.backends for p in covered)
 
 
 def limits_of(spec: api.Limits) -> Limits | None:

@@ -74,13 +74,14 @@ class Controller:
                                           self._on_announcement_object(L2_ADVERTISEMENT))
         self.bgp_advertisements = Informer(client, BGPAdvertisementResource,
                                            self._on_announcement_object(BGP_ADVERTISEMENT))
-        self.report_reconciler = ReportReconciler(
-            client, self.events, self.services.cache, self.reports.cache, self.nodes.cache, self.peers.cache,
-            self.l2_advertisements.cache, self.bgp_advertisements.cache, self._vips_of)
         self.policies = Informer(client, TrafficPolicyResource, self._on_policy)
         self.policy_reconciler = TrafficPolicyReconciler(
             client, self.events, self.policies.cache, self.services.cache,
             lambda svc: is_ours(svc, default_class=default_class), self.reports.cache)
+        self.report_reconciler = ReportReconciler(
+            client, self.events, self.services.cache, self.reports.cache, self.nodes.cache, self.peers.cache,
+            self.l2_advertisements.cache, self.bgp_advertisements.cache, self._vips_of,
+            self.policy_reconciler.withdrawn)
         self._default_class = default_class
         self._parked_reports: set[str] = set()  # Service reports put off while addresses are being written
         self._due_reports: set[str] = set()  # put off for long enough: reconciled even while the queue is busy
@@ -99,6 +100,9 @@ class Controller:
             return
         for policy in self.policy_reconciler.in_namespace((new or old).metadata.namespace):
             self.queue.add((TRAFFIC_POLICY, policy.key))
+        for obj in (old, new):  # whether their Announced condition says withdrawn
+            for target in (obj.spec or {}).get("targetRefs", []) if obj is not None else []:
+                self.queue.add((SERVICE_REPORT, f"{obj.metadata.namespace}/{target.get('name')}"))
 
     def _on_report(self, old: Any, new: Any) -> None:
         """A node's report changed: the Services whose view changed with it, and every announcement object."""
@@ -109,7 +113,8 @@ class Controller:
         for key in services:
             self.queue.add((SERVICE_REPORT, key))
         self._all_announcement_objects()
-        for key in _health_changed(old, new):  # the health counts of the policies governing them
+        for key in _health_changed(old, new):  # the health counts of the policies governing them, and whether
+            self.queue.add((SERVICE_REPORT, key))  # a Withdraw policy has the Service withdrawn
             for policy in self.policy_reconciler.naming(key):
                 self.queue.add((TRAFFIC_POLICY, policy))
 

@@ -59,10 +59,14 @@ def announcement_views(reports: Iterable[NodeReport]) -> Views:
     return views
 
 
-def announced_condition(vips: Iterable[IPAddress], views: Views) -> tuple[bool, str, str]:
-    """(status, reason, message) of a Service's `portico.io/Announced` condition."""
+def announced_condition(vips: Iterable[IPAddress], views: Views, withdrawn: str | None = None,
+                        ) -> tuple[bool, str, str]:
+    """(status, reason, message) of a Service's `portico.io/Announced` condition. `withdrawn`: why its
+    TrafficPolicy has every node withdraw it (no healthy backend, whenNoneHealthy Withdraw), if it does."""
     vips = sorted(vips, key=lambda a: (a.version, int(a)))
     nobody = [str(v) for v in vips if not views.layer2.get(v) and not views.bgp.get(v)]
+    if nobody and withdrawn is not None:
+        return False, "NoHealthyBackend", f"{', '.join(nobody)} withdrawn from every node: {withdrawn}"
     if nobody:
         return (False, "NoEligibleNode", f"no node may announce {', '.join(nobody)}: none is alive with its rules "
                 "in place, its interface or BGP session up and, under externalTrafficPolicy Local, a ready local "

@@ -72,6 +72,7 @@ class ReportReconciler:
     l2_advertisements: Mapping[str, Any]
     bgp_advertisements: Mapping[str, Any]
     vips_of: Callable[[str], list[IPAddress]]  # Service key -> the addresses allocated to it, if it is ours
+    withdrawn: Callable[[str], str | None] = lambda service: None  # why its policy withdraws it, if it does
     received: dict[str, int] = field(default_factory=dict)  # PorticoNode -> when it was last received
     _order: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     _statuses: dict[str, api.PorticoNodeStatus] = field(default_factory=dict)  # decoded once per change
@@ -140,7 +141,7 @@ class ReportReconciler:
         wanted: list[dict[str, Any]] = []
         vips = self.vips_of(key)
         if vips:
-            status, reason, message = announced_condition(vips, self.views)
+            status, reason, message = announced_condition(vips, self.views, self.withdrawn(key))
             wanted = set_condition(mine, type=ANNOUNCED, status=status, reason=reason, message=message)
             wanted = [c for c in wanted if c["type"] == ANNOUNCED]
             if problems := self.problems.get(key):

@@ -94,6 +94,24 @@ class TrafficPolicyReconciler:
         await apply_status(self.client, TrafficPolicyResource, policy.name, status, field_manager=STATUS_MANAGER,
                            namespace=policy.namespace)
 
+    def withdrawn(self, service: str) -> str | None:
+        """Why the Service is withdrawn everywhere, if its governing policy says Withdraw and the nodes report no
+        healthy endpoint of it."""
+        namespace = service.partition("/")[0]
+        entries = {e.key: e for e in self.in_namespace(namespace)}
+        winner = governing(entries.values()).get(service)
+        if winner is None:
+            return None
+        spec = policy_from_object(self.policies[winner.key])[1]
+        check = spec.healthCheck
+        if check is None or check.whenNoneHealthy != "Withdraw":
+            return None
+        healthy, total = self._health({service})
+        if healthy or not total:
+            return None
+        return (f"none of its {total} endpoints is healthy ({check.type} check) and TrafficPolicy {winner.name} "
+                "says whenNoneHealthy: Withdraw")
+
     def _health(self, services: set[str]) -> tuple[int, int]:
         """(healthy, total) endpoints of these Services, summed over the nodes that probe them."""
         healthy = total = 0

@@ -81,7 +81,7 @@ class FrontendPolicy:
     affinity_timeout: int | None = None  # sessionAffinity ClientIP (or a policy's persistence), seconds
     affinity_prefix: int | None = None  # clients in one network of this length share a pin; None: per address
     terminating: bool = False  # no endpoint is ready: the backends are terminating ones that still serve
-    withdraw: bool = False  # no healthy backend, and its policy says to stop announcing the VIP rather than refuse
+    withdraw: bool = False  # no healthy backend for its Service, whose policy says to stop announcing, not refuse
     limits: Limits | None = None
 
 

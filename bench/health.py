@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import ipaddress
 import json
 import os
@@ -31,17 +30,15 @@ import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator
-from typing import Any, TypeVar
+from collections.abc import Iterator
 
 from portico.announce.heartbeat import HeartbeatMesh, Peer
+from portico.dev.netns import run_in_netns
 from portico.health.checker import HealthChecker, Transition
 from portico.health.checks import Check, Target
 from portico.health.probers import PROBE_PORTS, _attach, _port_filter, syn_segment
 
-T = TypeVar("T")
 NODE_NS, PODS_NS = "bh-node", "bh-pods"
 NODE_IP = "198.19.200.254"
 POD_IPS = [f"198.19.200.{i}" for i in range(1, 41)]  # 40 pods
@@ -75,27 +72,6 @@ def namespaces() -> Iterator[None]:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(int(pid), signal.SIGKILL)
             subprocess.run(["ip", "netns", "del", ns], check=False)
-
-
-def in_netns(name: str, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
-    """Run a coroutine on a loop of its own, in a thread that entered the namespace."""
-    result: list[T] = []
-    error: list[BaseException] = []
-
-    def thread() -> None:
-        fd = os.open(f"/run/netns/{name}", os.O_RDONLY)
-        ctypes.CDLL(None, use_errno=True).setns(fd, 0x40000000)
-        os.close(fd)
-        try:
-            result.append(asyncio.run(main()))
-        except BaseException as e:
-            error.append(e)
-    t = threading.Thread(target=thread)
-    t.start()
-    t.join()
-    if error:
-        raise error[0]
-    return result[0]
 
 
 LISTENERS = """
@@ -145,7 +121,7 @@ def probe_cpu(kind: str, n: int, seconds: float) -> tuple[float, int]:
         with contextlib.suppress(asyncio.CancelledError):
             await task
         return used / seconds, started
-    return in_netns(NODE_NS, main)
+    return run_in_netns(NODE_NS, main)
 
 
 def floor_cpu(n: int, seconds: float) -> float:
@@ -171,7 +147,7 @@ def floor_cpu(n: int, seconds: float) -> float:
         used = time.thread_time() - cpu
         sock.close()
         return used / seconds
-    return in_netns(NODE_NS, main)
+    return run_in_netns(NODE_NS, main)
 
 
 def naive_cpu(n: int, seconds: float) -> float:
@@ -204,7 +180,7 @@ def naive_cpu(n: int, seconds: float) -> float:
         used = time.thread_time() - cpu
         task.cancel()
         return used / seconds
-    return in_netns(NODE_NS, main)
+    return run_in_netns(NODE_NS, main)
 
 
 # -- 2. heartbeat bytes -------------------------------------------------------------------------------------
@@ -271,7 +247,7 @@ def pod_detection(count: int) -> list[float]:
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write(json.dumps(schedule) + "\n")
         proc.stdin.flush()
-        in_netns(NODE_NS, main)
+        run_in_netns(NODE_NS, main)
         closed = {int(p): t for p, t in json.loads(proc.stdout.readline()).items()}
         return [transitions[p] - closed[p] for p in closed if p in transitions]
     finally:
@@ -331,7 +307,7 @@ def node_death(trials: int) -> list[float]:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    in_netns(NODE_NS, main)
+    run_in_netns(NODE_NS, main)
     return out
 
 

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections import Counter
@@ -23,49 +22,12 @@ import pytest
 
 from portico.dev import addressing
 from tests.e2e.conftest import Lab, wait_for
+from tests.e2e.routed_app import HTTP, HTTPS, NODE1_LAN, UDP, App, routed_app
 
 POOL_CIDR = "198.18.100.64/28"
-NODE1_LAN = "198.18.0.11"
 INTERVAL, FALL, RISE = 0.5, 2, 2
 BUDGET = INTERVAL * FALL + 0.5  # the issue's promise: no new flow reaches a sick backend after this
 APP = "hc"
-
-MANIFESTS = textwrap.dedent(f"""
-    apiVersion: portico.io/v1alpha1
-    kind: IPPool
-    metadata: {{name: health}}
-    spec: {{addresses: [{POOL_CIDR}]}}
-    ---
-    apiVersion: apps/v1
-    kind: Deployment
-    metadata: {{name: {APP}, namespace: default}}
-    spec:
-      replicas: 3
-      selector: {{matchLabels: {{app: {APP}}}}}
-      template:
-        metadata: {{labels: {{app: {APP}}}}}
-        spec:
-          # No readiness probe: Kubernetes calls each pod ready while it runs, sick or not.
-          containers:
-            - name: echo
-              image: portico.dev/echo
-              ports:
-                - {{name: http, containerPort: 8080, protocol: TCP}}
-                - {{name: udp, containerPort: 9090, protocol: UDP}}
-                - {{name: https, containerPort: 8443, protocol: TCP}}
-    ---
-    apiVersion: v1
-    kind: Service
-    metadata: {{name: {APP}, namespace: default}}
-    spec:
-      type: LoadBalancer
-      allocateLoadBalancerNodePorts: false
-      selector: {{app: {APP}}}
-      ports:
-        - {{name: http, port: 80, targetPort: http, protocol: TCP}}
-        - {{name: udp, port: 9090, targetPort: udp, protocol: UDP}}
-""")
-
 
 def policy(check: dict[str, Any]) -> str:
     spec = {"targetRefs": [{"kind": "Service", "name": APP}],
@@ -78,28 +40,15 @@ def policy(check: dict[str, Any]) -> str:
 @pytest.fixture(scope="module")
 def service(lab: Lab) -> Iterator[tuple[str, dict[str, str]]]:
     """The VIP, and pod name -> node of the three backends (spread over both nodes)."""
-    lab.kubectl("apply", "-f", "-", stdin=MANIFESTS)
-    lab.exec_in("client", "ip", "route", "add", POOL_CIDR, "via", NODE1_LAN)
-    # node-2's own connections to the VIP: a route for connect() to find, then node-2's rules DNAT them.
-    lab.exec_in("node-2", "ip", "route", "add", POOL_CIDR, "via", NODE1_LAN)
-    try:
-        pods = wait_for(lambda: running_pods(lab) if len(running_pods(lab)) == 3 else None, 60, "3 pods running")
+    with routed_app(lab, App(APP, "health", POOL_CIDR, 3, (HTTP, UDP, HTTPS),
+                                 (("http", 80, "TCP"), ("udp", 9090, "UDP")))) as (vip, pods):
         assert set(pods.values()) == {"node-1", "node-2"}, pods
-        ingress = wait_for(lambda: lab.get("service", APP).get("status", {}).get("loadBalancer", {}).get("ingress"),
-                           20, "an address")
-        yield ingress[0]["ip"], pods
-    finally:
-        lab.exec_in("client", "ip", "route", "del", POOL_CIDR)
-        lab.exec_in("node-2", "ip", "route", "del", POOL_CIDR)
-        lab.kubectl("delete", "trafficpolicy,deployment,service", APP, "--ignore-not-found")
-        lab.kubectl("delete", "ippool", "health", "--wait=false")
-
-
-def running_pods(lab: Lab) -> dict[str, str]:
-    items = lab.get("pods", "-l", f"app={APP}")["items"]
-    return {p["metadata"]["name"]: p["spec"]["nodeName"] for p in items
-            if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
-            and not p["metadata"].get("deletionTimestamp")}
+        # node-2's own connections to the VIP: a route for connect() to find, then node-2's rules DNAT them.
+        lab.exec_in("node-2", "ip", "route", "add", POOL_CIDR, "via", NODE1_LAN)
+        try:
+            yield vip, pods
+        finally:
+            lab.exec_in("node-2", "ip", "route", "del", POOL_CIDR)
 
 
 def signal_pod(lab: Lab, pod: str, signum: int) -> None:

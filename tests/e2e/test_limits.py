@@ -17,41 +17,11 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import Lab, wait_for
+from tests.e2e.routed_app import HTTP, App, routed_app
 
 POOL_CIDR = "198.18.100.96/28"
-NODE1_LAN = "198.18.0.11"
 CLIENT_A, CLIENT_B = "198.18.0.100", "198.18.0.101"
 APP = "lim"
-MANIFESTS = textwrap.dedent(f"""
-    apiVersion: portico.io/v1alpha1
-    kind: IPPool
-    metadata: {{name: limits}}
-    spec: {{addresses: [{POOL_CIDR}]}}
-    ---
-    apiVersion: apps/v1
-    kind: Deployment
-    metadata: {{name: {APP}, namespace: default}}
-    spec:
-      replicas: 2
-      selector: {{matchLabels: {{app: {APP}}}}}
-      template:
-        metadata: {{labels: {{app: {APP}}}}}
-        spec:
-          containers:
-            - name: echo
-              image: portico.dev/echo
-              ports: [{{name: http, containerPort: 8080, protocol: TCP}}]
-    ---
-    apiVersion: v1
-    kind: Service
-    metadata: {{name: {APP}, namespace: default}}
-    spec:
-      type: LoadBalancer
-      allocateLoadBalancerNodePorts: false
-      selector: {{app: {APP}}}
-      ports: [{{name: http, port: 80, targetPort: http, protocol: TCP}}]
-""")
-
 # Runs in the client: one experiment, printed as JSON.
 CLIENT = textwrap.dedent("""
     import json, socket, sys, threading, time
@@ -146,22 +116,13 @@ def drops(lab: Lab, vip: str, kind: str) -> int | None:
 
 @pytest.fixture(scope="module")
 def vip(lab: Lab) -> Iterator[str]:
-    lab.kubectl("apply", "-f", "-", stdin=MANIFESTS)
-    lab.exec_in("client", "ip", "route", "add", POOL_CIDR, "via", NODE1_LAN)
-    lab.exec_in("client", "ip", "addr", "add", f"{CLIENT_B}/24", "dev", "eth0")
-    try:
-        wait_for(lambda: len([p for p in lab.get("pods", "-l", f"app={APP}")["items"]
-                              if p["status"].get("phase") == "Running"]) == 2, 60, "2 pods running")
-        ingress = wait_for(lambda: lab.get("service", APP).get("status", {}).get("loadBalancer", {}).get("ingress"),
-                           20, "an address")
-        address = ingress[0]["ip"]
-        wait_for(lambda: client(lab, address, "paced", "1")["accepted"] == 1, 20, "the VIP answers")
-        yield address
-    finally:
-        lab.exec_in("client", "ip", "addr", "del", f"{CLIENT_B}/24", "dev", "eth0")
-        lab.exec_in("client", "ip", "route", "del", POOL_CIDR)
-        lab.kubectl("delete", "trafficpolicy,deployment,service", APP, "--ignore-not-found")
-        lab.kubectl("delete", "ippool", "limits", "--wait=false")
+    with routed_app(lab, App(APP, "limits", POOL_CIDR, 2, (HTTP,), (("http", 80, "TCP"),))) as (address, _):
+        lab.exec_in("client", "ip", "addr", "add", f"{CLIENT_B}/24", "dev", "eth0")
+        try:
+            wait_for(lambda: client(lab, address, "paced", "1")["accepted"] == 1, 20, "the VIP answers")
+            yield address
+        finally:
+            lab.exec_in("client", "ip", "addr", "del", f"{CLIENT_B}/24", "dev", "eth0")
 
 
 def test_the_connection_over_the_limit_is_refused_and_counted(lab: Lab, vip: str) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Iterator
@@ -20,48 +19,10 @@ import pytest
 
 from portico.dev import addressing
 from tests.e2e.conftest import Lab, wait_for
+from tests.e2e.routed_app import HTTP, App, routed_app, running_pods
 
 POOL_CIDR = "198.18.100.80/28"
-NODE1_LAN = "198.18.0.11"
 APP = "nf"
-MANIFESTS = textwrap.dedent(f"""
-    apiVersion: portico.io/v1alpha1
-    kind: IPPool
-    metadata: {{name: node-failure}}
-    spec: {{addresses: [{POOL_CIDR}]}}
-    ---
-    apiVersion: apps/v1
-    kind: Deployment
-    metadata: {{name: {APP}, namespace: default}}
-    spec:
-      replicas: 4
-      selector: {{matchLabels: {{app: {APP}}}}}
-      template:
-        metadata: {{labels: {{app: {APP}}}}}
-        spec:
-          containers:
-            - name: echo
-              image: portico.dev/echo
-              ports: [{{name: http, containerPort: 8080, protocol: TCP}}]
-    ---
-    apiVersion: v1
-    kind: Service
-    metadata: {{name: {APP}, namespace: default}}
-    spec:
-      type: LoadBalancer
-      allocateLoadBalancerNodePorts: false
-      selector: {{app: {APP}}}
-      ports: [{{name: http, port: 80, targetPort: http, protocol: TCP}}]
-""")
-
-
-def running_pods(lab: Lab) -> dict[str, str]:
-    items = lab.get("pods", "-l", f"app={APP}")["items"]
-    return {p["metadata"]["name"]: p["spec"]["nodeName"] for p in items
-            if any(c["type"] == "Ready" and c["status"] == "True" for c in p["status"].get("conditions", []))
-            and not p["metadata"].get("deletionTimestamp")}
-
-
 def pod_addresses_on(lab: Lab, node: str) -> set[str]:
     return {p["status"]["podIP"] for p in lab.get("pods", "-l", f"app={APP}")["items"]
             if p["spec"]["nodeName"] == node and p["status"].get("podIP")}
@@ -75,20 +36,42 @@ def backends_on_node1(lab: Lab, vip: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def service(lab: Lab) -> Iterator[str]:
-    lab.kubectl("apply", "-f", "-", stdin=MANIFESTS)
-    lab.exec_in("client", "ip", "route", "add", POOL_CIDR, "via", NODE1_LAN)
-    try:
-        pods = wait_for(lambda: running_pods(lab) if len(running_pods(lab)) == 4 else None, 60, "4 pods running")
+    with routed_app(lab, App(APP, "node-failure", POOL_CIDR, 4, (HTTP,), (("http", 80, "TCP"),))) as (vip, pods):
         assert set(pods.values()) == {"node-1", "node-2"}, pods
-        ingress = wait_for(lambda: lab.get("service", APP).get("status", {}).get("loadBalancer", {}).get("ingress"),
-                           20, "an address")
-        vip = ingress[0]["ip"]
         wait_for(lambda: len(backends_on_node1(lab, vip)) == 4, 10, "node-1 forwards to all four pods")
         yield vip
-    finally:
-        lab.exec_in("client", "ip", "route", "del", POOL_CIDR)
-        lab.kubectl("delete", "deployment,service", APP, "--ignore-not-found")
-        lab.kubectl("delete", "ippool", "node-failure", "--wait=false")
+
+
+WINDOWS: dict[str, float] = {}  # how long new flows failed, per way of noticing: printed side by side
+
+
+def measure_link_down(lab: Lab, vip: str, duration: float, rate: int) -> tuple[float, int, int]:
+    """node-2's link goes down 1.5 s into a run of the client's new-flow meter: (seconds new flows kept failing
+    from then on, failed, total). The link stays down until the caller restores it."""
+    out: dict[str, Any] = {}
+
+    def run() -> None:
+        r = subprocess.run(["ip", "netns", "exec", addressing.host_netns("client"), sys.executable, "-m",
+                            "portico.dev.flows", vip, "--rate", str(rate), "--duration", str(duration),
+                            "--timeout", "0.3"], capture_output=True, text=True, check=True)
+        out["client"] = json.loads(r.stdout)
+    meter = threading.Thread(target=run)
+    meter.start()
+    time.sleep(1.5)
+    down_at = time.time()
+    subprocess.run(["ip", "-n", addressing.host_netns("node-2"), "link", "set", "eth0", "down"], check=True)
+    meter.join()
+    window, failed = error_window(out["client"], down_at)
+    return window, failed, len(out["client"]["flows"])
+
+
+def link_up(lab: Lab, vip: str) -> None:
+    subprocess.run(["ip", "-n", addressing.host_netns("node-2"), "link", "set", "eth0", "up"], check=True)
+
+
+def set_node_liveness(lab: Lab, value: str) -> None:
+    lab.kubectl("set", "env", "daemonset/portico-agent", "-n", "portico-system", f"PORTICO_NODE_LIVENESS={value}")
+    lab.kubectl("rollout", "status", "daemonset/portico-agent", "-n", "portico-system", "--timeout=180s")
 
 
 def error_window(result: dict[str, Any], since: float) -> tuple[float, int]:
@@ -100,28 +83,37 @@ def error_window(result: dict[str, Any], since: float) -> tuple[float, int]:
 
 def test_a_dead_nodes_endpoints_leave_rotation_within_a_second(lab: Lab, service: str) -> None:
     vip = service
-    out: dict[str, Any] = {}
-
-    def run() -> None:
-        r = subprocess.run(["ip", "netns", "exec", addressing.host_netns("client"), sys.executable, "-m",
-                            "portico.dev.flows", vip, "--rate", "100", "--duration", "5", "--timeout", "0.3"],
-                           capture_output=True, text=True, check=True)
-        out["client"] = json.loads(r.stdout)
-    meter = threading.Thread(target=run)
-    meter.start()
-    time.sleep(1.5)
-    down_at = time.time()
-    subprocess.run(["ip", "-n", addressing.host_netns("node-2"), "link", "set", "eth0", "down"], check=True)
     try:
-        meter.join()
-        window, failed = error_window(out["client"], down_at)
-        total = len(out["client"]["flows"])
+        window, failed, total = measure_link_down(lab, vip, 5.0, 100)
+        WINDOWS["Portico's node liveness"] = window
         print(f"node-2's link down: new flows failed for {window:.3f} s ({failed} of {total}), Portico's node "
               "liveness on")
         assert window < 1.0, f"new flows to node-2's pods kept failing for {window:.3f} s"
         assert pod_addresses_on(lab, "node-2").isdisjoint(backends_on_node1(lab, vip))
     finally:
-        subprocess.run(["ip", "-n", addressing.host_netns("node-2"), "link", "set", "eth0", "up"], check=True)
+        link_up(lab, vip)
     back_at = time.monotonic()
     wait_for(lambda: len(backends_on_node1(lab, vip)) == 4, 10, "node-2's pods back in node-1's rules")
     print(f"node-2 back: its pods in rotation again after {time.monotonic() - back_at:.2f} s (hold-down included)")
+
+
+def test_without_it_kubernetes_takes_its_grace_period(lab: Lab, service: str) -> None:
+    """The same failure with the agents' node liveness off: only the node lifecycle controller (the node's Lease
+    expires, then its pods are marked not ready) takes the pods out of the EndpointSlice."""
+    vip = service
+    set_node_liveness(lab, "off")
+    try:
+        wait_for(lambda: len(backends_on_node1(lab, vip)) == 4, 30, "node-1 forwards to all four pods")
+        try:
+            window, failed, total = measure_link_down(lab, vip, 90.0, 20)
+            WINDOWS["Kubernetes (node lifecycle controller)"] = window
+        finally:
+            link_up(lab, vip)
+        print("node-2's link down, client's new flows failing for: " + "; ".join(
+            f"{way} {seconds:.2f} s" for way, seconds in WINDOWS.items()) + f" ({failed} of {total} failed)")
+        assert window > 5.0, f"with node liveness off, flows failed for only {window:.2f} s: was it off?"
+        assert window < 88.0, "Kubernetes never took node-2's pods out within the run"
+        wait_for(lambda: len(running_pods(lab, APP)) == 4, 60, "node-2 Ready again, its pods ready")
+        wait_for(lambda: len(backends_on_node1(lab, vip)) == 4, 30, "node-2's pods back in node-1's rules")
+    finally:
+        set_node_liveness(lab, "on")

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from portico.dev.netns import run_in_netns
 from portico.health.checks import Check
 from portico.health.probers import Probers
-from tests.integration.netns_thread import run_in_netns
 
 ID = uuid.uuid4().hex[:6]
 NODE, POD = f"hp-node-{ID}", f"hp-pod-{ID}"

@@ -25,6 +25,10 @@ CONTROLLERS = (
     "endpointslice-controller", "deployment-controller", "replicaset-controller", "daemonset-controller",
     "garbage-collector-controller", "namespace-controller", "serviceaccount-controller",
     "root-ca-certificate-publisher-controller",
+    # A node whose Lease stops being renewed is NotReady after its grace period, and its pods not ready: the
+    # path Kubernetes takes without Portico's node liveness (the lab kubelet stops renewing for a node whose
+    # link is down).
+    "node-lifecycle-controller",
 )
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager")
 

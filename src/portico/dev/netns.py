@@ -2,17 +2,49 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import ctypes
 import os
 import signal
+import threading
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 from portico.dev import addressing as a
 from portico.dev.shell import run
 from portico.dev.topology import LabTopology, setup_commands
 
 NETNS_DIR = Path("/run/netns")
+CLONE_NEWNET = 0x40000000
+T = TypeVar("T")
+
+
+def run_in_netns(name: str, main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """Run a coroutine on a loop of its own inside network namespace `name`: a thread of its own enters it
+    (setns applies to the calling thread), so sockets it opens live there. Blocks until it is done."""
+    result: list[T] = []
+    error: list[BaseException] = []
+
+    def thread() -> None:
+        fd = os.open(NETNS_DIR / name, os.O_RDONLY)
+        try:
+            if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), f"setns {name}")
+            result.append(asyncio.run(main()))
+        except BaseException as e:  # handed to the caller
+            error.append(e)
+        finally:
+            os.close(fd)
+
+    t = threading.Thread(target=thread)
+    t.start()
+    t.join()
+    if error:
+        raise error[0]
+    return result[0]
 
 
 def list_lab_netns() -> list[str]:

@@ -19,6 +19,7 @@ from lightkube.resources.core_v1 import Binding, Node, NodeStatus, Pod
 from lightkube.types import PatchType
 
 from portico.dev import addressing as a
+from portico.dev.kubelet.heartbeat import NodeHeartbeats
 from portico.dev.kubelet.podips import PodAddresses
 from portico.dev.kubelet.pods import SA_MOUNT, NodeContext, PodWorker
 from portico.dev.kubelet.scheduling import NodeInfo, choose_node
@@ -49,11 +50,13 @@ class LabKubelet:
         self._to_schedule: asyncio.Queue[str] = asyncio.Queue()
         self._stopping: set[asyncio.Task[None]] = set()  # workers being torn down
         self._assumed: dict[str, Pod] = {}  # uid -> pod as bound, until the informer sees it
+        self.heartbeats = NodeHeartbeats(client, list(self.nodes))
 
     async def run(self) -> None:
         SA_MOUNT.mkdir(parents=True, exist_ok=True)  # mount point for per-pod token bind mounts
         await self.register_nodes()
-        tasks = [asyncio.create_task(self.pods.run()), asyncio.create_task(self._schedule_loop())]
+        tasks = [asyncio.create_task(self.pods.run()), asyncio.create_task(self._schedule_loop()),
+                 asyncio.create_task(self.heartbeats.run())]
         try:
             await asyncio.gather(*tasks)
         finally:
@@ -85,8 +88,8 @@ class LabKubelet:
                 },
             }
             await self.client.patch(NodeStatus, node.name, status, patch_type=PatchType.MERGE)
-            # The API server taints new Nodes not-ready; the node lifecycle controller (not run in the lab:
-            # it would want node Leases) lifts the taint once Ready. The DaemonSet controller honours it.
+            # The API server taints new Nodes not-ready; the node lifecycle controller lifts the taint once it
+            # has seen the node Ready, which a fresh lab need not wait for.
             await self.client.patch(Node, node.name, {"spec": {"taints": None}}, patch_type=PatchType.MERGE)
 
     # -- informer callback: cheap, never blocks --------------------------------------------------
@@ -123,7 +126,7 @@ class LabKubelet:
             self.addresses[node.name].restore(pod.metadata.uid or "", ipaddress.ip_address(pod.status.podIP))
         ctx = NodeContext(node=node, addresses=self.addresses[node.name], client=self.client,
                           pods_dir=self.pods_dir, ca_file=self.ca_file, api_host=str(a.API_ADDRESS),
-                          api_port=a.API_PORT)
+                          api_port=a.API_PORT, alive=lambda: self.heartbeats.alive[node.name])
         worker = PodWorker(ctx, pod)
         self.workers[object_key(pod)] = worker
         worker.start()

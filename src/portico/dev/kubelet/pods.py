@@ -8,6 +8,7 @@ import datetime as dt
 import logging
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +49,7 @@ class NodeContext:
     ca_file: Path
     api_host: str
     api_port: int
+    alive: Callable[[], bool] = lambda: True  # the cluster hears from the node (its LAN link is up)
 
 
 def _field_value(pod: Pod, path: str, pod_ips: list[str], host_ips: list[str]) -> str | None:
@@ -65,6 +67,15 @@ def _field_value(pod: Pod, path: str, pod_ips: list[str], host_ips: list[str]) -
         if path.startswith(prefix + "['") and path.endswith("']"):
             return str((mapping or {}).get(path[len(prefix) + 2:-2], ""))
     return None
+
+
+def _ready(pod: Pod) -> str | None:
+    conditions = (pod.status.conditions or []) if pod.status is not None else []
+    return next((c.status for c in conditions if c.type == "Ready"), None)
+
+
+def _ready_in(status: dict[str, Any]) -> str | None:
+    return next((c.get("status") for c in status.get("conditions", []) if c.get("type") == "Ready"), None)
 
 
 class PodWorker:
@@ -100,6 +111,9 @@ class PodWorker:
         self.pod = pod
         if pod.metadata is not None and pod.metadata.deletionTimestamp is not None:
             self._terminating.set()
+        if self._last_status is not None and _ready(pod) != _ready_in(self._last_status):
+            self._last_status = None  # someone else (the node lifecycle controller) changed it: post ours again
+            self._status_dirty.set()
 
     async def stop(self) -> None:
         """The pod is gone from the API: stop everything now and clean up."""
@@ -306,6 +320,9 @@ class PodWorker:
         while True:
             await self._status_dirty.wait()
             await asyncio.sleep(0.05)  # coalesce bursts (start + probe) into one write
+            if not self.ctx.alive():  # a dead node's kubelet cannot reach the API server: later
+                await asyncio.sleep(1.0)
+                continue
             await self._flush_status()
 
     async def _flush_status(self) -> None:

@@ -145,3 +145,13 @@ async def test_a_policy_overriding_an_annotation_says_so(client: AsyncClient) ->
         assert kind == "Normal"
         assert message == ("TrafficPolicy hash sets loadBalancing.algorithm maglev; annotation "
                            f"{LB_ALGORITHM}='random' is ignored")
+
+
+def test_the_example_policy_is_valid(controlplane: ControlPlaneConfig) -> None:
+    from pathlib import Path
+    example = Path(__file__).parents[2] / "examples" / "traffic-policy.yaml"
+    argv = ["kubectl", "--kubeconfig", str(controlplane.admin_kubeconfig), "apply", "--dry-run=server", "-f",
+            str(example)]
+    proc = subprocess.run(argv, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and "trafficpolicy.portico.io/echo created (server dry run)" in proc.stdout, (
+        proc.stderr)

@@ -153,24 +153,22 @@ class Probers:
                 self._sweep_soon()
             sock = sockets.get(version) or self._socket(sockets, version, self._open_raw_tcp)
             try:
-                sock.sendto(packet, destination)
+                self._send(probe, sock, packet, destination)
             except OSError as e:
-                if e.errno not in LATE_ERRORS:
-                    del pending[key]
-                    done(False, f"cannot send: {e.strerror or e}")
-                    return
-                sock.sendto(packet, destination)  # an earlier datagram's error, reported late
-            probe.resend = (sock, packet, destination)
+                del pending[key]
+                done(False, f"cannot send: {e.strerror or e}")
         return fire
 
     def start(self, check: Check, ip: IPAddress, port: int, done: Done) -> None:
+        """One probe now (a checker prepares each target's once and fires it every interval)."""
+        if check.type == "TCP":
+            self.prepare(check, ip, port)(done)  # the SYN is made once per target all the same
+            return
         now = time.monotonic()
         probe = _Pending(done, now + check.timeout, now)
         self._sweep_soon()
         try:
             match check.type:
-                case "TCP":
-                    self._start_syn(ip, port, probe)
                 case "ICMP":
                     self._start_echo(ip, probe)
                 case "UDP":
@@ -193,15 +191,6 @@ class Probers:
             segment = syn_segment(_source_for(ip), ip, sport, port, seq), sport, seq, (str(ip), 0)
             self._segments[ip, port] = segment
         return segment
-
-    def _start_syn(self, ip: IPAddress, port: int, probe: _Pending) -> None:
-        packet, sport, seq, destination = self._segment(ip, port)
-        key = (ip.packed, port, sport)
-        waiting = self._syn.setdefault(key, [])
-        waiting.append((seq, probe))
-        if len(waiting) > 1:
-            return  # a SYN is already out: its answer will do for both
-        self._send(probe, self._socket(self._raw_tcp, ip.version, self._open_raw_tcp), packet, destination)
 
     def _open_raw_tcp(self, version: int) -> socket.socket:
         family = socket.AF_INET if version == 4 else socket.AF_INET6

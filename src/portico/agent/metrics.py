@@ -24,6 +24,7 @@ from portico.agent.bgp import BgpAnnouncements
 from portico.agent.health import AgentHealth
 from portico.agent.liveness import NodeLiveness
 from portico.announce.announcer import L2Announcer
+from portico.api.v1alpha1 import CHECK_TYPES
 from portico.dataplane.model import Frontend
 from portico.dataplane.nft import Counters, Nft
 from portico.dataplane.nftables import (
@@ -55,7 +56,8 @@ class AgentMetrics:
             "portico_health_probe_duration_seconds", "From a health probe sent to its answer (successful probes)",
             ["type"], registry=self.registry, buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                                                        0.5, 1))
-        health.checker.probers.latency = lambda kind, seconds: self.probe_seconds.labels(kind).observe(seconds)
+        by_type = {kind: self.probe_seconds.labels(kind) for kind in CHECK_TYPES}  # labels() once, not per probe
+        health.checker.probers.latency = lambda kind, seconds: by_type[kind].observe(seconds)
         self.sync_seconds = Histogram(
             "portico_agent_sync_duration_seconds", "Time to bring the kernel's table to the desired state",
             ["kind"], registry=self.registry,

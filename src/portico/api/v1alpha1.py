@@ -6,7 +6,7 @@ objects are refused at `kubectl apply` time with a message naming the field.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from msgspec import Meta, Struct, field
 
@@ -388,11 +388,15 @@ class UDPHealthCheck(Struct, omit_defaults=True):
                                                             "any reply. No reply or an ICMP error is down.")] = ""
 
 
+CheckType = Literal["TCP", "HTTP", "HTTPS", "UDP", "ICMP"]
+CHECK_TYPES: tuple[str, ...] = get_args(CheckType)
+
+
 class HealthCheck(Struct, omit_defaults=True):
     """An active monitor: every `interval` each agent probes the endpoints on its own node; `unhealthyThreshold`
     failures in a row take one out of rotation on every node, `healthyThreshold` successes bring it back."""
 
-    type: Literal["TCP", "HTTP", "HTTPS", "UDP", "ICMP"]
+    type: CheckType
     port: Annotated[int, Meta(ge=1, le=65535, description="Default: the endpoint's target port.")] | None = None
     interval: Annotated[Duration, Meta(extra_json_schema=cel(
         "duration(self) >= duration('100ms') && duration(self) <= duration('5m')",

@@ -8,13 +8,15 @@ demo: deps
 	@hack/demo.sh
 
 # Everything CI runs: lint, type check, then every test tier (unit, integration, e2e); then the data-path and
-# announcement e2e tests again with the real kube-proxy on the lab's nodes, in each of its modes.
+# announcement e2e tests again with the real kube-proxy on the lab's nodes, in each of its modes; then node failure
+# in a lab of three nodes.
 KUBE_PROXY_E2E = tests/e2e/test_dataplane_lab.py tests/e2e/test_announce_l2.py tests/e2e/test_announce_bgp.py \
                  tests/e2e/test_kube_proxy.py
 test: deps lint typecheck
 	.venv/bin/pytest
 	.venv/bin/pytest $(KUBE_PROXY_E2E) --kube-proxy=nftables
 	.venv/bin/pytest $(KUBE_PROXY_E2E) --kube-proxy=iptables
+	.venv/bin/pytest tests/e2e/test_node_failure.py --lab-nodes=3
 
 lint:
 	.venv/bin/ruff check src tests bench

@@ -17,3 +17,5 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--kube-proxy", choices=["nftables", "iptables"], default=None,
                      help="e2e: run the lab with the real kube-proxy in this mode on every node")
+    parser.addoption("--lab-nodes", type=int, default=2,
+                     help="e2e: the lab's node count (modules that need three nodes run only with 3)")

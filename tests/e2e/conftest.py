@@ -49,9 +49,15 @@ class Lab:
         return self.portico("dev", "exec", host, "--", *argv, check=False)
 
 
+THREE_NODE_MODULES = ("test_node_failure.py",)  # run with `--lab-nodes=3`, in a lab of their own (Makefile)
+
+
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
-    """Tests of coexistence with kube-proxy need a lab that runs it (`--kube-proxy=MODE`)."""
+    """Tests of coexistence with kube-proxy need a lab that runs it (`--kube-proxy=MODE`); tests of node failure
+    need pods on three nodes (`--lab-nodes=3`)."""
     if collection_path.name == "test_kube_proxy.py" and not config.getoption("--kube-proxy"):
+        return True
+    if collection_path.name in THREE_NODE_MODULES and config.getoption("--lab-nodes") < 3:
         return True
     return None
 
@@ -91,7 +97,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest
     state_dir = tmp_path_factory.mktemp("lab")
     env = {**os.environ, "PORTICO_DEV_DIR": str(state_dir)}
     mode = request.config.getoption("--kube-proxy")
-    up = subprocess.run([PORTICO, "dev", "up", "--nodes", "2", *(["--kube-proxy", mode] if mode else [])],
+    nodes = str(request.config.getoption("--lab-nodes"))
+    up = subprocess.run([PORTICO, "dev", "up", "--nodes", nodes, *(["--kube-proxy", mode] if mode else [])],
                         capture_output=True, text=True, env=env, timeout=900, check=False)
     assert up.returncode == 0, up.stderr
     lab = Lab(state_dir=state_dir, kubeconfig=Path(up.stdout.strip()), kube_proxy=mode)

@@ -1,8 +1,9 @@
 """A node dies (its LAN link goes down): the other nodes take its endpoints out of rotation from their own
 heartbeats, long before Kubernetes could notice, and take them back when it returns.
 
-The client reaches this module's pool through node-1 (a static route); the Deployment's pods are on both
-nodes, externalTrafficPolicy Cluster, so node-1 forwards part of the new flows to node-2's pods.
+A lab of three nodes (`--lab-nodes=3`). The client reaches this module's pool through node-1 (a static route);
+the Deployment's six pods are on all three nodes, externalTrafficPolicy Cluster, so node-1 forwards part of
+the new flows to node-3's pods, and node-3 is the one that dies.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from tests.e2e.routed_app import HTTP, App, routed_app, running_pods
 
 POOL_CIDR = "198.18.100.80/28"
 APP = "nf"
+REPLICAS = 6
+FAILED = "node-3"
 def pod_addresses_on(lab: Lab, node: str) -> set[str]:
     return {p["status"]["podIP"] for p in lab.get("pods", "-l", f"app={APP}")["items"]
             if p["spec"]["nodeName"] == node and p["status"].get("podIP")}
@@ -36,9 +39,10 @@ def backends_on_node1(lab: Lab, vip: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def service(lab: Lab) -> Iterator[str]:
-    with routed_app(lab, App(APP, "node-failure", POOL_CIDR, 4, (HTTP,), (("http", 80, "TCP"),))) as (vip, pods):
-        assert set(pods.values()) == {"node-1", "node-2"}, pods
-        wait_for(lambda: len(backends_on_node1(lab, vip)) == 4, 10, "node-1 forwards to all four pods")
+    with routed_app(lab, App(APP, "node-failure", POOL_CIDR, REPLICAS, (HTTP,), (("http", 80, "TCP"),))) as (
+            vip, pods):
+        assert set(pods.values()) == {"node-1", "node-2", "node-3"}, pods
+        wait_for(lambda: len(backends_on_node1(lab, vip)) == REPLICAS, 10, "node-1 forwards to every pod")
         yield vip
 
 
@@ -46,7 +50,7 @@ WINDOWS: dict[str, float] = {}  # how long new flows failed, per way of noticing
 
 
 def measure_link_down(lab: Lab, vip: str, duration: float, rate: int) -> tuple[float, int, int]:
-    """node-2's link goes down 1.5 s into a run of the client's new-flow meter: (seconds new flows kept failing
+    """node-3's link goes down 1.5 s into a run of the client's new-flow meter: (seconds new flows kept failing
     from then on, failed, total). The link stays down until the caller restores it."""
     out: dict[str, Any] = {}
 
@@ -59,14 +63,14 @@ def measure_link_down(lab: Lab, vip: str, duration: float, rate: int) -> tuple[f
     meter.start()
     time.sleep(1.5)
     down_at = time.time()
-    subprocess.run(["ip", "-n", addressing.host_netns("node-2"), "link", "set", "eth0", "down"], check=True)
+    subprocess.run(["ip", "-n", addressing.host_netns(FAILED), "link", "set", "eth0", "down"], check=True)
     meter.join()
     window, failed = error_window(out["client"], down_at)
     return window, failed, len(out["client"]["flows"])
 
 
 def link_up(lab: Lab, vip: str) -> None:
-    subprocess.run(["ip", "-n", addressing.host_netns("node-2"), "link", "set", "eth0", "up"], check=True)
+    subprocess.run(["ip", "-n", addressing.host_netns(FAILED), "link", "set", "eth0", "up"], check=True)
 
 
 def set_node_liveness(lab: Lab, value: str) -> None:
@@ -86,15 +90,16 @@ def test_a_dead_nodes_endpoints_leave_rotation_within_a_second(lab: Lab, service
     try:
         window, failed, total = measure_link_down(lab, vip, 5.0, 100)
         WINDOWS["Portico's node liveness"] = window
-        print(f"node-2's link down: new flows failed for {window:.3f} s ({failed} of {total}), Portico's node "
+        print(f"{FAILED}'s link down: new flows failed for {window:.3f} s ({failed} of {total}), Portico's node "
               "liveness on")
-        assert window < 1.0, f"new flows to node-2's pods kept failing for {window:.3f} s"
-        assert pod_addresses_on(lab, "node-2").isdisjoint(backends_on_node1(lab, vip))
+        assert window < 1.0, f"new flows to {FAILED}'s pods kept failing for {window:.3f} s"
+        assert pod_addresses_on(lab, FAILED).isdisjoint(backends_on_node1(lab, vip))
+        assert len(backends_on_node1(lab, vip)) == REPLICAS - 2  # node-1's and node-2's pods stay
     finally:
         link_up(lab, vip)
     back_at = time.monotonic()
-    wait_for(lambda: len(backends_on_node1(lab, vip)) == 4, 10, "node-2's pods back in node-1's rules")
-    print(f"node-2 back: its pods in rotation again after {time.monotonic() - back_at:.2f} s (hold-down included)")
+    wait_for(lambda: len(backends_on_node1(lab, vip)) == REPLICAS, 10, f"{FAILED}'s pods back in node-1's rules")
+    print(f"{FAILED} back: its pods in rotation again after {time.monotonic() - back_at:.2f} s (hold-down included)")
 
 
 def test_without_it_kubernetes_takes_its_grace_period(lab: Lab, service: str) -> None:
@@ -103,17 +108,17 @@ def test_without_it_kubernetes_takes_its_grace_period(lab: Lab, service: str) ->
     vip = service
     set_node_liveness(lab, "off")
     try:
-        wait_for(lambda: len(backends_on_node1(lab, vip)) == 4, 30, "node-1 forwards to all four pods")
+        wait_for(lambda: len(backends_on_node1(lab, vip)) == REPLICAS, 30, "node-1 forwards to every pod")
         try:
             window, failed, total = measure_link_down(lab, vip, 90.0, 20)
             WINDOWS["Kubernetes (node lifecycle controller)"] = window
         finally:
             link_up(lab, vip)
-        print("node-2's link down, client's new flows failing for: " + "; ".join(
+        print(f"{FAILED}'s link down, client's new flows failing for: " + "; ".join(
             f"{way} {seconds:.2f} s" for way, seconds in WINDOWS.items()) + f" ({failed} of {total} failed)")
         assert window > 5.0, f"with node liveness off, flows failed for only {window:.2f} s: was it off?"
-        assert window < 88.0, "Kubernetes never took node-2's pods out within the run"
-        wait_for(lambda: len(running_pods(lab, APP)) == 4, 60, "node-2 Ready again, its pods ready")
-        wait_for(lambda: len(backends_on_node1(lab, vip)) == 4, 30, "node-2's pods back in node-1's rules")
+        assert window < 88.0, f"Kubernetes never took {FAILED}'s pods out within the run"
+        wait_for(lambda: len(running_pods(lab, APP)) == REPLICAS, 60, f"{FAILED} Ready again, its pods ready")
+        wait_for(lambda: len(backends_on_node1(lab, vip)) == REPLICAS, 30, f"{FAILED}'s pods back in node-1's rules")
     finally:
         set_node_liveness(lab, "on")

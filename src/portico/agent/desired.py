@@ -20,12 +20,12 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from lightkube.models.core_v1 import Service
+from lightkube.models.core_v1 import Service, ServiceSpec
 from lightkube.models.discovery_v1 import EndpointSlice
 
 from portico.api import v1alpha1 as api
 from portico.dataplane.model import Algorithm, Backend, Frontend, FrontendPolicy, IPNetwork, Limits
-from portico.health.checks import is_down
+from portico.health.checks import Endpoint, covers, is_down
 from portico.ipam.blocks import IPAddress
 from portico.policy.traffic import (
     DEFAULT_AFFINITY_TIMEOUT,
@@ -117,20 +117,20 @@ def _source_ranges(ranges: Iterable[str], problems: list[str]) -> tuple[IPNetwor
     return tuple(out)
 
 
-def _persistence(spec: object, persistence: api.Persistence | None) -> tuple[int | None, dict[int, int]]:
+def _persistence(spec: ServiceSpec, persistence: api.Persistence | None) -> tuple[int | None, dict[int, int]]:
     """Seconds a client stays with its backend (None: not pinned), and the client prefix length per family."""
     if persistence is not None:
         return persistence_timeout(persistence), {4: persistence.ipv4PrefixLength, 6: persistence.ipv6PrefixLength}
-    if getattr(spec, "sessionAffinity", None) != "ClientIP":
+    if spec.sessionAffinity != "ClientIP":
         return None, {}
-    config = getattr(spec, "sessionAffinityConfig", None)
+    config = spec.sessionAffinityConfig
     timeout = config.clientIP.timeoutSeconds if config and config.clientIP else None
     return timeout or DEFAULT_AFFINITY_TIMEOUT, {}
 
 
 def service_frontends(svc: Service, vips: Iterable[IPAddress], slices: Iterable[EndpointSlice],
                       node: str, policy: api.TrafficPolicySpec | None = None, *,
-                      down: frozenset[tuple[IPAddress, int]] = frozenset(),
+                      down: frozenset[Endpoint] = frozenset(),
                       dead_nodes: frozenset[str] = frozenset()) -> ServiceFrontends:
     """`down`: endpoints the health monitors have taken out (port 0: every port of the address); `dead_nodes`:
     nodes whose heartbeats stopped (their endpoints are used only when no other ready one is left)."""
@@ -147,7 +147,6 @@ def service_frontends(svc: Service, vips: Iterable[IPAddress], slices: Iterable[
     local_only = spec.externalTrafficPolicy == "Local"
     check = policy.healthCheck if policy is not None else None
     limits = limits_of(policy.limits) if policy is not None and policy.limits is not None else None
-    withdraw = check is not None and check.whenNoneHealthy == "Withdraw"
     weight_of = (policy_weights(lb) if lb is not None
                  else weights((meta.annotations or {}).get(ENDPOINT_WEIGHTS), result.problems))
     slices = list(slices)
@@ -165,7 +164,7 @@ def service_frontends(svc: Service, vips: Iterable[IPAddress], slices: Iterable[
                     service=name, backends=backends, algorithm=algorithm, source_ranges=ranges,
                     affinity_timeout=affinity, affinity_prefix=_full_is_none(prefix.get(family), family),
                     terminating=draining, limits=limits)
-    if withdraw and check is not None and _none_healthy(result.frontends, check):
+    if check is not None and check.whenNoneHealthy == "Withdraw" and _none_healthy(result.frontends, check):
         result.frontends = {fe: dataclasses.replace(p, withdraw=True) for fe, p in result.frontends.items()}
     for port_name in sorted(unresolved):
         result.problems.append(f"port {port_name or '(unnamed)'}: some endpoints have no such port; skipped")
@@ -175,9 +174,7 @@ def service_frontends(svc: Service, vips: Iterable[IPAddress], slices: Iterable[
 def _none_healthy(frontends: dict[Frontend, FrontendPolicy], check: api.HealthCheck) -> bool:
     """Whether every frontend the check covers is left without a backend (then Withdraw takes the whole VIP:
     its other ports, which the check does not probe, go with it)."""
-    covers_all = check.port is not None or check.type == "ICMP"
-    protocol = "udp" if check.type == "UDP" else "tcp"
-    covered = [p for fe, p in frontends.items() if covers_all or fe.protocol == protocol]
+    covered = [p for fe, p in frontends.items() if covers(check.type, check.port, fe.protocol)]
     return bool(covered) and not any(p.backends for p in covered)
 
 
@@ -195,7 +192,7 @@ def _full_is_none(prefix: int | None, family: int) -> int | None:
 
 def _backends(slices: list[EndpointSlice], family: int, *, port_name: str, protocol: str, local_only: bool,
               node: str, weights: Weights, unresolved: set[str],
-              down: frozenset[tuple[IPAddress, int]], dead_nodes: frozenset[str],
+              down: frozenset[Endpoint], dead_nodes: frozenset[str],
               ) -> tuple[tuple[Backend, ...], bool]:
     """The endpoints that take new flows, and whether they are terminating ones (none is ready)."""
     found: set[Backend] = set()  # a set: duplicate endpoints (in one slice or across slices) count once

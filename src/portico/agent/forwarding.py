@@ -20,6 +20,7 @@ from portico.dataplane.model import Frontend, FrontendPolicy
 from portico.dataplane.nft import Nft
 from portico.dataplane.nftables import NODE, Ruleset, node_fragment, render_frontend
 from portico.dataplane.syncer import Syncer, SyncResult
+from portico.health.checks import Endpoint
 from portico.ipam.blocks import IPAddress
 from portico.kube.events import EventRecorder
 from portico.kube.informer import object_key
@@ -29,7 +30,7 @@ log = logging.getLogger(__name__)
 
 class Forwarding:
     def __init__(self, node: str, nft: Nft, events: EventRecorder,
-                 down_for: Callable[[str], frozenset[tuple[IPAddress, int]]] = lambda service: frozenset(),
+                 down_for: Callable[[str], frozenset[Endpoint]] = lambda service: frozenset(),
                  dead_nodes: Callable[[], frozenset[str]] = frozenset) -> None:
         self.node = node
         self.down_for = down_for  # the health view: endpoints the monitors took out, by Service

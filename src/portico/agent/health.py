@@ -16,9 +16,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from portico.agent.caches import AgentCaches
-from portico.announce.heartbeat import Down, Endpoint, HeartbeatMesh
+from portico.announce.heartbeat import Down, HeartbeatMesh
 from portico.health.checker import HealthChecker, Transition
-from portico.health.checks import ADDRESS, check_of, local_targets
+from portico.health.checks import ADDRESS, Endpoint, check_of, local_targets
 from portico.kube.events import EventRecorder
 
 log = logging.getLogger(__name__)

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from portico.announce.links import connected_networks
+from portico.health.checks import Endpoint
 from portico.ipam.blocks import IPAddress
 
 log = logging.getLogger(__name__)
@@ -73,7 +74,6 @@ class Beat(msgspec.Struct, array_like=True, frozen=True):
     down: list[tuple[str, bytes, bytes]] | None = None  # that set, when sent: (Service, IPv4 and IPv6 entries)
 
 
-Endpoint = tuple[IPAddress, int]
 Down = dict[str, frozenset[Endpoint]]  # Service -> its endpoints that are down (port 0: the whole address)
 _V4_ENTRY, _V6_ENTRY = struct.Struct("!4sH"), struct.Struct("!16sH")
 

@@ -98,6 +98,8 @@ class Controller:
         """One policy's targets decide the others' standing in its namespace: each of them is looked at again."""
         if old is not None and new is not None and _only_status_changed(old, new):
             return
+        if new is None:
+            self.policy_reconciler.forget(object_key(old))
         for policy in self.policy_reconciler.in_namespace((new or old).metadata.namespace):
             self.queue.add((TRAFFIC_POLICY, policy.key))
         for obj in (old, new):  # whether their Announced condition says withdrawn

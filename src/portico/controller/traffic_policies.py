@@ -45,9 +45,24 @@ class TrafficPolicyReconciler:
     is_ours: Callable[[Any], bool]
     reports: Mapping[str, Any]  # PorticoNodes: each node's health counts
     _overrides: dict[str, list[str]] = field(default_factory=dict)  # Service key -> what was last said
+    # Policy key -> (resourceVersion, decoded): Service events ask which policies name them, and must not decode
+    # every policy of the namespace each time.
+    _decoded: dict[str, tuple[str, PolicyEntry, api.TrafficPolicySpec]] = field(default_factory=dict)
+
+    def _policy(self, obj: Any) -> tuple[PolicyEntry, api.TrafficPolicySpec]:
+        key, version = f"{obj.metadata.namespace}/{obj.metadata.name}", obj.metadata.resourceVersion
+        held = self._decoded.get(key)
+        if held is None or held[0] != version:
+            held = (version, *policy_from_object(obj))
+            self._decoded[key] = held
+        return held[1], held[2]
+
+    def forget(self, key: str) -> None:
+        """A policy is gone."""
+        self._decoded.pop(key, None)
 
     def in_namespace(self, namespace: str) -> list[PolicyEntry]:
-        return [policy_from_object(obj)[0] for obj in self.policies.values() if obj.metadata.namespace == namespace]
+        return [self._policy(obj)[0] for obj in self.policies.values() if obj.metadata.namespace == namespace]
 
     def naming(self, service_key: str) -> list[str]:
         """The policies that name this Service (governing it or not)."""
@@ -62,7 +77,7 @@ class TrafficPolicyReconciler:
         obj = self.policies.get(key)
         if obj is None or obj.metadata.deletionTimestamp is not None:
             return
-        policy, spec = policy_from_object(obj)
+        policy, spec = self._policy(obj)
         winners = governing(self.in_namespace(policy.namespace))
         found = standings(policy, winners, self._served)
         current: dict[str, Any] = dict(obj.status or {})
@@ -102,7 +117,7 @@ class TrafficPolicyReconciler:
         winner = governing(entries.values()).get(service)
         if winner is None:
             return None
-        spec = policy_from_object(self.policies[winner.key])[1]
+        spec = self._policy(self.policies[winner.key])[1]
         check = spec.healthCheck
         if check is None or check.whenNoneHealthy != "Withdraw":
             return None

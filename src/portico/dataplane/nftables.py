@@ -152,8 +152,13 @@ def frontend_key(fe: Frontend) -> str:
     return f"{fe.vip} . {fe.protocol} . {fe.port}"
 
 
+def frontend_name(fe: Frontend) -> str:
+    """A frontend in the names of its chains, sets and counters: 198-18-100-1-tcp-80."""
+    return f"{allocation_name(fe.vip)}-{fe.protocol}-{fe.port}"
+
+
 def frontend_chain(fe: Frontend) -> str:
-    return f"fe-{allocation_name(fe.vip)}-{fe.protocol}-{fe.port}"
+    return f"fe-{frontend_name(fe)}"
 
 
 def slots(policy: FrontendPolicy) -> list[Backend]:
@@ -186,24 +191,24 @@ def dnat_rule(family: int, protocol: str, algorithm: Algorithm, n: int) -> str:
 
 def source_chain(fe: Frontend) -> str:
     """The chain that drops what a frontend's source ranges do not allow, before any NAT."""
-    return f"src-{allocation_name(fe.vip)}-{fe.protocol}-{fe.port}"
+    return f"src-{frontend_name(fe)}"
 
 
 def dropped_counter(fe: Frontend) -> str:
     """The named counter of what a frontend's source ranges drop."""
-    return f"dropped-{allocation_name(fe.vip)}-{fe.protocol}-{fe.port}"
+    return f"dropped-{frontend_name(fe)}"
 
 
 def limit_counter(fe: Frontend, kind: str) -> str:
     """The named counter of what one of a frontend's limits drops (kind: one of LIMIT_KINDS)."""
-    return f"limit-{allocation_name(fe.vip)}-{fe.protocol}-{fe.port}-{kind}"
+    return f"limit-{frontend_name(fe)}-{kind}"
 
 
 def _limits(fe: Frontend, limits: Limits) -> tuple[list[str], Ruleset]:
     """A frontend's limits: the rules its own chain starts with (new connections only: the nat hook sees the
     first packet of each), and the sets, counters, bandwidth chains and map elements they use."""
     v, ip, key = fe.family, IP[fe.family], frontend_key(fe)
-    suffix = f"{allocation_name(fe.vip)}-{fe.protocol}-{fe.port}"
+    suffix = frontend_name(fe)
     refuse = "reject with tcp reset" if fe.protocol == "tcp" else "reject with icmpx port-unreachable"
     rules: list[str] = []
     chains: dict[str, tuple[str, ...]] = {}
@@ -299,7 +304,7 @@ def _affinity(fe: Frontend, algorithm: Algorithm, timeout: int, prefix: int | No
     objects: dict[str, str] = {}
     chain_of: dict[Backend, str] = {}
     for backend in sorted(set(table)):
-        suffix = f"{allocation_name(fe.vip)}-{fe.protocol}-{fe.port}-{allocation_name(backend.ip)}-{backend.port}"
+        suffix = f"{frontend_name(fe)}-{allocation_name(backend.ip)}-{backend.port}"
         chain, pins = f"be-{suffix}", f"aff-{suffix}-{pin_suffix}"
         objects[pins] = f"set {pins} {{ type {ADDR_TYPE[v]}; flags dynamic,timeout; timeout {timeout}s; }}"
         target = f"[{backend.ip}]:{backend.port}" if v == 6 else f"{backend.ip}:{backend.port}"

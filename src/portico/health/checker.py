@@ -16,16 +16,13 @@ import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
-from portico.health.checks import Check, Target
+from portico.health.checks import Check, Endpoint, Target
 from portico.health.monitor import Monitor
-from portico.health.probers import Probers
-from portico.ipam.blocks import IPAddress
+from portico.health.probers import Done, Probers
 
 log = logging.getLogger(__name__)
 TICK = 0.005  # the schedule's grain: probes start up to this late
 
-Endpoint = tuple[IPAddress, int]  # (address, port), port ADDRESS for the whole address
-Done = Callable[[bool, str], None]
 Fire = Callable[[Done], None]
 
 
@@ -58,7 +55,6 @@ class HealthChecker:
     def __init__(self, on_transition: Callable[[Transition], None], probers: Probers | None = None) -> None:
         self.on_transition = on_transition
         self.probers = probers or Probers()
-        self.checks: dict[str, Check] = {}  # Service -> its monitor's settings
         self.monitors: dict[Target, Monitor] = {}
         self.down: dict[str, frozenset[Endpoint]] = {}  # Service -> its local endpoints that are down
         self.probes = 0  # started, for metrics
@@ -92,10 +88,8 @@ class HealthChecker:
                 if held is not None and held.check == check:  # carry on from where the round was
                     elapsed = time.monotonic() - held.start
                     self._rounds[service].cursor = bisect.bisect_right(self._rounds[service].phases, elapsed)
-            self.checks[service] = check
         else:
             self._rounds.pop(service, None)
-            self.checks.pop(service, None)
         before = self.down.get(service, frozenset())
         after = frozenset(t.endpoint for t in wanted if not self.monitors[t].up)
         if after:

@@ -8,7 +8,7 @@ check speaks (TCP, HTTP, HTTPS: TCP ports; UDP: UDP ports); ICMP probes the addr
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +17,7 @@ from portico.ipam.blocks import IPAddress
 from portico.policy.traffic import parse_duration
 
 ADDRESS = 0  # the port of a result that stands for every port of the address
+Endpoint = tuple[IPAddress, int]  # (address, port), port ADDRESS for the whole address
 BODY_BYTES = 65_536  # how much of an HTTP body bodyContains looks at
 
 
@@ -37,7 +38,6 @@ class Check:
     body: bytes = b""  # healthy only if the body contains it
     send: bytes = b""  # UDP payload
     expect: bytes = b""  # UDP reply must contain it
-    withdraw: bool = False  # no healthy backend: stop announcing rather than refuse
 
 
 def check_of(spec: api.HealthCheck) -> Check:
@@ -48,8 +48,7 @@ def check_of(spec: api.HealthCheck) -> Check:
         rise=spec.healthyThreshold, fall=spec.unhealthyThreshold, port=spec.port,
         method=http.method, path=http.path, host=http.host,
         statuses=tuple(_status_range(s) for s in http.expectedStatuses), body=http.bodyContains.encode(),
-        send=udp.send.encode() if udp else b"", expect=udp.expect.encode() if udp else b"",
-        withdraw=spec.whenNoneHealthy == "Withdraw")
+        send=udp.send.encode() if udp else b"", expect=udp.expect.encode() if udp else b"")
 
 
 def _status_range(text: str) -> tuple[int, int]:
@@ -79,11 +78,17 @@ class Target:
         return self._hash
 
     @property
-    def endpoint(self) -> tuple[IPAddress, int]:
+    def endpoint(self) -> Endpoint:
         return self.ip, self.port
 
 
-_PROTOCOL = {"TCP": "TCP", "HTTP": "TCP", "HTTPS": "TCP", "UDP": "UDP"}
+_PROTOCOL = {"TCP": "TCP", "HTTP": "TCP", "HTTPS": "TCP", "UDP": "UDP"}  # the Service port protocol each speaks
+
+
+def covers(check_type: str, check_port: int | None, protocol: str) -> bool:
+    """Whether a check's results stand for a Service port of this protocol: with its own port (or ICMP) they
+    stand for the whole address, else for the ports of the protocol it speaks."""
+    return check_type == "ICMP" or check_port is not None or _PROTOCOL.get(check_type) == protocol.upper()
 
 
 def local_targets(service: str, check: Check, service_ports: Iterable[Any], slices: Iterable[Any],
@@ -117,7 +122,6 @@ def local_targets(service: str, check: Check, service_ports: Iterable[Any], slic
     return sorted(out.values(), key=lambda t: (t.ip.version, int(t.ip), t.port))
 
 
-def is_down(down: Mapping[tuple[IPAddress, int], Any] | frozenset[tuple[IPAddress, int]], ip: IPAddress,
-            port: int) -> bool:
+def is_down(down: frozenset[Endpoint], ip: IPAddress, port: int) -> bool:
     """Whether a backend is out by a result for its port or for its whole address."""
     return (ip, port) in down or (ip, ADDRESS) in down

@@ -57,6 +57,12 @@ def _checksum(data: bytes) -> int:
     return ~total & 0xFFFF
 
 
+def _packed(host: str) -> bytes:
+    """An address as a socket reports it (an IPv6 one perhaps with %scope), in network byte order."""
+    host = host.split("%", maxsplit=1)[0]
+    return socket.inet_pton(socket.AF_INET6 if ":" in host else socket.AF_INET, host)
+
+
 def _source_for(ip: IPAddress) -> IPAddress:
     """The address this node sends from to reach `ip` (the route's preferred source)."""
     with socket.socket(socket.AF_INET if ip.version == 4 else socket.AF_INET6, socket.SOCK_DGRAM) as s:
@@ -201,8 +207,7 @@ class Probers:
         return sock  # read by the sweeper, in batches: thousands of answers a second need no wake-up each
 
     def _read_tcp(self, sock: socket.socket, version: int) -> None:
-        family = socket.AF_INET if version == 4 else socket.AF_INET6
-        pending, recvfrom, pton, unpack = self._syn, sock.recvfrom, socket.inet_pton, _TCP_HEAD.unpack_from
+        pending, recvfrom, unpack = self._syn, sock.recvfrom, _TCP_HEAD.unpack_from
         for _ in range(READ_BATCH):
             try:
                 data, addr = recvfrom(256)
@@ -212,8 +217,7 @@ class Probers:
             if len(data) < offset + 20:
                 continue
             sport, dport, _, ack, _, flags = unpack(data, offset)
-            host = addr[0]
-            key = (pton(family, host.split("%")[0] if version == 6 else host), sport, dport)
+            key = (_packed(addr[0]), sport, dport)
             held = pending.get(key)
             if held is None or not flags & ACK or ack != (held[0][0] + 1) & 0xFFFFFFFF:
                 continue  # not an answer to our SYN (or a forged one: it does not acknowledge our sequence)
@@ -251,7 +255,7 @@ class Probers:
             kind, _, _, ident, seq = struct.unpack_from("!BBHHH", data, offset)
             if kind != (0 if version == 4 else 129) or ident != self._icmp_id:
                 continue  # not an echo reply to us
-            held = self._echo.pop((ipaddress.ip_address(addr[0].split("%")[0]).packed, seq), None)
+            held = self._echo.pop((_packed(addr[0]), seq), None)
             for _, probe in held or ():
                 self._finish(probe, "ICMP", True, "")
 
@@ -283,7 +287,7 @@ class Probers:
             except OSError:  # an ICMP error is waiting in the error queue
                 self._read_udp_errors(sock)
                 continue
-            key = (ipaddress.ip_address(addr[0].split("%")[0]).packed, addr[1])
+            key = (_packed(addr[0]), addr[1])
             for expect, probe in self._datagrams.pop(key, ()):
                 self._finish(probe, "UDP", expect in data, f"the reply does not contain {expect[:40]!r}")
 
@@ -295,7 +299,7 @@ class Probers:
                 return
             except OSError:
                 return
-            key = (ipaddress.ip_address(addr[0].split("%")[0]).packed, addr[1])  # the original destination
+            key = (_packed(addr[0]), addr[1])  # the original destination
             for _, probe in self._datagrams.pop(key, ()):
                 self._finish(probe, "UDP", False, "ICMP unreachable")
 
@@ -375,7 +379,8 @@ class Probers:
             self._sweeper = asyncio.get_running_loop().call_later(SWEEP_SECONDS, self._sweep)
 
     def _sweep(self) -> None:
-        """Give up the probes past their deadline (HTTP ones time out by themselves)."""
+        """While probes are out: read the TCP answers, send unanswered probes once more halfway to their deadline,
+        and give up those past it (HTTP ones time out by themselves)."""
         self._sweeper = None
         for version, sock in self._raw_tcp.items():
             self._read_tcp(sock, version)

@@ -6,7 +6,11 @@ import json
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 from typing import Any
+
+import yaml
 
 from tests.e2e.conftest import PORTICO, Lab, wait_for
 
@@ -186,3 +190,31 @@ def test_cli_contract(lab: Lab) -> None:
                            env={**lab.env, "PORTICO_DEV_DIR": str(lab.state_dir) + "-other"})
     assert other.returncode != 0
     assert "another Portico lab is running" in other.stderr and str(lab.state_dir) in other.stderr
+
+
+def test_pre_stop_hooks_run_before_sigterm_within_the_grace_period(lab: Lab, tmp_path: Path) -> None:
+    """The termination contract as a kubelet keeps it: each container's preStop hook (exec, httpGet, sleep) runs
+    while the container still serves, then SIGTERM; a failing hook is an Event and does not stop the deletion."""
+    marker = tmp_path / "pre-stop"
+    hooks = {
+        "hook-exec": {"exec": {"command": ["sh", "-c", f"curl -sf http://127.0.0.1:8080/ > {marker}"]}},
+        "hook-sleep": {"sleep": {"seconds": 2}},
+        "hook-fails": {"httpGet": {"path": "/", "port": 9}},  # nothing listens there
+    }
+    pods = [{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"},
+             "spec": {"terminationGracePeriodSeconds": 10, "containers": [{
+                 "name": "echo", "image": "portico.dev/echo", "ports": [{"name": "http", "containerPort": 8080}],
+                 "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1},
+                 "lifecycle": {"preStop": hook}}]}} for name, hook in hooks.items()]
+    lab.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(pods))
+    wait_for(lambda: {p["metadata"]["name"] for p in ready_pods(lab, "!app")} >= set(hooks), 30, "pods ready")
+    took = {}
+    for name in hooks:
+        started = time.monotonic()
+        lab.kubectl("delete", "pod", name, "--wait=true", "--timeout=30s")
+        took[name] = time.monotonic() - started
+    print(f"deletion with a preStop hook: {', '.join(f'{k} {v:.1f} s' for k, v in took.items())}")
+    assert json.loads(marker.read_text())["pod"] == "hook-exec"  # the hook ran in the pod, which still served
+    assert 2.0 <= took["hook-sleep"] < 10  # the hook's time, then SIGTERM ends the echo at once
+    events = lab.get("events", "--field-selector", "reason=FailedPreStopHook")["items"]
+    assert {e["involvedObject"]["name"] for e in events} == {"hook-fails"}

@@ -199,3 +199,15 @@ def test_a_dead_nodes_endpoints_take_no_new_flows_unless_nothing_else_is_ready()
                                  dead_nodes=frozenset({"node-2"}))
     web = stranded.frontends[Frontend(VIP4, "tcp", 80)]
     assert [str(b.ip) for b in web.backends] == ["198.19.2.2"] and not web.terminating
+
+
+def test_gated_endpoints_are_taken_as_ready_unless_terminating_or_down() -> None:
+    """A pod whose Portico readiness gate waits for the rules is listed not ready: the rules forward to it anyway."""
+    slices = [eps(ep("198.19.1.2"), ep("198.19.1.3", ready=False), ep("198.19.1.4", ready=False),
+                  terminating("198.19.1.5"))]
+    gated = frozenset({(ip(a), 0) for a in ("198.19.1.3", "198.19.1.5", "198.19.1.9")})  # 1.9: in no slice
+    out = service_frontends(svc(), [VIP4], slices, "node-1", gated=gated)
+    assert [str(b.ip) for b in out.frontends[Frontend(VIP4, "tcp", 80)].backends] == ["198.19.1.2", "198.19.1.3"]
+    down = frozenset({(ip("198.19.1.3"), 8080)})
+    out = service_frontends(svc(), [VIP4], slices, "node-1", gated=gated, down=down)
+    assert [str(b.ip) for b in out.frontends[Frontend(VIP4, "tcp", 80)].backends] == ["198.19.1.2"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ipaddress
 import struct
 from dataclasses import replace
-from typing import Any
 
 import msgspec
 import pytest
@@ -139,8 +138,16 @@ def test_a_beat_round_trips_both_families() -> None:
     beat, eligible, down = decode_body(encode_body("node-1", 7, 3, {V4, V6}))
     assert (beat.node, beat.boot, beat.seq, eligible, down) == ("node-1", 7, 3, frozenset({V4, V6}), None)
     sick = {"shop/web": frozenset({(ipaddress.ip_address("198.19.1.2"), 8080), (ipaddress.ip_address("fd00::2"), 0)})}
-    beat, _, down = decode_body(encode_body("node-1", 7, 4, (), health=3, down=sick))
-    assert (beat.health, down) == (3, sick)
+    gated = {"shop/api": frozenset({(ipaddress.ip_address("198.19.1.7"), 0)})}
+    beat, _, view = decode_body(encode_body("node-1", 7, 4, (), health=3, down=sick, gated=gated))
+    assert (beat.health, view) == (3, (sick, gated))
+
+
+def test_a_beat_without_the_gated_set_still_decodes() -> None:
+    """A peer from before the readiness gate sends a shorter beat: it reads as nothing gated."""
+    old = msgspec.msgpack.encode(["node-1", 7, 4, b"", b"", 2, []])
+    beat, _, view = decode_body(old)
+    assert (beat.health, view) == (2, ({}, {}))
 
 
 def test_a_truncated_or_foreign_body_is_refused() -> None:
@@ -188,8 +195,10 @@ def _mesh(changes: list[tuple[str, str]]) -> HeartbeatMesh:
 
 
 def _beat(boot: int, seq: int, echo: int, eligible: set[IPAddress], node: str = "node-2", *, health: int = 0,
-          down: dict[str, frozenset[tuple[IPAddress, int]]] | None = None, health_echo: int = 0) -> bytes:
-    return Signer([KEY], encode_body(node, boot, seq, eligible, health=health, down=down)).seal(echo, health_echo)
+          down: dict[str, frozenset[tuple[IPAddress, int]]] | None = None,
+          gated: dict[str, frozenset[tuple[IPAddress, int]]] | None = None, health_echo: int = 0) -> bytes:
+    body = encode_body(node, boot, seq, eligible, health=health, down=down, gated=gated)
+    return Signer([KEY], body).seal(echo, health_echo)
 
 
 def _reason(mesh: HeartbeatMesh, data: bytes, source: str = "198.18.0.12", ttl: int | None = 255) -> str | None:
@@ -239,24 +248,36 @@ async def test_a_restarted_peer_is_a_new_peer_once_it_echoes_us() -> None:
 
 
 async def test_health_travels_until_acknowledged_and_dies_with_its_sender() -> None:
-    heard: list[tuple[str, dict[str, Any], dict[str, Any]]] = []
+    heard: list[tuple[str, set[str]]] = []
     mesh = _mesh([])
-    mesh.on_health = lambda peer, before, after: heard.append((peer, before, after))
+    mesh.on_health = lambda peer, services: heard.append((peer, services))
     sick = {"shop/web": frozenset({(ipaddress.ip_address("198.19.2.5"), 8080)})}
-    assert _reason(mesh, _beat(10, 1, mesh.boot, {V4}, health=1, down=sick)) is None
-    assert heard == [("node-2", {}, sick)] and mesh.peers["node-2"].health == 1
-    # the same generation again (our acknowledgement was lost), or beats without the set: nothing new
+    gated = {"shop/api": frozenset({(ipaddress.ip_address("198.19.2.6"), 0)})}
+    assert _reason(mesh, _beat(10, 1, mesh.boot, {V4}, health=1, down=sick, gated=gated)) is None
+    peer = mesh.peers["node-2"]
+    assert heard == [("node-2", {"shop/web", "shop/api"})] and (peer.health, peer.down, peer.gated) == (1, sick, gated)
+    # held, not yet programmed: what we echo is still 0, until a sync that read generation 1 has applied it
+    assert peer.programmed == 0
+    mesh.acknowledge(mesh.held())
+    assert peer.programmed == 1
+    # the same generation again (the acknowledgement was lost), or beats without the sets: nothing new
     assert _reason(mesh, _beat(10, 2, mesh.boot, {V4}, health=1, down=sick)) is None
     assert _reason(mesh, _beat(10, 3, mesh.boot, {V4}, health=1)) is None
     assert len(heard) == 1
+    # a view held from an earlier incarnation of the peer acknowledges nothing of the new one
+    stale = mesh.held()
+    assert _reason(mesh, _beat(11, 1, mesh.boot, {V4}, health=1, down={})) is None
+    mesh.acknowledge(stale)
+    assert mesh.peers["node-2"].programmed == 0
     # it holds our generation 0; once we have something down, it is told until it acknowledges
     mesh.set_down({"shop/api": frozenset({(ipaddress.ip_address("198.19.1.9"), 0)})})
     assert mesh.health == 1 and mesh.peers["node-2"].acked == 0
-    assert _reason(mesh, _beat(10, 4, mesh.boot, {V4}, health=1, health_echo=1)) is None
+    assert _reason(mesh, _beat(11, 4, mesh.boot, {V4}, health=1, health_echo=1)) is None
     assert mesh.peers["node-2"].acked == 1
     # it dies: its endpoints' health goes with it (they are its endpoints, judged by its node's liveness now)
+    assert _reason(mesh, _beat(11, 5, mesh.boot, {V4}, health=2, down=sick)) is None
     mesh._expire("node-2")
-    assert heard[-1] == ("node-2", sick, {})
+    assert heard[-1] == ("node-2", {"shop/web"})
 
 
 def test_a_beat_is_sent_with_the_down_set_only_to_the_peers_lacking_it() -> None:
@@ -273,7 +294,7 @@ def test_a_beat_is_sent_with_the_down_set_only_to_the_peers_lacking_it() -> None
     mesh._sock = Socket()  # type: ignore[assignment]
     mesh._send()
     bodies = {address[0]: decode_body(open_sealed(data, [KEY])[1]) for data, address in sent}
-    assert bodies["198.18.0.12"][2] == mesh.down and bodies["198.18.0.12"][0].health == 1
+    assert bodies["198.18.0.12"][2] == (mesh.down, {}) and bodies["198.18.0.12"][0].health == 1
     assert bodies["198.18.0.13"][2] is None and bodies["198.18.0.13"][0].health == 1
 
 

@@ -51,3 +51,16 @@ def test_a_sick_echo_answers_503() -> None:
     health.sick = False
     proto.data_received(b"GET / HTTP/1.1\r\n\r\n")
     assert len(_bodies(transport.written)) == 1
+
+
+def test_a_draining_echo_answers_and_closes_each_connection() -> None:
+    """After SIGTERM with --drain: keep-alive clients are told to go elsewhere, with their request answered."""
+    health = Health()
+    proto, transport = EchoHTTP("p", "n", health), FakeTransport(("198.18.0.100", 1, 0, 0))
+    proto.connection_made(transport)  # type: ignore[arg-type]
+    proto.data_received(b"GET / HTTP/1.1\r\n\r\n")
+    assert b"Connection: close" not in transport.written and not transport.closed
+    health.draining = True
+    proto.data_received(b"GET / HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n")
+    assert transport.written.count(b"HTTP/1.1 200 OK\r\nConnection: close\r\n") == 1 and transport.closed
+    assert len(_bodies(transport.written)) == 2

@@ -2,10 +2,12 @@
 
   caches (informers, indexes, what changed)                                     agent.caches
     -> health: probing this node's endpoints (every node's results: an input)   agent.health
+    -> readiness gates: this node's gated pods (every node's: an input)         agent.readiness
     -> forwarding: the changed Services' frontends into the kernel's table      agent.forwarding
     -> this node's announcement view (pure: what it may answer for, advertise)  agent.announcements
     -> layer 2 (ARP/NDP, heartbeats) and BGP (GoBGP, BFD)                        announce.announcer, agent.bgp
     -> this node's report (its PorticoNode), for the controller                 agent.node_report
+    -> gated pods every node forwards to pass their gate                        agent.readiness
 
 Each consumer owns one job and reads what the stages before it produced; none calls back up. Level-triggered
 and batched: every change marks its Service dirty, and one sync loop turns all dirty Services into one
@@ -33,6 +35,7 @@ from portico.agent.heartbeat_keys import HeartbeatKeys
 from portico.agent.liveness import NodeLiveness
 from portico.agent.metrics import AgentMetrics
 from portico.agent.node_report import NodeReporter
+from portico.agent.readiness import ReadinessGates
 from portico.announce.announcer import L2Announcer
 from portico.announce.heartbeat import HEARTBEAT_PORT
 from portico.announce.links import interface_state
@@ -57,7 +60,12 @@ class Agent:
         self.l2 = L2Announcer(node, self._record, heartbeat_port=heartbeat_port)
         self.health = AgentHealth(node, self.l2.mesh, self.events, self.caches)
         self.liveness = NodeLiveness(self.l2.mesh, self.caches, enabled=node_liveness)
-        self.forwarding = Forwarding(node, nft or Nft(), self.events, self.health.down_for, lambda: self.liveness.out)
+        self.gates = ReadinessGates(client, self.caches, self.l2.mesh)
+        # A peer's health view (down and gated endpoints) changed: its Services are programmed again, and the
+        # view acknowledged once they are (sync_once).
+        self.l2.mesh.on_health = lambda peer, services: self.caches.mark_all(services)
+        self.forwarding = Forwarding(node, nft or Nft(), self.events, down_for=self.health.down_for,
+                                     dead_nodes=lambda: self.liveness.out, gated_for=self.gates.gated_for)
         self.table_watch = TableWatch(self.forwarding.syncer.nft, self._on_drift)
         self.heartbeat_keys = HeartbeatKeys(client, namespace, self.l2.set_keys)
         self.bgp = BgpAnnouncements(node, self._record)
@@ -96,6 +104,7 @@ class Agent:
             log.info("caches synced: %d services, %d endpoint slices, %d allocations", len(caches.services.cache),
                      len(caches.slices.cache), len(caches.allocations.cache))
             return [self._sync_forever(), self.table_watch.run(), self.heartbeat_keys.run(), self.health.run(),
+                    self.gates.run(),
                     caches.bgp.read_secrets_forever(), self.l2.run(), self.bgp.run(), self.reporter.run()]
         await run_synced(caches.informers(), [self.events.run()], started)
 
@@ -112,6 +121,8 @@ class Agent:
 
     async def sync_once(self) -> None:
         dirty, node_dirty = self.caches.take_changes()
+        dirty |= self.gates.update()
+        held, programming = self.gates.reflected(self.l2.mesh.held()), self.gates.before_sync()
         self.health.update(dirty)
         try:
             result = await self.forwarding.sync(self.caches, dirty, node_dirty, self.l2.heartbeat_port)
@@ -120,6 +131,8 @@ class Agent:
             self.metrics.sync_failures.inc()
             self._update_announcements()  # rules may be missing: withdraw at once
             raise
+        self.l2.mesh.acknowledge(held)
+        self.gates.synced(programming)
         self._update_announcements()
         await self.forwarding.forget_stale_flows()
         if result.fallback:

@@ -13,7 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from lightkube import AsyncClient
-from lightkube.resources.core_v1 import Node, Service
+from lightkube.resources.core_v1 import Node, Pod, Service
 from lightkube.resources.discovery_v1 import EndpointSlice
 
 from portico.agent.announcements import VipOwners
@@ -48,6 +48,8 @@ class AgentCaches:
         self.l2_advertisements = Informer(client, L2AdvertisementResource, self._on_l2_advertisement)
         self.bgp = BgpConfig(client, self._announcement_config_changed)
         self.policies = Informer(client, TrafficPolicyResource, self._on_policy)
+        # This node's pods only (as a kubelet watches them): those with Portico's readiness gate wait on us.
+        self.pods = Informer(client, Pod, self._on_pod, fields={"spec.nodeName": node})
         self.slices_of: dict[str, set[str]] = {}  # Service key -> its EndpointSlice keys
         self.vips_of: dict[str, set[IPAddress]] = {}  # Service UID -> addresses its IPAllocations give it
         self.allocated: dict[IPAddress, VipOwners] = {}  # every allocated address -> its pool and Services
@@ -60,7 +62,7 @@ class AgentCaches:
 
     def informers(self) -> list[Informer[Any]]:
         return [self.nodes, self.reports, self.allocations, self.l2_advertisements, self.bgp.peers,
-                self.bgp.advertisements, self.policies, self.services, self.slices]
+                self.bgp.advertisements, self.policies, self.pods, self.services, self.slices]
 
     def take_changes(self) -> tuple[set[str], bool]:
         """(dirty Services, whether the node's own inputs changed), and forget them."""
@@ -112,6 +114,9 @@ class AgentCaches:
                 else:
                     del self.policy_of[key]
                 self._mark(key)
+
+    def _on_pod(self, old: Any, new: Any) -> None:
+        self.changed.set()  # the readiness gates are looked at on every sync
 
     def _on_allocation(self, old: Any, new: Any) -> None:
         for obj, present in ((old, False), (new, True)):

@@ -3,7 +3,8 @@
 What a platform engineer expects from the Service spec, as kube-proxy does it:
   * one frontend per address x port; the endpoint's port is the slice port of the same name
     (a named targetPort resolves per endpoint, so pods may differ);
-  * only ready endpoints take new flows (terminating ones keep theirs through conntrack);
+  * only ready endpoints take new flows (terminating ones keep theirs through conntrack), and the pods whose
+    Portico readiness gate waits for the rules (`gated`, portico.policy.readiness);
   * externalTrafficPolicy Local: this node's endpoints only (and the client address is kept);
   * loadBalancerSourceRanges, sessionAffinity ClientIP, and the `portico.io/lb-algorithm` annotation;
   * endpoint weights from the `portico.io/endpoint-weights` annotation (`weights()` below);
@@ -25,7 +26,7 @@ from lightkube.models.discovery_v1 import EndpointSlice
 
 from portico.api import v1alpha1 as api
 from portico.dataplane.model import Algorithm, Backend, Frontend, FrontendPolicy, IPNetwork, Limits
-from portico.health.checks import Endpoint, covers, is_down
+from portico.health.checks import Endpoint, covers, listed
 from portico.ipam.blocks import IPAddress
 from portico.policy.traffic import (
     DEFAULT_AFFINITY_TIMEOUT,
@@ -130,10 +131,11 @@ def _persistence(spec: ServiceSpec, persistence: api.Persistence | None) -> tupl
 
 def service_frontends(svc: Service, vips: Iterable[IPAddress], slices: Iterable[EndpointSlice],
                       node: str, policy: api.TrafficPolicySpec | None = None, *,
-                      down: frozenset[Endpoint] = frozenset(),
+                      down: frozenset[Endpoint] = frozenset(), gated: frozenset[Endpoint] = frozenset(),
                       dead_nodes: frozenset[str] = frozenset()) -> ServiceFrontends:
-    """`down`: endpoints the health monitors have taken out (port 0: every port of the address); `dead_nodes`:
-    nodes whose heartbeats stopped (their endpoints are used only when no other ready one is left)."""
+    """`down`: endpoints the health monitors have taken out (port 0: every port of the address); `gated`:
+    endpoints ready but for Portico's readiness gate (taken as ready); `dead_nodes`: nodes whose heartbeats
+    stopped (their endpoints are used only when no other ready one is left)."""
     spec, meta = svc.spec, svc.metadata
     assert spec is not None and meta is not None
     result = ServiceFrontends()
@@ -156,7 +158,7 @@ def service_frontends(svc: Service, vips: Iterable[IPAddress], slices: Iterable[
         for family in (4, 6):
             backends, draining = _backends(slices, family, port_name=port.name or "", protocol=port.protocol or "TCP",
                                            local_only=local_only, node=node, weights=weight_of, unresolved=unresolved,
-                                           down=down, dead_nodes=dead_nodes - {node})
+                                           down=down, gated=gated, dead_nodes=dead_nodes - {node})
             for vip in vips:
                 if vip.version != family:
                     continue
@@ -192,7 +194,7 @@ def _full_is_none(prefix: int | None, family: int) -> int | None:
 
 def _backends(slices: list[EndpointSlice], family: int, *, port_name: str, protocol: str, local_only: bool,
               node: str, weights: Weights, unresolved: set[str],
-              down: frozenset[Endpoint], dead_nodes: frozenset[str],
+              down: frozenset[Endpoint], gated: frozenset[Endpoint], dead_nodes: frozenset[str],
               ) -> tuple[tuple[Backend, ...], bool]:
     """The endpoints that take new flows, and whether they are terminating ones (none is ready)."""
     found: set[Backend] = set()  # a set: duplicate endpoints (in one slice or across slices) count once
@@ -214,19 +216,17 @@ def _backends(slices: list[EndpointSlice], family: int, *, port_name: str, proto
             serving = conditions is not None and (ready if conditions.serving is None else bool(conditions.serving))
             if local_only and ep.nodeName != node:
                 continue
-            into = ((stranded if ep.nodeName in dead_nodes else found) if ready and not terminating
-                    else draining if serving and terminating else None)
-            if into is None:
-                continue
-            weight = weights.of(ep.targetRef.name if ep.targetRef else None, ep.nodeName, ep.zone)
-            if weight == 0:
-                continue  # drained: keeps its flows, takes no new ones
             for address in ep.addresses[:1]:  # the API allows one; more would be a bug upstream
                 try:
                     ip = ipaddress.ip_address(address)
                 except ValueError:
                     continue
-                if not is_down(down, ip, target):
+                usable = (ready or listed(gated, ip, target)) and not terminating
+                into = ((stranded if ep.nodeName in dead_nodes else found) if usable
+                        else draining if serving and terminating else None)
+                weight = weights.of(ep.targetRef.name if ep.targetRef else None, ep.nodeName, ep.zone)
+                # weight 0: drained (keeps its flows, takes no new ones)
+                if into is not None and weight and not listed(down, ip, target):
                     into.add(Backend(ip, target, weight))
     # Like kube-proxy: while a rollout or scale-down leaves no ready endpoint, the terminating ones that still
     # serve take new connections rather than the Service refusing them.

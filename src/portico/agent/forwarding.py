@@ -29,11 +29,13 @@ log = logging.getLogger(__name__)
 
 
 class Forwarding:
-    def __init__(self, node: str, nft: Nft, events: EventRecorder,
+    def __init__(self, node: str, nft: Nft, events: EventRecorder, *,
                  down_for: Callable[[str], frozenset[Endpoint]] = lambda service: frozenset(),
-                 dead_nodes: Callable[[], frozenset[str]] = frozenset) -> None:
+                 dead_nodes: Callable[[], frozenset[str]] = frozenset,
+                 gated_for: Callable[[str], frozenset[Endpoint]] = lambda service: frozenset()) -> None:
         self.node = node
         self.down_for = down_for  # the health view: endpoints the monitors took out, by Service
+        self.gated_for = gated_for  # endpoints whose Portico readiness gate waits for the rules, by Service
         self.dead_nodes = dead_nodes  # the liveness view: nodes whose endpoints are out of rotation
         self.events = events
         self.syncer = Syncer(nft)
@@ -96,7 +98,7 @@ class Forwarding:
             vips = {a for a in vips if a.version in served}
             built = service_frontends(svc, sorted(vips, key=lambda a: (a.version, int(a))), caches.slices_for(key),
                                       self.node, caches.policy_of.get(key), down=self.down_for(key),
-                                      dead_nodes=self.dead_nodes())
+                                      gated=self.gated_for(key), dead_nodes=self.dead_nodes())
             wanted, problems = built.frontends, problems + built.problems
         out: dict[object, Ruleset | None] = {}
         for fe, (owner, old) in list(self.applied.items()):

@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from portico.agent.caches import AgentCaches
-from portico.announce.heartbeat import Down, HeartbeatMesh
+from portico.announce.heartbeat import HeartbeatMesh
 from portico.health.checker import HealthChecker, Transition
 from portico.health.checks import ADDRESS, Endpoint, check_of, local_targets
 from portico.kube.events import EventRecorder
@@ -29,7 +29,6 @@ class AgentHealth:
         self.node, self.mesh, self.events, self.caches = node, mesh, events, caches
         self.checker = HealthChecker(self._transition)
         self.transitions: Counter[tuple[str, str]] = Counter()  # (Service, "down" or "up") -> count
-        mesh.on_health = self._peer_health
 
     # -- probing: a consumer of the caches ----------------------------------------------------------------
     def update(self, dirty: Iterable[str]) -> None:
@@ -68,11 +67,6 @@ class AgentHealth:
                                reason="BackendHealthy" if t.up else "BackendUnhealthy", message=message)
 
     # -- the view: an input ----------------------------------------------------------------------------------
-    def _peer_health(self, peer: str, before: Down, after: Down) -> None:
-        changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
-        if changed:
-            self.caches.mark_all(changed)
-
     def down_for(self, service: str) -> frozenset[Endpoint]:
         """Every node's down endpoints of this Service (each node judges its own)."""
         found: set[Endpoint] = set(self.checker.down.get(service, ()))

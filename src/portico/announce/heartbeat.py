@@ -5,10 +5,12 @@ Every beat carries the sender's whole eligible set (packed addresses), so all ag
 candidates. A peer that stays silent for `dead_after` is dead. (Who advertises what over BGP is not
 gossiped: each node reports its own in its PorticoNode, and the controller gathers them.)
 
-Beats also carry the health of the sender's own endpoints, as the generation of its set of down endpoints
-and, to each peer that does not hold that generation yet, the set itself. Each beat echoes the generation
-it holds of the receiver's set, which is the acknowledgement: a set is resent on every beat until acked, so a
-lost datagram costs one interval, and a steady cluster pays 8 bytes a beat for health.
+Beats also carry the health of the sender's own endpoints: the generation of its view (its down endpoints,
+and its gated ones: pods whose Portico readiness gate waits for every node to forward to them) and, to each
+peer that has not acknowledged that generation, the sets themselves. Each beat echoes the generation of the
+receiver's view that the sender has *programmed* (its rules reflect it), which is the acknowledgement: the
+sets are resent on every beat until acked, so a lost datagram costs one interval, a steady cluster pays 8
+bytes a beat for health, and a node knows when every peer forwards to a gated pod (agent.readiness).
 
 Nothing on the LAN is trusted (docs/security.md). A datagram is believed only when, in this order:
   1. it has the size and header of a beat, and an HMAC-SHA256 under a cluster key (from a Secret; every key
@@ -70,11 +72,12 @@ class Beat(msgspec.Struct, array_like=True, frozen=True):
     seq: int
     ipv4: bytes = b""  # eligible addresses, 4 bytes each
     ipv6: bytes = b""  # 16 bytes each
-    health: int = 0  # the generation of the sender's down endpoints (0: none, as at start)
-    down: list[tuple[str, bytes, bytes]] | None = None  # that set, when sent: (Service, IPv4 and IPv6 entries)
+    health: int = 0  # the generation of the sender's health view (0: nothing down or gated, as at start)
+    down: list[tuple[str, bytes, bytes]] | None = None  # its down set, when sent: (Service, IPv4 and IPv6 entries)
+    gated: list[tuple[str, bytes, bytes]] | None = None  # its gated set, sent with the down set (same entries)
 
 
-Down = dict[str, frozenset[Endpoint]]  # Service -> its endpoints that are down (port 0: the whole address)
+Down = dict[str, frozenset[Endpoint]]  # Service -> some of its endpoints (port 0: the whole address)
 _V4_ENTRY, _V6_ENTRY = struct.Struct("!4sH"), struct.Struct("!16sH")
 
 
@@ -98,7 +101,7 @@ def _unpack(v4: bytes, v6: bytes) -> frozenset[IPAddress]:
                       *(ipaddress.IPv6Address(v6[i:i + 16]) for i in range(0, len(v6), 16))])
 
 
-def _pack_down(down: Down) -> list[tuple[str, bytes, bytes]]:
+def _pack_endpoints(down: Down) -> list[tuple[str, bytes, bytes]]:
     out = []
     for service, endpoints in sorted(down.items()):
         ordered = sorted(endpoints, key=lambda e: (e[0].version, int(e[0]), e[1]))
@@ -107,7 +110,7 @@ def _pack_down(down: Down) -> list[tuple[str, bytes, bytes]]:
     return out
 
 
-def _unpack_down(down: list[tuple[str, bytes, bytes]]) -> Down:
+def _unpack_endpoints(down: list[tuple[str, bytes, bytes]]) -> Down:
     out: Down = {}
     for service, v4, v6 in down:
         if len(v4) % _V4_ENTRY.size or len(v6) % _V6_ENTRY.size:
@@ -119,16 +122,19 @@ def _unpack_down(down: list[tuple[str, bytes, bytes]]) -> Down:
 
 
 def encode_body(node: str, boot: int, seq: int, eligible: Iterable[IPAddress], *, health: int = 0,
-                down: Down | None = None) -> bytes:
-    return msgspec.msgpack.encode(Beat(node, boot, seq, _pack(eligible, 4), _pack(eligible, 6), health,
-                                       _pack_down(down) if down is not None else None))
+                down: Down | None = None, gated: Down | None = None) -> bytes:
+    """`down` and `gated` go together (a view), or not at all."""
+    view = (_pack_endpoints(down), _pack_endpoints(gated or {})) if down is not None else (None, None)
+    return msgspec.msgpack.encode(Beat(node, boot, seq, _pack(eligible, 4), _pack(eligible, 6), health, *view))
 
 
-def decode_body(data: bytes) -> tuple[Beat, frozenset[IPAddress], Down | None]:
-    """(beat, eligible, down endpoints if sent). Raises msgspec.DecodeError or ValueError on anything that is
-    not a beat."""
+def decode_body(data: bytes) -> tuple[Beat, frozenset[IPAddress], tuple[Down, Down] | None]:
+    """(beat, eligible, (down, gated) endpoints if sent). Raises msgspec.DecodeError or ValueError on anything
+    that is not a beat."""
     beat = msgspec.msgpack.decode(data, type=Beat)
-    return beat, _unpack(beat.ipv4, beat.ipv6), _unpack_down(beat.down) if beat.down is not None else None
+    view = ((_unpack_endpoints(beat.down), _unpack_endpoints(beat.gated or [])) if beat.down is not None
+            else None)
+    return beat, _unpack(beat.ipv4, beat.ipv6), view
 
 
 class Signer:
@@ -197,9 +203,11 @@ class Peer:
     boot: int = 0  # the newest authenticated boot heard from it (what our beats echo to it)
     seq: int = -1  # the newest sequence accepted from that boot
     eligible: frozenset[IPAddress] = frozenset()
-    health: int = 0  # the generation of its down endpoints we hold (echoed to it)
-    down: Down = field(default_factory=dict)
-    acked: int = 0  # the generation of our down endpoints it holds
+    health: int = 0  # the generation of its health view we hold
+    down: Down = field(default_factory=dict)  # its endpoints that are down
+    gated: Down = field(default_factory=dict)  # its gated endpoints (ready for us, waiting on their gate)
+    programmed: int = 0  # the generation of its view our rules reflect (echoed to it: our acknowledgement)
+    acked: int = 0  # the generation of our view its rules reflect
     heard: float | None = None  # monotonic time of the last accepted beat; None: not alive
     expiry: asyncio.TimerHandle | None = field(default=None, repr=False)
 
@@ -212,17 +220,26 @@ class Peer:
 ChangeCallback = Callable[[str, str], None]
 
 
+@dataclass(frozen=True)
+class HeldView:
+    """A peer's health view as this node held it when a sync began: what that sync programmed."""
+    boot: int
+    health: int
+    gated: Down
+
+
 class HeartbeatMesh:
     def __init__(self, node: str, on_change: ChangeCallback, *, port: int = HEARTBEAT_PORT,
                  interval: float = INTERVAL, dead_after: float = DEAD_AFTER) -> None:
         self.node, self.port, self.interval, self.dead_after = node, port, interval, dead_after
         self.on_change = on_change
-        self.on_health: Callable[[str, Down, Down], None] = lambda peer, before, after: None
+        self.on_health: Callable[[str, set[str]], None] = lambda peer, services: None  # its view changed
         self.on_liveness: Callable[[], None] = lambda: None  # a peer came, went, or this node settled
         self.peers: dict[str, Peer] = {}
         self.eligible: frozenset[IPAddress] = frozenset()
         self.down: Down = {}  # this node's endpoints that are down, by Service
-        self.health = 0  # its generation
+        self.gated: Down = {}  # this node's gated endpoints, by Service
+        self.health = 0  # the generation of this node's view (both sets)
         self.keys: tuple[bytes, ...] = ()
         self.address: IPAddress | None = None  # where this node listens and sends from: its InternalIP
         self.started: float | None = None  # when the socket was bound with a key to sign with
@@ -281,6 +298,25 @@ class HeartbeatMesh:
             self.down = dict(down)
             self.health += 1
             self._wake.set()
+
+    def set_gated(self, gated: Down) -> None:
+        """This node's gated endpoints; a change is sent at once."""
+        if gated != self.gated:
+            self.gated = dict(gated)
+            self.health += 1
+            self._wake.set()
+
+    def held(self) -> dict[str, HeldView]:
+        """What this node holds of each live peer's view, as a sync begins (`acknowledge` after it)."""
+        return {name: HeldView(p.boot, p.health, p.gated) for name, p in self.peers.items() if p.alive}
+
+    def acknowledge(self, programmed: dict[str, HeldView]) -> None:
+        """These views are in our rules now: tell their senders at once."""
+        for name, view in programmed.items():
+            peer = self.peers.get(name)
+            if peer is not None and peer.boot == view.boot and peer.programmed != view.health:
+                peer.programmed = view.health
+                self._wake.set()
 
     def set_eligible(self, eligible: frozenset[IPAddress]) -> None:
         """This node's eligible VIPs; a change is sent at once, not at the next beat."""
@@ -357,14 +393,16 @@ class HeartbeatMesh:
             sending = signer
             if peer.acked != self.health:
                 if with_down is None:
-                    full = encode_body(self.node, self.boot, self._seq, eligible, health=self.health, down=self.down)
+                    full = encode_body(self.node, self.boot, self._seq, eligible, health=self.health, down=self.down,
+                                       gated=self.gated)
                     if _oversized(full):
-                        log.error("this node's %d down endpoints do not fit one heartbeat; peers keep the last set "
-                                  "that did", sum(len(e) for e in self.down.values()))
+                        log.error("this node's %d down and gated endpoints do not fit one heartbeat; peers keep the "
+                                  "last view that did", sum(len(e) for e in (*self.down.values(),
+                                                                              *self.gated.values())))
                     with_down = Signer(self.keys, full) if not _oversized(full) else signer
                 sending = with_down
             try:
-                self._sock.sendto(sending.seal(peer.boot, peer.health), (str(peer.address), peer.port))
+                self._sock.sendto(sending.seal(peer.boot, peer.programmed), (str(peer.address), peer.port))
             except OSError as e:  # e.g. our interface is down: peers will notice the silence
                 log.debug("heartbeat to %s: %s", peer.address, e)
 
@@ -396,7 +434,7 @@ class HeartbeatMesh:
         """Believe a datagram, or raise Rejected saying why not."""
         (echo, acked), body = open_sealed(data, self.keys)
         try:
-            beat, eligible, down = decode_body(body)
+            beat, eligible, view = decode_body(body)
         except (msgspec.DecodeError, ValueError):
             raise Rejected("malformed") from None  # authenticated, yet not a beat: a newer version?
         peer = self.peers.get(beat.node)
@@ -417,14 +455,12 @@ class HeartbeatMesh:
             raise Rejected("unacknowledged")
         came = not peer.alive
         changed = eligible != peer.eligible
+        # Not a reason to send at once if it lacks our view: it may hold it but not have programmed it yet.
         peer.eligible, peer.heard, peer.acked = eligible, time.monotonic(), acked
-        if acked != self.health:
-            self._wake.set()  # it lacks our down set: send it now, not at the next beat
-        if down is not None and beat.health != peer.health:
-            before, peer.health, peer.down = peer.down, beat.health, down
-            self._wake.set()  # acknowledge at once
-            if before != down:
-                self.on_health(beat.node, before, down)
+        if view is not None and beat.health != peer.health:
+            services = _changed_services((peer.down, peer.gated), view)
+            peer.health, (peer.down, peer.gated) = beat.health, view
+            self.on_health(beat.node, services)  # acknowledged once the sync it starts has programmed it
         if peer.expiry:
             peer.expiry.cancel()
         peer.expiry = asyncio.get_running_loop().call_later(self.dead_after, self._expire, beat.node)
@@ -447,9 +483,15 @@ class HeartbeatMesh:
         self.on_liveness()
 
     def _forget_health(self, name: str, peer: Peer) -> None:
-        before, peer.down, peer.health, peer.acked = peer.down, {}, 0, 0
-        if before:
-            self.on_health(name, before, {})
+        changed = _changed_services((peer.down, peer.gated), ({}, {}))
+        peer.down, peer.gated, peer.health, peer.programmed, peer.acked = {}, {}, 0, 0, 0
+        if changed:
+            self.on_health(name, changed)
+
+
+def _changed_services(before: tuple[Down, Down], after: tuple[Down, Down]) -> set[str]:
+    return {k for old, new in zip(before, after, strict=True) for k in old.keys() | new.keys()
+            if old.get(k) != new.get(k)}
 
 
 def _oversized(body: bytes) -> bool:

@@ -12,6 +12,10 @@ pod asks for one), so tests prove Portico's monitors rather than the kubelet's:
            (the pod's sysctls);
   SIGUSR2  refusing: every port closed (TCP resets, ICMP port unreachable for UDP);
   SIGHUP   well again.
+
+`--drain SECONDS` honours the termination contract as a well-behaved server does: on SIGTERM it keeps serving
+for that long, answering with `Connection: close` (so keep-alive clients move to another backend), then exits.
+Without it, SIGTERM ends the process at once.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ class Health:
 
     def __init__(self) -> None:
         self.sick = False
+        self.draining = False  # after SIGTERM, with --drain: answer, then close each connection
 
 
 class EchoHTTP(asyncio.Protocol):
@@ -84,7 +89,9 @@ class EchoHTTP(asyncio.Protocol):
             self.buffer = rest[length:]
             path = head.split(b" ", 2)[1] if head.count(b" ") >= 2 else b"/"
             responses.append(_bulk(path) or self.response)
-            if b"\r\nconnection: close" in head.lower():
+            if self.health.draining:
+                responses[-1] = responses[-1].replace(b"\r\n", b"\r\nConnection: close\r\n", 1)
+            if self.health.draining or b"\r\nconnection: close" in head.lower():
                 self.transport.write(b"".join(responses))
                 self.transport.close()
                 return
@@ -196,7 +203,7 @@ def _ignore_pings(ignore: bool) -> None:
             Path(path).write_text("1" if ignore else "0")
 
 
-async def serve(pod: str, node: str, listens: list[str]) -> None:
+async def serve(pod: str, node: str, listens: list[str], drain: float = 0.0) -> None:
     echo = Echo(pod, node, listens)
     await echo.listen()
     loop = asyncio.get_running_loop()
@@ -208,7 +215,13 @@ async def serve(pod: str, node: str, listens: list[str]) -> None:
         task.add_done_callback(tasks.discard)
     for signum, state in ((signal.SIGUSR1, "sick"), (signal.SIGUSR2, "refusing"), (signal.SIGHUP, "well")):
         loop.add_signal_handler(signum, become, state)
-    await asyncio.Event().wait()
+    stopping = asyncio.Event()
+    if drain > 0:
+        loop.add_signal_handler(signal.SIGTERM, stopping.set)
+    await stopping.wait()
+    echo.health.draining = True
+    print(f"echo {pod}: draining for {drain:g} s", flush=True)
+    await asyncio.sleep(drain)
 
 
 def main() -> None:
@@ -216,8 +229,10 @@ def main() -> None:
     parser.add_argument("--pod", required=True)
     parser.add_argument("--node", required=True)
     parser.add_argument("--listen", action="append", default=[], help="PORT/PROTO, repeatable")
+    parser.add_argument("--drain", type=float, default=0.0, metavar="SECONDS",
+                        help="on SIGTERM, keep serving this long (with Connection: close), then exit")
     args = parser.parse_args()
-    uvloop.run(serve(args.pod, args.node, args.listen or ["8080/TCP"]))
+    uvloop.run(serve(args.pod, args.node, args.listen or ["8080/TCP"], args.drain))
 
 
 if __name__ == "__main__":

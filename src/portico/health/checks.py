@@ -122,6 +122,6 @@ def local_targets(service: str, check: Check, service_ports: Iterable[Any], slic
     return sorted(out.values(), key=lambda t: (t.ip.version, int(t.ip), t.port))
 
 
-def is_down(down: frozenset[Endpoint], ip: IPAddress, port: int) -> bool:
-    """Whether a backend is out by a result for its port or for its whole address."""
-    return (ip, port) in down or (ip, ADDRESS) in down
+def listed(endpoints: frozenset[Endpoint], ip: IPAddress, port: int) -> bool:
+    """Whether a backend is in a set of endpoints (down, or gated) by its port or its whole address."""
+    return (ip, port) in endpoints or (ip, ADDRESS) in endpoints

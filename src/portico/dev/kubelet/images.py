@@ -38,11 +38,11 @@ def container_argv(container: Container, *, pod: str, node: str) -> list[str] | 
     """The command a container runs, or None if the lab cannot run its image."""
     match image_name(container.image or ""):
         case "portico.dev/echo":
-            # A TCP port named https* serves TLS.
+            # A TCP port named https* serves TLS; args are the echo's own options (e.g. --drain=5).
             ports = [f"{p.containerPort}/{'TLS' if (p.name or '').startswith('https') else p.protocol or 'TCP'}"
                      for p in container.ports or []]
             return [sys.executable, "-m", "portico.dev.echo", "--pod", pod, "--node", node,
-                    *(f"--listen={p}" for p in ports or [DEFAULT_ECHO_PORT])]
+                    *(f"--listen={p}" for p in ports or [DEFAULT_ECHO_PORT]), *(container.args or [])]
         case "portico.dev/static":
             tcp = [p.containerPort for p in container.ports or [] if (p.protocol or "TCP") == "TCP"] or [8080]
             config = STATIC_CONFIG.format(binds="\n".join(f"  bind :::{p} v4v6" for p in tcp))

@@ -25,8 +25,8 @@ from portico.dev import addressing as a
 from portico.dev.kubelet.images import KNOWN_IMAGES, container_argv
 from portico.dev.kubelet.podips import PodAddresses
 from portico.dev.kubelet.podnet import create_pod_network, delete_pod_network
-from portico.dev.kubelet.probes import run_probe
-from portico.dev.kubelet.status import ContainerRuntimeState, Termination, pod_status
+from portico.dev.kubelet.probes import run_hook, run_probe
+from portico.dev.kubelet.status import ContainerRuntimeState, Termination, pod_status, readiness_gates
 from portico.kube.events import record_event
 
 log = logging.getLogger(__name__)
@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 SA_MOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TOKEN_SECONDS = 48 * 3600
 BACKOFF_INITIAL, BACKOFF_MAX, BACKOFF_RESET_AFTER = 1.0, 30.0, 60.0
+MIN_GRACE_AFTER_HOOKS = 2.0  # the kubelet's minimumGracePeriodInSeconds
 COMPONENT = "kubelet"
 BASE_ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME": "/root",
             "PYTHONUNBUFFERED": "1"}
@@ -69,9 +70,12 @@ def _field_value(pod: Pod, path: str, pod_ips: list[str], host_ips: list[str]) -
     return None
 
 
+def _conditions(pod: Pod) -> list[dict[str, Any]]:
+    return [c.to_dict() for c in (pod.status.conditions or [])] if pod.status is not None else []
+
+
 def _ready(pod: Pod) -> str | None:
-    conditions = (pod.status.conditions or []) if pod.status is not None else []
-    return next((c.status for c in conditions if c.type == "Ready"), None)
+    return next((c.get("status") for c in _conditions(pod) if c.get("type") == "Ready"), None)
 
 
 def _ready_in(status: dict[str, Any]) -> str | None:
@@ -94,6 +98,7 @@ class PodWorker:
         self._transitions: dict[str, dt.datetime] = {}
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._last_status: dict[str, Any] | None = None
+        self._sa_dir: Path | None = None
         self._terminating = asyncio.Event()
         self._status_dirty = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -108,12 +113,18 @@ class PodWorker:
             log.error("pod %s/%s failed in the lab kubelet", self.namespace, self.name, exc_info=task.exception())
 
     def update(self, pod: Pod) -> None:
-        self.pod = pod
+        before, self.pod = self._gates(), pod
         if pod.metadata is not None and pod.metadata.deletionTimestamp is not None:
             self._terminating.set()
         if self._last_status is not None and _ready(pod) != _ready_in(self._last_status):
             self._last_status = None  # someone else (the node lifecycle controller) changed it: post ours again
             self._status_dirty.set()
+        elif self._gates() != before:
+            self._status_dirty.set()  # a readiness gate's condition changed: Ready may follow
+
+    def _gates(self) -> dict[str, str | None]:
+        assert self.pod.spec is not None
+        return readiness_gates(self.pod.spec, _conditions(self.pod))
 
     async def stop(self) -> None:
         """The pod is gone from the API: stop everything now and clean up."""
@@ -165,7 +176,7 @@ class PodWorker:
             v4, v6 = self.ctx.addresses.allocate(self.uid)
             self.pod_ips = [str(v4), str(v6)]
             await asyncio.to_thread(create_pod_network, self.uid, self.ctx.node, v4, v6)
-        sa_dir = await self._write_service_account()
+        sa_dir = self._sa_dir = await self._write_service_account()
         runners = [asyncio.create_task(self._run_container(c, argvs[c.name] or [], state, sa_dir))
                    for c, state in zip(spec.containers, self.containers, strict=True)]
         terminating = asyncio.create_task(self._terminating.wait())
@@ -176,7 +187,7 @@ class PodWorker:
             if self.pod.metadata and self.pod.metadata.deletionGracePeriodSeconds is not None:
                 grace = self.pod.metadata.deletionGracePeriodSeconds
             await self._event("Normal", "Killing", "Stopping container(s)")
-            await self._kill_all(grace=float(grace))
+            await self._stop_containers(float(grace))
             for r in runners:
                 r.cancel()
             await asyncio.gather(*runners, return_exceptions=True)
@@ -301,6 +312,28 @@ class PodWorker:
                 self._status_dirty.set()
             await asyncio.sleep(probe.periodSeconds or 10)
 
+    async def _stop_containers(self, grace: float) -> None:
+        """The termination contract: each running container's preStop hook, then SIGTERM, then SIGKILL, all
+        within the grace period (a hook that uses it all leaves the containers 2 s, as the kubelet does)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        spec = self.pod.spec
+        assert spec is not None
+        hooks = [self._pre_stop(c) for c in spec.containers
+                 if c.lifecycle is not None and c.lifecycle.preStop is not None
+                 and (proc := self._procs.get(c.name)) is not None and proc.returncode is None]
+        if hooks:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.gather(*hooks), grace)
+        await self._kill_all(grace=max(deadline - loop.time(), MIN_GRACE_AFTER_HOOKS if hooks else 0.0))
+
+    async def _pre_stop(self, container: Container) -> None:
+        assert container.lifecycle is not None and container.lifecycle.preStop is not None
+        ok = await run_hook(container.lifecycle.preStop, container, self.pod_ips[0] if self.pod_ips else "",
+                            self._exec_prefix(self._sa_dir))
+        if not ok:
+            await self._event("Warning", "FailedPreStopHook", f"PreStopHook failed for container {container.name}")
+
     async def _kill_all(self, grace: float) -> None:
         procs = [p for p in self._procs.values() if p.returncode is None]
         for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -328,7 +361,8 @@ class PodWorker:
     async def _flush_status(self) -> None:
         self._status_dirty.clear()
         status = pod_status(self.containers, pod_ips=self.pod_ips, host_ips=self.host_ips,
-                            start_time=self.start_time, transition_times=self._transitions)
+                            start_time=self.start_time, transition_times=self._transitions, gates=self._gates(),
+                            foreign=_conditions(self.pod))
         if status == self._last_status:
             return
         try:

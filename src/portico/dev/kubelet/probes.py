@@ -1,4 +1,5 @@
-"""Readiness probes (HTTP GET, TCP socket, exec), run against the pod's IP as a kubelet does."""
+"""Readiness probes (HTTP GET, TCP socket, exec) and lifecycle hooks (also sleep), run against the pod's IP
+as a kubelet does."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 import contextlib
 from typing import Any
 
-from lightkube.models.core_v1 import Container, Probe
+from lightkube.models.core_v1 import Container, LifecycleHandler, Probe
 
 
 def resolve_port(port: int | str, container: Container) -> int | None:
@@ -18,7 +19,7 @@ def resolve_port(port: int | str, container: Container) -> int | None:
     return next((p.containerPort for p in container.ports or [] if p.name == port), None)
 
 
-async def _http_get(host: str, port: int, path: str, headers: list[Any], limit: float) -> bool:
+async def _http_get(host: str, port: int, path: str, headers: list[Any], limit: float | None) -> bool:
     reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), limit)
     try:
         host_header = f"[{host}]" if ":" in host else host
@@ -42,15 +43,17 @@ async def _tcp(host: str, port: int, limit: float) -> bool:
     return True
 
 
-async def _exec(argv: list[str], limit: float) -> bool:
+async def _exec(argv: list[str], limit: float | None) -> bool:
     proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.DEVNULL,
                                                 stderr=asyncio.subprocess.DEVNULL)
     try:
         return await asyncio.wait_for(proc.wait(), limit) == 0
     except TimeoutError:
-        proc.kill()
-        await proc.wait()
         return False
+    finally:  # timed out, or the hook's time (the grace period) ran out
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
 
 
 async def run_probe(probe: Probe, container: Container, pod_ip: str, exec_prefix: list[str]) -> bool:
@@ -70,3 +73,20 @@ async def run_probe(probe: Probe, container: Container, pod_ip: str, exec_prefix
     except (OSError, TimeoutError, asyncio.IncompleteReadError):
         return False
     return False  # grpc probes are not supported in the lab
+
+
+async def run_hook(hook: LifecycleHandler, container: Container, pod_ip: str, exec_prefix: list[str]) -> bool:
+    """A lifecycle hook (preStop): run to its end, however long (the caller bounds it by the grace period)."""
+    try:
+        if hook.sleep is not None:
+            await asyncio.sleep(hook.sleep.seconds)
+            return True
+        if hook.httpGet is not None:
+            port = resolve_port(hook.httpGet.port, container)
+            return port is not None and await _http_get(hook.httpGet.host or pod_ip, port, hook.httpGet.path or "/",
+                                                        hook.httpGet.httpHeaders or [], None)
+        if hook.exec is not None and hook.exec.command:
+            return await _exec([*exec_prefix, *hook.exec.command], None)
+    except (OSError, asyncio.IncompleteReadError):
+        return False
+    return False  # tcpSocket hooks are deprecated and never ran anything

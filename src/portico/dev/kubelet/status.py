@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,13 +66,38 @@ def pod_phase(containers: list[ContainerRuntimeState]) -> str:
     return "Pending"
 
 
+KUBELET_CONDITIONS = ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+
+
+def readiness_gates(pod_spec: Any, conditions: list[dict[str, Any]]) -> dict[str, str | None]:
+    """The pod's readiness gates and the status of the condition each names (None: not set yet)."""
+    status = {c.get("type"): c.get("status") for c in conditions}
+    return {gate.conditionType: status.get(gate.conditionType) for gate in pod_spec.readinessGates or []}
+
+
+def _gates_problem(gates: dict[str, str | None]) -> str | None:
+    """The Ready condition's message when a readiness gate holds the pod back, in the kubelet's words."""
+    for kind, status in gates.items():
+        if status is None:
+            return f'corresponding condition of pod readiness gate "{kind}" does not exist.'
+        if status != "True":
+            return f'the status of pod readiness gate "{kind}" is not "True", but {status}'
+    return None
+
+
 def pod_status(containers: list[ContainerRuntimeState], *, pod_ips: list[str], host_ips: list[str],
-               start_time: dt.datetime, transition_times: dict[str, dt.datetime]) -> dict[str, Any]:
+               start_time: dt.datetime, transition_times: dict[str, dt.datetime],
+               gates: dict[str, str | None] | None = None,
+               foreign: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """The `status` of a pod bound to a lab node. `transition_times` remembers when each condition
-    last changed (updated in place), so lastTransitionTime moves only on a real transition."""
-    ready = bool(containers) and all(c.ready for c in containers)
+    last changed (updated in place), so lastTransitionTime moves only on a real transition. A pod is Ready
+    when its containers are and every readiness gate's condition is True (`gates`); `foreign` conditions
+    (those others set, such as the gates') are kept as they are, as a kubelet keeps them."""
+    containers_ready = bool(containers) and all(c.ready for c in containers)
+    gated = _gates_problem(gates or {}) if containers_ready else None
     phase = pod_phase(containers)
-    values = {"PodScheduled": True, "Initialized": True, "ContainersReady": ready, "Ready": ready}
+    values = {"PodScheduled": True, "Initialized": True, "ContainersReady": containers_ready,
+              "Ready": containers_ready and gated is None}
     conditions = []
     for kind, value in values.items():
         key = f"{kind}={value}"
@@ -79,8 +105,12 @@ def pod_status(containers: list[ContainerRuntimeState], *, pod_ips: list[str], h
             for stale in [k for k in transition_times if k.startswith(kind + "=")]:
                 del transition_times[stale]
             transition_times[key] = dt.datetime.now(dt.UTC)
-        conditions.append({"type": kind, "status": "True" if value else "False",
-                           "lastTransitionTime": timestamp(transition_times[key])})
+        condition = {"type": kind, "status": "True" if value else "False",
+                     "lastTransitionTime": timestamp(transition_times[key])}
+        if kind == "Ready" and gated is not None:
+            condition |= {"reason": "ReadinessGatesNotReady", "message": gated}
+        conditions.append(condition)
+    conditions += [c for c in foreign if c.get("type") not in KUBELET_CONDITIONS]
     return {
         "phase": phase,
         "conditions": conditions,

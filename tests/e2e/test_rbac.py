@@ -1,5 +1,6 @@
 """Least privilege, checked on the lab's API server: each ServiceAccount's permissions (`kubectl auth can-i --list`)
-equal the allow-list in docs/security.md, and an agent may write its own node's PorticoNode only."""
+equal the allow-list in docs/security.md, and an agent may write its own node's PorticoNode only, and of pods'
+status only the readiness gate's condition, on its own node."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ import subprocess
 from pathlib import Path
 
 import yaml
+from lightkube import Client, KubeConfig
+from lightkube.core.exceptions import ApiError
+from lightkube.resources.core_v1 import PodStatus
+from lightkube.types import PatchType
 
 from tests.e2e.conftest import Lab
 
@@ -56,7 +61,8 @@ def test_each_service_account_has_exactly_the_documented_permissions(lab: Lab) -
         assert {r: v for r, v in extra.items() if v} == allowed.get((component, "portico-system"), {}), account
 
 
-def test_an_agent_may_write_only_its_own_nodes_report(lab: Lab) -> None:
+def agent_kubeconfig(lab: Lab) -> Path:
+    """Credentials as node-1's agent holds them: a token bound to its pod (so naming its node)."""
     pods = lab.get("pods", "-n", "portico-system", "-l", "app.kubernetes.io/name=portico-agent")["items"]
     pod = next(p for p in pods if p["spec"]["nodeName"] == "node-1")
     token = lab.kubectl("create", "token", "portico-agent", "-n", "portico-system", "--bound-object-kind", "Pod",
@@ -67,6 +73,11 @@ def test_an_agent_may_write_only_its_own_nodes_report(lab: Lab) -> None:
     config["contexts"][0]["context"]["user"] = "agent"
     path = lab.state_dir / "agent-node-1.kubeconfig"
     path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_an_agent_may_write_only_its_own_nodes_report(lab: Lab) -> None:
+    path = agent_kubeconfig(lab)
 
     def patch(node: str) -> subprocess.CompletedProcess[str]:
         body = json.dumps({"metadata": {"annotations": {"portico.io/test": "written"}}})
@@ -79,3 +90,24 @@ def test_an_agent_may_write_only_its_own_nodes_report(lab: Lab) -> None:
     assert theirs.returncode != 0 and "an agent may write only the PorticoNode of the node it runs on" in \
         theirs.stderr, theirs.stderr
     lab.kubectl("annotate", "porticonode", "node-1", "portico.io/test-")
+
+
+def test_an_agent_may_set_only_the_readiness_gate_of_its_own_nodes_pods(lab: Lab) -> None:
+    agent = Client(KubeConfig.from_file(agent_kubeconfig(lab)))  # a patch, as the agent sends it (no get first)
+    pods = yaml.safe_dump_all([{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"gate-{node}"}, "spec": {
+        "nodeName": node, "terminationGracePeriodSeconds": 0,
+        "containers": [{"name": "echo", "image": "portico.dev/echo"}]}} for node in ("node-1", "node-2")])
+    lab.kubectl("apply", "-f", "-", stdin=pods)
+    try:
+        def refusal(pod: str, condition: str) -> str | None:
+            body = {"status": {"conditions": [{"type": condition, "status": "True"}]}}
+            try:
+                agent.patch(PodStatus, pod, body, namespace="default", patch_type=PatchType.STRATEGIC)
+            except ApiError as e:
+                return e.status.message
+            return None
+        assert refusal("gate-node-1", "portico.io/programmed") is None
+        assert "only of pods on the node it runs on" in (refusal("gate-node-2", "portico.io/programmed") or "")
+        assert "only the portico.io/programmed condition" in (refusal("gate-node-1", "Ready") or "")
+    finally:
+        lab.kubectl("delete", "pod", "gate-node-1", "gate-node-2", "--wait=false")

@@ -27,6 +27,9 @@ class TableProbers:
     def prepare(self, check: Check, ip: Any, port: int) -> Any:
         return lambda done: self.start(check, ip, port, done)
 
+    def sweep(self) -> None:
+        pass
+
     def close(self) -> None:
         pass
 

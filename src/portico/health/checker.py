@@ -54,7 +54,7 @@ def phase_of(target: Target, interval: float) -> float:
 class HealthChecker:
     def __init__(self, on_transition: Callable[[Transition], None], probers: Probers | None = None) -> None:
         self.on_transition = on_transition
-        self.probers = probers or Probers()
+        self.probers = probers or Probers(sweeps_itself=False)  # swept on our tick
         self.monitors: dict[Target, Monitor] = {}
         self.down: dict[str, frozenset[Endpoint]] = {}  # Service -> its local endpoints that are down
         self.probes = 0  # started, for metrics
@@ -115,6 +115,7 @@ class HealthChecker:
                                              else now), 0
                         elapsed = now - r.start
                     self._fire(r, bisect.bisect_right(r.phases, elapsed))
+                self.probers.sweep()
                 await asyncio.sleep(TICK)
         finally:
             self.probers.close()

@@ -104,7 +104,10 @@ class _Pending:
 class Probers:
     """Starts probes and calls each one's `done` exactly once (success, failure or timeout)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, sweeps_itself: bool = True) -> None:
+        """`sweeps_itself`: schedule `sweep` while probes are out; False when the owner calls it on a tick of its
+        own (the checker: one wake-up serves both, and on some machines a timer wake-up costs 150 µs)."""
+        self._sweeps_itself = sweeps_itself
         self._raw_tcp: dict[int, socket.socket] = {}
         self._raw_icmp: dict[int, socket.socket] = {}
         self._udp: dict[int, socket.socket] = {}
@@ -155,8 +158,7 @@ class Probers:
                 waiting.append((seq, probe))  # a SYN is already out: its answer will do for both
                 return
             pending[key] = [(seq, probe)]
-            if self._sweeper is None:
-                self._sweep_soon()
+            self._sweep_soon()
             sock = sockets.get(version) or self._socket(sockets, version, self._open_raw_tcp)
             try:
                 self._send(probe, sock, packet, destination)
@@ -375,10 +377,10 @@ class Probers:
         probe.done(ok, "" if ok else why)
 
     def _sweep_soon(self) -> None:
-        if self._sweeper is None:
-            self._sweeper = asyncio.get_running_loop().call_later(SWEEP_SECONDS, self._sweep)
+        if self._sweeper is None and self._sweeps_itself:
+            self._sweeper = asyncio.get_running_loop().call_later(SWEEP_SECONDS, self.sweep)
 
-    def _sweep(self) -> None:
+    def sweep(self) -> None:
         """While probes are out: read the TCP answers, send unanswered probes once more halfway to their deadline,
         and give up those past it (HTTP ones time out by themselves)."""
         self._sweeper = None

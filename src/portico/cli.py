@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from importlib import metadata
 import json
 import os
 import sys
@@ -178,6 +179,7 @@ def _run_dev(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="portico", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"portico {metadata.version('portico')}")
     sub = parser.add_subparsers(dest="command", required=True)
     _dev_parser(sub)
     _gen_parser(sub)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 PORTICO = str(Path(sys.executable).parent / "portico")
@@ -30,3 +31,8 @@ def test_dev_exec_without_a_lab(tmp_path: Path) -> None:
     proc = subprocess.run([PORTICO, "dev", "exec", "client", "--", "true"], capture_output=True, text=True,
                           env=env, check=False)
     assert proc.returncode == 2 and "no lab in" in proc.stderr and "portico dev up" in proc.stderr
+
+
+def test_version_is_the_packages() -> None:
+    proc = subprocess.run([PORTICO, "--version"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"portico {metadata.version('portico')}"

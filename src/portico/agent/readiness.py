@@ -45,7 +45,8 @@ class ReadinessGates:
     def __init__(self, client: AsyncClient, caches: AgentCaches, mesh: HeartbeatMesh) -> None:
         self.client, self.caches, self.mesh = client, caches, mesh
         self.pods: dict[str, GatedPod] = {}
-        self.entered: dict[str, int] = {}  # pod key -> the generation of this node's view that first held it
+        # pod key -> (what of it the view holds, the generation of this node's view that first held that)
+        self.entered: dict[str, tuple[tuple[Any, ...], int]] = {}
         self.programmed = Programmed(0, frozenset())
         self._written: dict[str, int] = {}  # pod key -> the resourceVersion our condition write returned
         self._waiting = asyncio.Event()
@@ -64,7 +65,9 @@ class ReadinessGates:
         for key in set(self._written) - set(self.pods):
             del self._written[key]
         for pod in found:
-            self.entered.setdefault(pod.key, self.mesh.health)
+            held = (pod.services, pod.addresses)
+            if self.entered.get(pod.key, ((), 0))[0] != held:  # new, or now selected by another Service
+                self.entered[pod.key] = (held, self.mesh.health)
             if pod.passed or pod.version > self._written.get(pod.key, pod.version):
                 self._written.pop(pod.key, None)  # passed, or someone wrote it since (the condition was lost)
         if any(not p.passed and p.key not in self._written for p in found):
@@ -116,7 +119,7 @@ class ReadinessGates:
             if not pod.services:
                 out.append((pod, 0))
                 continue
-            entered = self.entered[pod.key]
+            entered = self.entered[pod.key][1]
             if (pod.key in self.programmed.listed and self.programmed.health >= entered
                     and all(peer.acked >= entered for peer in peers.values())):
                 out.append((pod, 1 + len(peers)))

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from importlib import metadata
 import json
 import os
 import sys
 from collections.abc import Coroutine
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 

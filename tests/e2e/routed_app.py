@@ -44,7 +44,9 @@ def manifests(spec: App) -> str:
             "template": {"metadata": {"labels": {"app": app}}, "spec": {"containers": [{
                 "name": "echo", "image": "portico.dev/echo",
                 "ports": [{"name": n, "containerPort": p, "protocol": proto} for n, p, proto in ports]}]}}}},
-        {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": {
+        # Its own pool by name: whatever another module left behind cannot hand it an address the route misses.
+        {"apiVersion": "v1", "kind": "Service", "metadata": {**meta, "annotations": {"portico.io/ip-pool": pool}},
+         "spec": {
             "type": "LoadBalancer", "allocateLoadBalancerNodePorts": False, "selector": {"app": app},
             "ports": [{"name": n, "port": p, "targetPort": n, "protocol": proto} for n, p, proto in service_ports]}},
     ]

@@ -43,7 +43,8 @@ def manifests(name: str, gated: bool) -> list[dict[str, Any]]:
             "replicas": REPLICAS, "selector": {"matchLabels": {"app": name}},
             "strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}},
             "template": {"metadata": {"labels": {"app": name}}, "spec": pod}}},
-        {"apiVersion": "v1", "kind": "Service", "metadata": meta, "spec": {
+        {"apiVersion": "v1", "kind": "Service", "metadata": {**meta, "annotations": {"portico.io/ip-pool": POOL}},
+         "spec": {
             "type": "LoadBalancer", "allocateLoadBalancerNodePorts": False, "selector": {"app": name},
             "ports": [{"name": "http", "port": 80, "targetPort": "http"}]}},
     ]

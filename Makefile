@@ -1,5 +1,5 @@
 # The two commands a newcomer needs (see README): `make demo` and `make test`.
-.PHONY: deps demo test lint typecheck unit integration e2e down
+.PHONY: deps demo image test lint typecheck unit integration e2e down
 
 deps:
 	@hack/install-deps.sh
@@ -7,12 +7,16 @@ deps:
 demo: deps
 	@hack/demo.sh
 
-# Everything CI runs: lint, type check, then every test tier (unit, integration, e2e); then the data-path and
+# Portico's image, as an OCI layout in .cache/image/oci (docs/image.md).
+image: deps
+	@hack/image.sh
+
+# Everything CI runs: lint, type check, the image, then every test tier (unit, integration, e2e); then the data-path and
 # announcement e2e tests again with the real kube-proxy on the lab's nodes, in each of its modes; then node failure
 # in a lab of three nodes.
 KUBE_PROXY_E2E = tests/e2e/test_dataplane_lab.py tests/e2e/test_announce_l2.py tests/e2e/test_announce_bgp.py \
                  tests/e2e/test_kube_proxy.py
-test: deps lint typecheck
+test: deps lint typecheck image
 	.venv/bin/pytest
 	.venv/bin/pytest $(KUBE_PROXY_E2E) --kube-proxy=nftables
 	.venv/bin/pytest $(KUBE_PROXY_E2E) --kube-proxy=iptables

@@ -14,6 +14,8 @@ declare -A PACKAGES=(
   [gobgpd]=gobgpd  # the BGP speaker the agent drives (its gRPC API: src/portico/announce/gobgpapi)
   [bird]=bird2 [birdc]=bird2  # the lab's router
   [iptables]=iptables [setpriv]=util-linux  # kube-proxy's iptables mode in the lab; tests acting as another user
+  [mmdebstrap]=mmdebstrap [buildah]=buildah  # make image: the root filesystem, then the Containerfile (no daemon)
+  [umoci]=umoci [runc]=runc  # unpacking the image and running it under a real OCI runtime (docs/image.md: not crun)
 )
 missing=()
 for cmd in "${!PACKAGES[@]}"; do

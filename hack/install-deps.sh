@@ -15,6 +15,7 @@ declare -A PACKAGES=(
   [bird]=bird2 [birdc]=bird2  # the lab's router
   [iptables]=iptables [setpriv]=util-linux  # kube-proxy's iptables mode in the lab; tests acting as another user
   [mmdebstrap]=mmdebstrap [buildah]=buildah  # make image: the root filesystem, then the Containerfile (no daemon)
+  [docker-registry]=docker-registry [skopeo]=skopeo  # the lab's registry; copying images to and from it
   [umoci]=umoci [runc]=runc  # unpacking the image and running it under a real OCI runtime (docs/image.md: not crun)
 )
 missing=()

@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from portico.dev import registry
 from tests.e2e.conftest import PORTICO, Lab, wait_for
 
 ECHO = textwrap.dedent("""
@@ -218,3 +219,20 @@ def test_pre_stop_hooks_run_before_sigterm_within_the_grace_period(lab: Lab, tmp
     assert 2.0 <= took["hook-sleep"] < 10  # the hook's time, then SIGTERM ends the echo at once
     events = lab.get("events", "--field-selector", "reason=FailedPreStopHook")["items"]
     assert {e["involvedObject"]["name"] for e in events} == {"hook-fails"}
+
+
+def test_the_lab_registry_holds_the_image_make_image_built(lab: Lab) -> None:
+    """The registry listens on loopback only, and `portico dev up` pushed the built image into it."""
+    tag = registry.built_tag()
+    assert tag is not None, "make image first (make test does)"
+    listing = subprocess.run(["curl", "-sf", f"http://{registry.ADDRESS}/v2/{registry.REPOSITORY}/tags/list"],
+                             capture_output=True, text=True, timeout=10, check=True)
+    assert tag in json.loads(listing.stdout)["tags"]
+    inspect = subprocess.run(["skopeo", "inspect", "--tls-verify=false", f"docker://{registry.image_reference(tag)}"],
+                             capture_output=True, text=True, timeout=30, check=True)
+    assert json.loads(inspect.stdout)["Labels"]["org.opencontainers.image.revision"] == tag.split("-", 1)[1]
+    listening = subprocess.run(["ss", "-Hltn", f"sport = :{registry.ADDRESS.rsplit(':', 1)[1]}"],
+                               capture_output=True, text=True, check=True).stdout
+    assert listening.split() and all(f" {registry.ADDRESS} " in f" {line.split()[3]} " for line in
+                                     listening.strip().splitlines())
+    assert json.loads(lab.portico("dev", "status").stdout)["components"][registry.REGISTRY] is True

@@ -30,6 +30,7 @@ from portico.controller.allocations import allocation_from_object
 from portico.ipam.blocks import IPAddress
 from portico.kube.informer import Informer, object_key
 from portico.policy.attachment import governing, policy_from_object
+from portico.policy.readiness import has_readiness_gate
 
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time"  # set by the EndpointSlice controller
@@ -116,7 +117,8 @@ class AgentCaches:
                 self._mark(key)
 
     def _on_pod(self, old: Any, new: Any) -> None:
-        self.changed.set()  # the readiness gates are looked at on every sync
+        if has_readiness_gate(old) or has_readiness_gate(new):
+            self.changed.set()  # the readiness gates are looked at on the next sync; other pods do not matter
 
     def _on_allocation(self, old: Any, new: Any) -> None:
         for obj, present in ((old, False), (new, True)):

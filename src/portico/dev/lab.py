@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx2 as httpx
 
 from portico.announce.bgp import RUN_DIR as BGP_RUN_DIR
-from portico.dev import netns
+from portico.dev import netns, registry
 from portico.dev.addressing import host_netns
 from portico.dev.controlplane import ControlPlane, build_binaries
 from portico.dev.daemons import Daemons
@@ -75,6 +75,7 @@ def _start(state: LabState, timeout: float) -> None:
     if not daemons.alive(ROUTER):
         (state.directory / BIRD_CONFIG).write_text(bird_config(state.topology))
         daemons.start(ROUTER, bird_argv(host_netns(ROUTER), state.directory))
+    _start_registry(state.directory, daemons, deadline)
     cp = ControlPlane(state.controlplane)
     cp.start()
     write_kubeconfig(state.kubelet_kubeconfig, server=state.controlplane.api_url, pki=state.controlplane.pki,
@@ -91,6 +92,20 @@ def _start(state: LabState, timeout: float) -> None:
                 daemons.start(daemon_name(node.name), kube_proxy_argv(bin_dir, node.name, state.kube_proxy,
                                                                       state.kube_proxy_kubeconfig))
     install_portico(state.kubeconfig, deadline)
+
+
+def _start_registry(state_dir: Path, daemons: Daemons, deadline: float) -> None:
+    """The lab's registry, with the image `make image` built pushed to it (issue 16: the nodes will pull it)."""
+    if not daemons.alive(registry.REGISTRY):
+        (state_dir / registry.CONFIG).write_text(registry.config(state_dir / "registry"))
+        daemons.start(registry.REGISTRY, registry.registry_argv(state_dir / registry.CONFIG))
+    registry.wait_ready(deadline, daemons.log_path(registry.REGISTRY))
+    tag = registry.built_tag()
+    if tag is None:
+        print(f"no image in {registry.IMAGE_LAYOUT} to push to the lab registry (`make image` builds it)",
+              file=sys.stderr)
+    else:
+        registry.push(tag)
 
 
 def _wait_for_nodes(state: LabState, daemons: Daemons, deadline: float) -> None:
@@ -149,7 +164,7 @@ def status(state_dir: Path) -> dict[str, object]:
         "kubeconfig": str(state.kubeconfig),
         "api": state.controlplane.api_url,
         "components": {**ControlPlane(state.controlplane).running(), KUBELET: daemons.alive(KUBELET),
-                       ROUTER: daemons.alive(ROUTER)},
+                       ROUTER: daemons.alive(ROUTER), registry.REGISTRY: daemons.alive(registry.REGISTRY)},
         "hosts": list(state.topology.exec_hosts),
     }
 

@@ -20,6 +20,7 @@ REQUIRED_COMMANDS = {
     "sysctl": "procps",
     "bird": "bird2",  # the lab's BGP router
     "gobgpd": "gobgpd",  # the BGP speaker the agent drives
+    "docker-registry": "docker-registry", "skopeo": "skopeo",  # the lab's registry, and pushing the image to it
 }
 
 

@@ -48,9 +48,14 @@ def _addresses(pod: Any) -> tuple[IPAddress, ...]:
     return tuple(out)
 
 
+def has_readiness_gate(pod: Any) -> bool:
+    return (pod is not None and pod.spec is not None
+            and any(g.conditionType == READINESS_GATE for g in pod.spec.readinessGates or []))
+
+
 def _gated(pod: Any) -> bool:
-    return (pod.spec is not None and any(g.conditionType == READINESS_GATE for g in pod.spec.readinessGates or [])
-            and pod.metadata.deletionTimestamp is None and _condition(pod, "ContainersReady") == "True")
+    return (has_readiness_gate(pod) and pod.metadata.deletionTimestamp is None
+            and _condition(pod, "ContainersReady") == "True")
 
 
 def gated_pods(pods: Iterable[Any], services: Iterable[Any], served: Callable[[Any], bool]) -> list[GatedPod]:

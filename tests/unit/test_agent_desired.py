@@ -172,18 +172,19 @@ def test_down_endpoints_take_no_new_flows_and_withdraw_when_none_is_left() -> No
     slices = [eps(ep("198.19.1.2"), ep("198.19.1.3"), ep("198.19.1.4"))]
     checked = policy(healthCheck={"type": "HTTP", "whenNoneHealthy": "Withdraw"})
     down = frozenset({(ip("198.19.1.2"), 8080), (ip("198.19.1.3"), 0)})  # one port's result; a whole address
-    out = service_frontends(svc(), [VIP4], slices, "node-1", checked, down=down)
+    out = service_frontends(svc(), [VIP4], slices, "node-1", checked, down={"node-1": down})
     web, dns = out.frontends[Frontend(VIP4, "tcp", 80)], out.frontends[Frontend(VIP4, "udp", 53)]
     assert [str(b.ip) for b in web.backends] == ["198.19.1.4"] and not web.withdraw
     assert [str(b.ip) for b in dns.backends] == ["198.19.1.2", "198.19.1.4"]  # 1.2 is down on 8080 only
     everyone = frozenset({(ip(a), 0) for a in ("198.19.1.2", "198.19.1.3", "198.19.1.4")})
-    out = service_frontends(svc(), [VIP4], slices, "node-1", checked, down=everyone)
+    out = service_frontends(svc(), [VIP4], slices, "node-1", checked, down={"node-1": everyone})
     assert all(p.backends == () and p.withdraw for p in out.frontends.values())
     # an HTTP check covers the TCP port only: its endpoints all down withdraws the VIP, UDP port and all
     tcp_down = frozenset({(ip(a), 8080) for a in ("198.19.1.2", "198.19.1.3", "198.19.1.4")})
-    out = service_frontends(svc(), [VIP4], slices, "node-1", checked, down=tcp_down)
+    out = service_frontends(svc(), [VIP4], slices, "node-1", checked, down={"node-1": tcp_down})
     assert out.frontends[Frontend(VIP4, "udp", 53)].backends and out.frontends[Frontend(VIP4, "udp", 53)].withdraw
-    refuse = service_frontends(svc(), [VIP4], slices, "node-1", policy(healthCheck={"type": "TCP"}), down=everyone)
+    refuse = service_frontends(svc(), [VIP4], slices, "node-1", policy(healthCheck={"type": "TCP"}),
+                              down={"node-1": everyone})
     assert all(p.backends == () and not p.withdraw for p in refuse.frontends.values())
 
 
@@ -206,8 +207,17 @@ def test_gated_endpoints_are_taken_as_ready_unless_terminating_or_down() -> None
     slices = [eps(ep("198.19.1.2"), ep("198.19.1.3", ready=False), ep("198.19.1.4", ready=False),
                   terminating("198.19.1.5"))]
     gated = frozenset({(ip(a), 0) for a in ("198.19.1.3", "198.19.1.5", "198.19.1.9")})  # 1.9: in no slice
-    out = service_frontends(svc(), [VIP4], slices, "node-1", gated=gated)
+    out = service_frontends(svc(), [VIP4], slices, "node-1", gated={"node-1": gated})
     assert [str(b.ip) for b in out.frontends[Frontend(VIP4, "tcp", 80)].backends] == ["198.19.1.2", "198.19.1.3"]
     down = frozenset({(ip("198.19.1.3"), 8080)})
-    out = service_frontends(svc(), [VIP4], slices, "node-1", gated=gated, down=down)
+    out = service_frontends(svc(), [VIP4], slices, "node-1", gated={"node-1": gated}, down={"node-1": down})
     assert [str(b.ip) for b in out.frontends[Frontend(VIP4, "tcp", 80)].backends] == ["198.19.1.2"]
+
+
+
+def test_a_node_is_believed_only_about_its_own_endpoints() -> None:
+    """Health and gate results are by node: a node's word about another node's endpoint changes nothing."""
+    slices = [eps(ep("198.19.1.2"), ep("198.19.2.2", "node-2", ready=False), ep("198.19.2.3", "node-2"))]
+    claims = {"node-1": frozenset({(ip("198.19.2.2"), 0), (ip("198.19.2.3"), 0)})}  # about node-2's pods
+    out = service_frontends(svc(), [VIP4], slices, "node-1", down=claims, gated=claims)
+    assert [str(b.ip) for b in out.frontends[Frontend(VIP4, "tcp", 80)].backends] == ["198.19.1.2", "198.19.2.3"]

@@ -44,18 +44,18 @@ def test_a_readiness_gate_holds_ready_back_until_its_condition_is_true() -> None
     c = ContainerRuntimeState(name="app", image="portico.dev/echo", running_since=T0, started_ever=True, ready=True)
     times: dict[str, dt.datetime] = {}
 
-    def conditions(gates: dict[str, str | None], foreign: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    def conditions(foreign: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         status = pod_status([c], pod_ips=["198.19.1.2"], host_ips=["198.18.0.11"], start_time=T0,
-                            transition_times=times, gates=gates, foreign=foreign)
+                            transition_times=times, gates=["portico.io/programmed"], foreign=foreign)
         return {cond["type"]: cond for cond in status["conditions"]}
-    missing = conditions({"portico.io/programmed": None}, [])
+    missing = conditions([])
     assert missing["ContainersReady"]["status"] == "True" and missing["Ready"]["status"] == "False"
     assert missing["Ready"]["reason"] == "ReadinessGatesNotReady"
     assert missing["Ready"]["message"] == 'corresponding condition of pod readiness gate "portico.io/programmed" ' \
                                           "does not exist."
     gate = {"type": "portico.io/programmed", "status": "False"}
-    held = conditions({"portico.io/programmed": "False"}, [gate, {"type": "Ready", "status": "True"}])
+    held = conditions([gate, {"type": "Ready", "status": "True"}])
     assert "but False" in held["Ready"]["message"] and held["portico.io/programmed"] == gate  # kept, not ours
-    passed = conditions({"portico.io/programmed": "True"}, [{**gate, "status": "True"}])
+    passed = conditions([{**gate, "status": "True"}])
     assert passed["Ready"]["status"] == "True" and "reason" not in passed["Ready"]
     assert passed["portico.io/programmed"]["status"] == "True"

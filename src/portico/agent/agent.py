@@ -64,8 +64,8 @@ class Agent:
         # A peer's health view (down and gated endpoints) changed: its Services are programmed again, and the
         # view acknowledged once they are (sync_once).
         self.l2.mesh.on_health = lambda peer, services: self.caches.mark_all(services)
-        self.forwarding = Forwarding(node, nft or Nft(), self.events, down_for=self.health.down_for,
-                                     dead_nodes=lambda: self.liveness.out, gated_for=self.gates.gated_for)
+        self.forwarding = Forwarding(node, nft or Nft(), self.events, down_for=self.l2.mesh.down_for,
+                                     dead_nodes=lambda: self.liveness.out, gated_for=self.l2.mesh.gated_for)
         self.table_watch = TableWatch(self.forwarding.syncer.nft, self._on_drift)
         self.heartbeat_keys = HeartbeatKeys(client, namespace, self.l2.set_keys)
         self.bgp = BgpAnnouncements(node, self._record)

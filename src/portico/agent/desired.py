@@ -26,7 +26,7 @@ from lightkube.models.discovery_v1 import EndpointSlice
 
 from portico.api import v1alpha1 as api
 from portico.dataplane.model import Algorithm, Backend, Frontend, FrontendPolicy, IPNetwork, Limits
-from portico.health.checks import Endpoint, covers, listed
+from portico.health.checks import NOBODY, ByNode, covers, listed
 from portico.ipam.blocks import IPAddress
 from portico.policy.traffic import (
     DEFAULT_AFFINITY_TIMEOUT,
@@ -131,11 +131,12 @@ def _persistence(spec: ServiceSpec, persistence: api.Persistence | None) -> tupl
 
 def service_frontends(svc: Service, vips: Iterable[IPAddress], slices: Iterable[EndpointSlice],
                       node: str, policy: api.TrafficPolicySpec | None = None, *,
-                      down: frozenset[Endpoint] = frozenset(), gated: frozenset[Endpoint] = frozenset(),
+                      down: ByNode = NOBODY, gated: ByNode = NOBODY,
                       dead_nodes: frozenset[str] = frozenset()) -> ServiceFrontends:
     """`down`: endpoints the health monitors have taken out (port 0: every port of the address); `gated`:
-    endpoints ready but for Portico's readiness gate (taken as ready); `dead_nodes`: nodes whose heartbeats
-    stopped (their endpoints are used only when no other ready one is left)."""
+    endpoints ready but for Portico's readiness gate (taken as ready) — both by the node that says so, believed
+    only for endpoints on that node; `dead_nodes`: nodes whose heartbeats stopped (their endpoints are used only
+    when no other ready one is left)."""
     spec, meta = svc.spec, svc.metadata
     assert spec is not None and meta is not None
     result = ServiceFrontends()
@@ -194,7 +195,7 @@ def _full_is_none(prefix: int | None, family: int) -> int | None:
 
 def _backends(slices: list[EndpointSlice], family: int, *, port_name: str, protocol: str, local_only: bool,
               node: str, weights: Weights, unresolved: set[str],
-              down: frozenset[Endpoint], gated: frozenset[Endpoint], dead_nodes: frozenset[str],
+              down: ByNode, gated: ByNode, dead_nodes: frozenset[str],
               ) -> tuple[tuple[Backend, ...], bool]:
     """The endpoints that take new flows, and whether they are terminating ones (none is ready)."""
     found: set[Backend] = set()  # a set: duplicate endpoints (in one slice or across slices) count once
@@ -221,12 +222,13 @@ def _backends(slices: list[EndpointSlice], family: int, *, port_name: str, proto
                     ip = ipaddress.ip_address(address)
                 except ValueError:
                     continue
-                usable = (ready or listed(gated, ip, target)) and not terminating
+                usable = (ready or listed(gated, ep.nodeName, ip, target)) and not terminating
                 into = ((stranded if ep.nodeName in dead_nodes else found) if usable
                         else draining if serving and terminating else None)
+                if into is None or listed(down, ep.nodeName, ip, target):
+                    continue
                 weight = weights.of(ep.targetRef.name if ep.targetRef else None, ep.nodeName, ep.zone)
-                # weight 0: drained (keeps its flows, takes no new ones)
-                if into is not None and weight and not listed(down, ip, target):
+                if weight:  # 0: drained (keeps its flows, takes no new ones)
                     into.add(Backend(ip, target, weight))
     # Like kube-proxy: while a rollout or scale-down leaves no ready endpoint, the terminating ones that still
     # serve take new connections rather than the Service refusing them.

@@ -20,7 +20,7 @@ from portico.dataplane.model import Frontend, FrontendPolicy
 from portico.dataplane.nft import Nft
 from portico.dataplane.nftables import NODE, Ruleset, node_fragment, render_frontend
 from portico.dataplane.syncer import Syncer, SyncResult
-from portico.health.checks import Endpoint
+from portico.health.checks import NOBODY, ByNode
 from portico.ipam.blocks import IPAddress
 from portico.kube.events import EventRecorder
 from portico.kube.informer import object_key
@@ -30,9 +30,9 @@ log = logging.getLogger(__name__)
 
 class Forwarding:
     def __init__(self, node: str, nft: Nft, events: EventRecorder, *,
-                 down_for: Callable[[str], frozenset[Endpoint]] = lambda service: frozenset(),
+                 down_for: Callable[[str], ByNode] = lambda service: NOBODY,
                  dead_nodes: Callable[[], frozenset[str]] = frozenset,
-                 gated_for: Callable[[str], frozenset[Endpoint]] = lambda service: frozenset()) -> None:
+                 gated_for: Callable[[str], ByNode] = lambda service: NOBODY) -> None:
         self.node = node
         self.down_for = down_for  # the health view: endpoints the monitors took out, by Service
         self.gated_for = gated_for  # endpoints whose Portico readiness gate waits for the rules, by Service

@@ -4,7 +4,7 @@ Two parts, on either side of the one-way flow:
   * probing is a consumer of the caches: for each Service a TrafficPolicy with a healthCheck governs, this
     node's ready endpoints are its targets (`HealthChecker`);
   * the view is an input, like the caches: this node's results and those its peers' heartbeats carry. A
-    change marks the Service dirty; forwarding reads `down_for` when it next programs it.
+    change marks the Service dirty; forwarding reads the mesh's `down_for` when it next programs it.
 The API server sees transitions (Events) and aggregates (this node's report), never a probe.
 """
 
@@ -18,7 +18,7 @@ from typing import Any
 from portico.agent.caches import AgentCaches
 from portico.announce.heartbeat import HeartbeatMesh
 from portico.health.checker import HealthChecker, Transition
-from portico.health.checks import ADDRESS, Endpoint, check_of, local_targets
+from portico.health.checks import ADDRESS, check_of, local_targets
 from portico.kube.events import EventRecorder
 
 log = logging.getLogger(__name__)
@@ -66,11 +66,4 @@ class AgentHealth:
             self.events.record(svc, type="Normal" if t.up else "Warning",
                                reason="BackendHealthy" if t.up else "BackendUnhealthy", message=message)
 
-    # -- the view: an input ----------------------------------------------------------------------------------
-    def down_for(self, service: str) -> frozenset[Endpoint]:
-        """Every node's down endpoints of this Service (each node judges its own)."""
-        found: set[Endpoint] = set(self.checker.down.get(service, ()))
-        for peer in self.mesh.peers.values():
-            found |= peer.down.get(service, frozenset())
-        return frozenset(found)
 

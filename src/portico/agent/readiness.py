@@ -2,7 +2,8 @@
 heartbeats, and each passes once every node forwards to it.
 
 Two parts, on either side of the one-way flow, like agent.health:
-  * an input: the gated view (this node's and its peers'); forwarding reads `gated_for` when it programs;
+  * an input: the gated view (this node's, into its heartbeats; forwarding reads every node's from the mesh's
+    `gated_for` when it programs);
   * a consumer: after each sync, a gated pod this node's rules reflect and every live peer has acknowledged
     gets its condition set True (a status patch of a pod on this node, which is all the agent may write).
 """
@@ -23,8 +24,7 @@ from lightkube.types import PatchType
 
 from portico.agent.caches import AgentCaches
 from portico.agent.desired import FAMILY_OF_ADDRESS_TYPE
-from portico.announce.heartbeat import HeartbeatMesh, HeldView
-from portico.health.checks import Endpoint
+from portico.announce.heartbeat import HeartbeatMesh, HeldView, changed_services
 from portico.ipam.blocks import IPAddress
 from portico.policy.readiness import GatedPod, condition, gated_pods, gated_view, lists_all
 
@@ -45,8 +45,8 @@ class ReadinessGates:
     def __init__(self, client: AsyncClient, caches: AgentCaches, mesh: HeartbeatMesh) -> None:
         self.client, self.caches, self.mesh = client, caches, mesh
         self.pods: dict[str, GatedPod] = {}
-        # pod key -> (what of it the view holds, the generation of this node's view that first held that)
-        self.entered: dict[str, tuple[tuple[Any, ...], int]] = {}
+        # pod key -> (its Services and addresses in the view, the generation of this node's view that first held them)
+        self.entered: dict[str, tuple[tuple[tuple[str, ...], tuple[IPAddress, ...]], int]] = {}
         self.programmed = Programmed(0, frozenset())
         self._written: dict[str, int] = {}  # pod key -> the resourceVersion our condition write returned
         self._waiting = asyncio.Event()
@@ -66,19 +66,13 @@ class ReadinessGates:
             del self._written[key]
         for pod in found:
             held = (pod.services, pod.addresses)
-            if self.entered.get(pod.key, ((), 0))[0] != held:  # new, or now selected by another Service
+            if pod.key not in self.entered or self.entered[pod.key][0] != held:  # new, or another Service's too
                 self.entered[pod.key] = (held, self.mesh.health)
             if pod.passed or pod.version > self._written.get(pod.key, pod.version):
                 self._written.pop(pod.key, None)  # passed, or someone wrote it since (the condition was lost)
         if any(not p.passed and p.key not in self._written for p in found):
             self._waiting.set()
-        return {k for k in before.keys() | view.keys() if before.get(k) != view.get(k)}
-
-    def gated_for(self, service: str) -> frozenset[Endpoint]:
-        found = set(self.mesh.gated.get(service, ()))
-        for peer in self.mesh.peers.values():
-            found |= peer.gated.get(service, frozenset())
-        return frozenset(found)
+        return changed_services(before, view)
 
     def reflected(self, held: dict[str, HeldView]) -> dict[str, HeldView]:
         """The peers' views the coming sync will have programmed: those whose every gated endpoint belongs to a
@@ -137,8 +131,8 @@ class ReadinessGates:
 
     async def _pass(self, pod: GatedPod, nodes: int) -> None:
         namespace, name = pod.key.split("/", 1)
-        now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        patch: dict[str, Any] = {"metadata": {"uid": pod.uid}, "status": {"conditions": [condition(nodes, now)]}}
+        passed = condition(nodes, dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
+        patch: dict[str, Any] = {"metadata": {"uid": pod.uid}, "status": {"conditions": [passed]}}
         try:
             done = await self.client.patch(PodStatus, name, patch, namespace=namespace,
                                            patch_type=PatchType.STRATEGIC)
@@ -149,4 +143,4 @@ class ReadinessGates:
             return
         assert done.metadata is not None
         self._written[pod.key] = int(done.metadata.resourceVersion or 0)
-        log.info("pod %s passes its readiness gate (%s)", pod.key, condition(nodes, now)["message"])
+        log.info("pod %s passes its readiness gate (%s)", pod.key, passed["message"])

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from portico.announce.links import connected_networks
-from portico.health.checks import Endpoint
+from portico.health.checks import ByNode, Endpoint
 from portico.ipam.blocks import IPAddress
 
 log = logging.getLogger(__name__)
@@ -306,6 +306,18 @@ class HeartbeatMesh:
             self.health += 1
             self._wake.set()
 
+    def down_for(self, service: str) -> ByNode:
+        """Each node's down endpoints of this Service, by node (each judges its own)."""
+        return self._by_node(service, self.down, {name: p.down for name, p in self.peers.items()})
+
+    def gated_for(self, service: str) -> ByNode:
+        """Each node's gated endpoints of this Service, by node (each speaks for its own pods)."""
+        return self._by_node(service, self.gated, {name: p.gated for name, p in self.peers.items()})
+
+    def _by_node(self, service: str, own: Down, peers: dict[str, Down]) -> ByNode:
+        views = {self.node: own, **peers}
+        return {node: endpoints for node, view in views.items() if (endpoints := view.get(service))}
+
     def held(self) -> dict[str, HeldView]:
         """What this node holds of each live peer's view, as a sync begins (`acknowledge` after it)."""
         return {name: HeldView(p.boot, p.health, p.gated) for name, p in self.peers.items() if p.alive}
@@ -458,7 +470,7 @@ class HeartbeatMesh:
         # Not a reason to send at once if it lacks our view: it may hold it but not have programmed it yet.
         peer.eligible, peer.heard, peer.acked = eligible, time.monotonic(), acked
         if view is not None and beat.health != peer.health:
-            services = _changed_services((peer.down, peer.gated), view)
+            services = changed_services(peer.down, view[0]) | changed_services(peer.gated, view[1])
             peer.health, (peer.down, peer.gated) = beat.health, view
             self.on_health(beat.node, services)  # acknowledged once the sync it starts has programmed it
         if peer.expiry:
@@ -483,15 +495,15 @@ class HeartbeatMesh:
         self.on_liveness()
 
     def _forget_health(self, name: str, peer: Peer) -> None:
-        changed = _changed_services((peer.down, peer.gated), ({}, {}))
+        changed = changed_services(peer.down, {}) | changed_services(peer.gated, {})
         peer.down, peer.gated, peer.health, peer.programmed, peer.acked = {}, {}, 0, 0, 0
         if changed:
             self.on_health(name, changed)
 
 
-def _changed_services(before: tuple[Down, Down], after: tuple[Down, Down]) -> set[str]:
-    return {k for old, new in zip(before, after, strict=True) for k in old.keys() | new.keys()
-            if old.get(k) != new.get(k)}
+def changed_services(before: Down, after: Down) -> set[str]:
+    return {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
+
 
 
 def _oversized(body: bytes) -> bool:

@@ -8,8 +8,9 @@ check speaks (TCP, HTTP, HTTPS: TCP ports; UDP: UDP ports); ICMP probes the addr
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from portico.api import v1alpha1 as api
@@ -18,6 +19,9 @@ from portico.policy.traffic import parse_duration
 
 ADDRESS = 0  # the port of a result that stands for every port of the address
 Endpoint = tuple[IPAddress, int]  # (address, port), port ADDRESS for the whole address
+# node -> endpoints it speaks for. Each node speaks only for its own: what it says of another's is not believed.
+ByNode = Mapping[str, frozenset[Endpoint]]
+NOBODY: ByNode = MappingProxyType({})
 BODY_BYTES = 65_536  # how much of an HTTP body bodyContains looks at
 
 
@@ -122,6 +126,7 @@ def local_targets(service: str, check: Check, service_ports: Iterable[Any], slic
     return sorted(out.values(), key=lambda t: (t.ip.version, int(t.ip), t.port))
 
 
-def listed(endpoints: frozenset[Endpoint], ip: IPAddress, port: int) -> bool:
-    """Whether a backend is in a set of endpoints (down, or gated) by its port or its whole address."""
-    return (ip, port) in endpoints or (ip, ADDRESS) in endpoints
+def listed(by_node: ByNode, node: str | None, ip: IPAddress, port: int) -> bool:
+    """Whether the node a backend is on lists it (down, or gated) by its port or its whole address."""
+    endpoints = by_node.get(node or "")
+    return endpoints is not None and ((ip, port) in endpoints or (ip, ADDRESS) in endpoints)

@@ -158,7 +158,8 @@ class Probers:
                 waiting.append((seq, probe))  # a SYN is already out: its answer will do for both
                 return
             pending[key] = [(seq, probe)]
-            self._sweep_soon()
+            if self._sweeper is None and self._sweeps_itself:
+                self._sweep_soon()
             sock = sockets.get(version) or self._socket(sockets, version, self._open_raw_tcp)
             try:
                 self._send(probe, sock, packet, destination)

@@ -122,9 +122,12 @@ class PodWorker:
         elif self._gates() != before:
             self._status_dirty.set()  # a readiness gate's condition changed: Ready may follow
 
-    def _gates(self) -> dict[str, str | None]:
+    def _gate_kinds(self) -> list[str]:
         assert self.pod.spec is not None
-        return readiness_gates(self.pod.spec, _conditions(self.pod))
+        return [gate.conditionType for gate in self.pod.spec.readinessGates or []]
+
+    def _gates(self) -> dict[str, str | None]:
+        return readiness_gates(self._gate_kinds(), _conditions(self.pod))
 
     async def stop(self) -> None:
         """The pod is gone from the API: stop everything now and clean up."""
@@ -361,8 +364,8 @@ class PodWorker:
     async def _flush_status(self) -> None:
         self._status_dirty.clear()
         status = pod_status(self.containers, pod_ips=self.pod_ips, host_ips=self.host_ips,
-                            start_time=self.start_time, transition_times=self._transitions, gates=self._gates(),
-                            foreign=_conditions(self.pod))
+                            start_time=self.start_time, transition_times=self._transitions,
+                            gates=self._gate_kinds(), foreign=_conditions(self.pod))
         if status == self._last_status:
             return
         try:

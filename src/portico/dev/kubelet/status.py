@@ -69,10 +69,10 @@ def pod_phase(containers: list[ContainerRuntimeState]) -> str:
 KUBELET_CONDITIONS = ("PodScheduled", "Initialized", "ContainersReady", "Ready")
 
 
-def readiness_gates(pod_spec: Any, conditions: list[dict[str, Any]]) -> dict[str, str | None]:
-    """The pod's readiness gates and the status of the condition each names (None: not set yet)."""
+def readiness_gates(kinds: Sequence[str], conditions: Sequence[dict[str, Any]]) -> dict[str, str | None]:
+    """Each readiness gate's condition type and that condition's status (None: not set yet)."""
     status = {c.get("type"): c.get("status") for c in conditions}
-    return {gate.conditionType: status.get(gate.conditionType) for gate in pod_spec.readinessGates or []}
+    return {kind: status.get(kind) for kind in kinds}
 
 
 def _gates_problem(gates: dict[str, str | None]) -> str | None:
@@ -87,14 +87,14 @@ def _gates_problem(gates: dict[str, str | None]) -> str | None:
 
 def pod_status(containers: list[ContainerRuntimeState], *, pod_ips: list[str], host_ips: list[str],
                start_time: dt.datetime, transition_times: dict[str, dt.datetime],
-               gates: dict[str, str | None] | None = None,
-               foreign: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+               gates: Sequence[str] = (), foreign: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
     """The `status` of a pod bound to a lab node. `transition_times` remembers when each condition
     last changed (updated in place), so lastTransitionTime moves only on a real transition. A pod is Ready
-    when its containers are and every readiness gate's condition is True (`gates`); `foreign` conditions
-    (those others set, such as the gates') are kept as they are, as a kubelet keeps them."""
+    when its containers are and the condition each readiness gate names (`gates`) is True; `foreign`
+    conditions (the pod's as the API has them: those others set, such as the gates', are kept as a kubelet
+    keeps them)."""
     containers_ready = bool(containers) and all(c.ready for c in containers)
-    gated = _gates_problem(gates or {}) if containers_ready else None
+    gated = _gates_problem(readiness_gates(gates, foreign)) if containers_ready else None
     phase = pod_phase(containers)
     values = {"PodScheduled": True, "Initialized": True, "ContainersReady": containers_ready,
               "Ready": containers_ready and gated is None}

@@ -4,7 +4,7 @@
 deps:
 	@hack/install-deps.sh
 
-demo: deps
+demo: deps image
 	@hack/demo.sh
 
 # Portico's image, as an OCI layout in .cache/image/oci (docs/image.md).

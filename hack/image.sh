@@ -9,7 +9,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SUITE=bookworm
-PACKAGES=python3,nftables,conntrack,gobgpd,haproxy
+PACKAGES=python3,nftables,conntrack,gobgpd,haproxy,iproute2,netbase
 MIRROR=http://deb.debian.org/debian
 PYTHON_VERSION=3.11  # bookworm's python3
 PLATFORM=x86_64-manylinux_2_36  # bookworm's glibc
@@ -40,6 +40,7 @@ if [ ! -f "$base" ]; then
     --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr \
     --customize-hook='chroot "$1" dpkg --purge --force-remove-essential --force-depends apt' \
     --aptopt='APT::Install-Recommends "false"' --dpkgopt='path-exclude=/usr/bin/gobgp' \
+    --customize-hook='ln -s /usr/sbin/nft "$1"/usr/local/sbin/portico-nft' \
     --customize-hook='rm -rf "$1"/usr/lib/x86_64-linux-gnu/gconv "$1"/usr/lib/python3.11/lib2to3 "$1"/usr/lib/python3.11/pydoc_data' \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \

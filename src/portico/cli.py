@@ -146,6 +146,11 @@ def _run_gen(args: argparse.Namespace) -> int:
 
 
 def _run_dev(args: argparse.Namespace) -> int:
+    if args.dev_command == "whoami":  # inside a pod, from the image: none of the lab's own dependencies there
+        from portico.dev.whoami import whoami
+
+        print(json.dumps(whoami(), indent=2))
+        return 0
     from portico.dev import lab
     from portico.dev.state import LabState, default_state_dir
 
@@ -167,10 +172,6 @@ def _run_dev(args: argparse.Namespace) -> int:
             print(LabState.load(state_dir).kubeconfig)
         case "logs":
             sys.stdout.write(lab.read_log(state_dir, args.component))
-        case "whoami":
-            from portico.dev.whoami import whoami
-
-            print(json.dumps(whoami(), indent=2))
         case "exec":
             argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
             return lab.exec_in_host(state_dir, args.host, argv)

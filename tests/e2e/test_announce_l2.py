@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from portico.announce.heartbeat import MAGIC, Signer, encode_body
+from portico.dataplane.nft import OWN_NFT
 from portico.dev.netns import agent_pid
 from portico.dev.topology import link_up_commands, plan_lab
 from tests.e2e.conftest import Lab, probe_during, wait_for
@@ -316,20 +317,30 @@ spec:
 
 @pytest.fixture
 def shimmed_agents(lab: Lab) -> Iterator[None]:
-    shim_dir = lab.state_dir / "nft-shim"
-    shim_dir.mkdir(exist_ok=True)
-    (shim_dir / "nft").write_text(NFT_SHIM)
-    (shim_dir / "nft").chmod(0o755)
-    path = f"{shim_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-    env = ("set", "env", "-n", "portico-system", "daemonset/portico-agent")
-    lab.kubectl(*env, f"PATH={path}", "REFUSED_CHAIN=fe-198-18-0-250-udp-9090")
-    lab.kubectl("rollout", "status", "-n", "portico-system", "daemonset/portico-agent", "--timeout=120s")
+    """The agents' nft replaced by the shim, as users would change a container: a ConfigMap volume first on PATH
+    under the name the agent runs nft by (the shim execs the image's own link, so commits keep that name)."""
+    shim = NFT_SHIM.replace('"/usr/sbin/nft"', f'"/usr/local/sbin/{OWN_NFT}"')
+    lab.kubectl("create", "configmap", "-n", "portico-system", "nft-shim", f"--from-literal={OWN_NFT}={shim}")
+    path = "/shim:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    def patch(delete: bool) -> None:
+        marker = {"$patch": "delete"} if delete else {}
+        container = {"name": "agent",
+                     "env": [{"name": "PATH", **marker, **({} if delete else {"value": path})},
+                             {"name": "REFUSED_CHAIN", **marker,
+                              **({} if delete else {"value": "fe-198-18-0-250-udp-9090"})}],
+                     "volumeMounts": [{"mountPath": "/shim", **marker, **({} if delete else {"name": "nft-shim"})}]}
+        volume = {"name": "nft-shim", **marker, **({} if delete else {"configMap": {"name": "nft-shim",
+                                                                                    "defaultMode": 0o755}})}
+        lab.kubectl("patch", "-n", "portico-system", "daemonset/portico-agent", "--type=strategic", "-p",
+                    json.dumps({"spec": {"template": {"spec": {"containers": [container], "volumes": [volume]}}}}))
+        lab.kubectl("rollout", "status", "-n", "portico-system", "daemonset/portico-agent", "--timeout=120s")
+    patch(delete=False)
     try:
         yield
     finally:
         lab.kubectl("delete", "service", "refused", "--ignore-not-found")
-        lab.kubectl(*env, "PATH-", "REFUSED_CHAIN-")
-        lab.kubectl("rollout", "status", "-n", "portico-system", "daemonset/portico-agent", "--timeout=120s")
+        patch(delete=True)
+        lab.kubectl("delete", "configmap", "-n", "portico-system", "nft-shim")
 
 
 def test_a_service_the_kernel_refuses_leaves_every_other_vip_answering(lab: Lab, ha: dict[int, str],

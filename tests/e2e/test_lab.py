@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from portico.dev import registry
+from portico.dev import addressing, registry
+from portico.dev.netns import agent_pid, netns_pids
 from tests.e2e.conftest import PORTICO, Lab, wait_for
 
 ECHO = textwrap.dedent("""
@@ -90,18 +92,87 @@ def test_echo_deployment_reachable_from_client_and_follows_scaling(lab: Lab) -> 
     wait_for(lambda: lab.get("pods", "-l", "app=echo")["items"] == [], 10, "all echo pods gone")
 
 
-def test_unknown_image_stays_pending_with_event(lab: Lab) -> None:
-    lab.kubectl("run", "mystery", "--image=registry.example/nginx:1.27", "--restart=Never")
-    def waiting_reason() -> str | None:
-        statuses = lab.get("pod", "mystery")["status"].get("containerStatuses") or []
-        return statuses[0]["state"].get("waiting", {}).get("reason") if statuses else None
-    assert wait_for(waiting_reason, 15, "image error") == "ErrImagePull"
-    assert lab.get("pod", "mystery")["status"]["phase"] == "Pending"
-    events = wait_for(lambda: [e for e in lab.get("events", "--field-selector",
-                                                  "involvedObject.name=mystery")["items"]
-                               if e["type"] == "Warning"], 10, "a Warning event")
-    assert "registry.example/nginx:1.27" in events[0]["message"]
-    lab.kubectl("delete", "pod", "mystery", "--wait=true", "--timeout=20s")
+def portico_image() -> str:
+    tag = registry.built_tag()
+    assert tag is not None, "`make image` builds the image the lab runs"
+    return registry.image_reference(tag)
+
+
+def waiting_reason(lab: Lab, pod: str) -> str | None:
+    statuses = lab.get("pod", pod)["status"].get("containerStatuses") or []
+    return statuses[0]["state"].get("waiting", {}).get("reason") if statuses else None
+
+
+def test_an_image_that_cannot_be_pulled_backs_off_with_events(lab: Lab) -> None:
+    """As a kubelet reports it: ErrImagePull, then ImagePullBackOff, with Warning Events naming the image — for a
+    tag the lab registry does not hold, and for a registry outside the lab (never contacted)."""
+    missing = portico_image().rsplit(":", 1)[0] + ":no-such-tag"
+    for pod, image, why in (("mystery", "registry.example/nginx:1.27", "the lab pulls only from its registry"),
+                            ("missing", missing, "manifest unknown")):
+        lab.kubectl("run", pod, f"--image={image}", "--restart=Never")
+        for reason in ("ErrImagePull", "ImagePullBackOff"):
+            wait_for(lambda pod=pod, reason=reason: waiting_reason(lab, pod) == reason, 15, reason)  # type: ignore[misc]
+        assert lab.get("pod", pod)["status"]["phase"] == "Pending"
+        events = lab.get("events", "--field-selector", f"involvedObject.name={pod}")["items"]
+        warnings = [e["message"] for e in events if e["type"] == "Warning"]
+        assert any(m.startswith(f'Failed to pull image "{image}": ') and why in m for m in warnings), warnings
+        assert {"Error: ErrImagePull", "Error: ImagePullBackOff"} <= set(warnings)
+        assert f'Back-off pulling image "{image}"' in [e["message"] for e in events if e["reason"] == "BackOff"]
+        lab.kubectl("delete", "pod", pod, "--wait=true", "--timeout=20s")
+
+
+def process_status(pid: int) -> dict[str, str]:
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
+
+
+NET_ADMIN_AND_NET_RAW = (1 << 12) | (1 << 13)  # CAP_NET_ADMIN is 12, CAP_NET_RAW 13 (linux/capability.h)
+
+
+def test_portico_runs_from_the_registry_image_in_its_own_mount_namespace(lab: Lab) -> None:
+    """The lab's agents and controllers run the image the registry holds, under runc: each in a mount namespace
+    of its own whose root is the image's (not this machine's), the agent as root with exactly NET_ADMIN and NET_RAW,
+    the controller as the image's unprivileged user with no capability."""
+    image = portico_image()
+    pods = lab.get("pods", "-n", "portico-system")["items"]
+    assert {c["image"] for p in pods for c in p["spec"]["containers"]} == {image}
+    digest = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--format", "{{.Digest}}", f"docker://{image}"],
+                            capture_output=True, text=True, check=True).stdout.strip()
+    assert {s["imageID"] for p in pods for s in p["status"]["containerStatuses"]} == \
+        {f"{image.rsplit(':', 1)[0]}@{digest}"}
+    agent = agent_pid("node-1")
+    assert agent is not None
+    controller = next(pid for p in pods if p["metadata"]["name"].startswith("portico-controller")
+                      for pid in netns_pids(addressing.pod_netns(p["metadata"]["uid"])))
+    host_mounts = os.readlink("/proc/self/ns/mnt")
+    for pid in (agent, controller):
+        assert os.readlink(f"/proc/{pid}/ns/mnt") != host_mounts
+        root = Path(f"/proc/{pid}/root")
+        assert (root / "usr/local/lib/python3.11/dist-packages/portico/__init__.py").is_file()
+        assert not (root / str(Path(__file__).resolve()).lstrip("/")).exists()  # this checkout is not in there
+    agent_status, controller_status = process_status(agent), process_status(controller)
+    assert int(agent_status["CapEff"], 16) == NET_ADMIN_AND_NET_RAW, agent_status["CapEff"]
+    assert int(agent_status["CapBnd"], 16) == NET_ADMIN_AND_NET_RAW
+    assert agent_status["Uid"].split()[0] == "0" and agent_status["NoNewPrivs"] == "1"
+    assert controller_status["Uid"].split()[0] == "65532" and int(controller_status["CapEff"], 16) == 0
+
+
+def test_without_net_admin_nothing_is_programmed(lab: Lab) -> None:
+    """The agent's two capabilities are needed: the image's nft, as the agent's root user with NET_RAW alone, is
+    refused by the kernel; with NET_ADMIN added it programs a table (each pod in its own network namespace)."""
+    image = portico_image()
+    for name, caps in (("nft-without", ["NET_RAW"]), ("nft-with", ["NET_ADMIN", "NET_RAW"])):
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "default"}, "spec": {
+            "restartPolicy": "Never", "containers": [{
+                "name": "nft", "image": image, "command": ["nft", "add", "table", "inet", "portico"],
+                "securityContext": {"runAsUser": 0, "allowPrivilegeEscalation": False,
+                                    "capabilities": {"drop": ["ALL"], "add": caps}}}]}}
+        lab.kubectl("apply", "-f", "-", stdin=json.dumps(pod))
+    def phase(name: str) -> str | None:
+        return lab.get("pod", name)["status"].get("phase")
+    wait_for(lambda: phase("nft-without") == "Failed" and phase("nft-with") == "Succeeded", 30, "both pods done")
+    assert "Operation not permitted" in lab.portico("dev", "logs", "pod/default/nft-without").stdout
+    lab.kubectl("delete", "pod", "nft-without", "nft-with", "--wait=true", "--timeout=20s")
 
 
 def test_pod_runs_portico_in_cluster_with_token_and_env(lab: Lab) -> None:
@@ -113,14 +184,14 @@ def test_pod_runs_portico_in_cluster_with_token_and_env(lab: Lab) -> None:
           restartPolicy: Never
           containers:
             - name: portico
-              image: portico.dev/portico
+              image: IMAGE
               args: [dev, whoami]
               env:
                 - {name: POD_NAME, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
                 - {name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}
                 - {name: NODE_NAME, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}
                 - {name: POD_GREETING, value: hello}
-    """)
+    """).replace("IMAGE", portico_image())
     lab.kubectl("apply", "-f", "-", stdin=pod)
     wait_for(lambda: lab.get("pod", "whoami")["status"].get("phase") == "Succeeded", 30, "whoami to succeed")
     got = lab.get("pod", "whoami")
@@ -160,7 +231,7 @@ def test_host_network_pod_uses_node_address(lab: Lab) -> None:
 
 
 def test_crashing_container_is_restarted_with_backoff(lab: Lab) -> None:
-    lab.kubectl("run", "crasher", "--image=portico.dev/portico", "--restart=Always", "--", "no-such-command")
+    lab.kubectl("run", "crasher", f"--image={portico_image()}", "--restart=Always", "--", "no-such-command")
     def restarts() -> int:
         statuses = lab.get("pod", "crasher")["status"].get("containerStatuses") or [{}]
         return int(statuses[0].get("restartCount", 0))

@@ -74,5 +74,6 @@ def test_the_image_runs_portico_and_the_tools_the_agent_drives(image: tuple[str,
     assert spec["process"]["user"]["uid"] == 65532  # the image's user, not root
     assert run_in_image(tag, bundle, "id", "-u").strip() == "65532"
     for tool, answer in (("nft", "nftables v1.0"), ("conntrack", "conntrack v1."), ("gobgpd", "gobgpd version"),
-                         ("haproxy", "HAProxy version 2.6")):
-        assert answer in run_in_image(tag, bundle, tool, "--version" if tool != "haproxy" else "-v"), tool
+                         ("haproxy", "HAProxy version 2.6"), ("ip", "ip utility, iproute2")):
+        flag = {"haproxy": "-v", "ip": "-V"}.get(tool, "--version")
+        assert answer in run_in_image(tag, bundle, tool, flag), tool

@@ -14,7 +14,7 @@ PORTICO = str(Path(sys.executable).parent / "portico")
 def test_dev_up_names_missing_packages(tmp_path: Path) -> None:
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("ip", "sysctl", "bird", "gobgpd", "docker-registry", "skopeo"):  # present; nft, nsenter, unshare not
+    for tool in ("ip", "sysctl", "bird", "gobgpd", "docker-registry", "skopeo", "umoci", "runc"):  # not nft, nsenter
         (bin_dir / tool).symlink_to("/bin/true")
     env = {**os.environ, "PATH": str(bin_dir), "PORTICO_DEV_DIR": str(tmp_path / "lab")}
     proc = subprocess.run([PORTICO, "dev", "up"], capture_output=True, text=True, env=env, check=False)

@@ -23,10 +23,9 @@ def test_echo_listens_on_declared_ports_or_default() -> None:
     assert default is not None and default[-1] == "--listen=8080/TCP"
 
 
-def test_portico_image_passes_args_and_unknown_images_are_refused() -> None:
-    argv = container_argv(Container(name="c", image="portico.dev/portico", args=["dev", "whoami"]), pod="p", node="n")
-    assert argv is not None and argv[0].endswith("/portico") and argv[1:] == ["dev", "whoami"]
+def test_every_other_image_is_one_to_pull() -> None:
     assert container_argv(Container(name="c", image="nginx"), pod="p", node="n") is None
+    assert container_argv(Container(name="c", image="127.0.0.1:5055/portico:1"), pod="p", node="n") is None
 
 
 def test_static_image_is_haproxy_answering_on_the_declared_tcp_ports() -> None:

@@ -221,10 +221,11 @@ def test_long_element_lists_are_batched() -> None:
 
 def test_drift_is_a_change_to_our_table_by_another_process() -> None:
     batch = ["delete chain inet portico fe-198-18-0-1-tcp-80", "delete table inet portico"]
-    assert foreign_change(batch, 42, {7, 8}) == "delete chain inet portico fe-198-18-0-1-tcp-80"
-    assert foreign_change(batch, 7, {7, 8}) is None  # one of our own transactions
-    assert foreign_change(["add table inet kube-proxy", "add table inet portico-test"], 42, ()) is None
-    assert foreign_change(["add rule ip filter INPUT accept"], 42, ()) is None
+    assert foreign_change(batch, 42, "nft", {7, 8}) == "delete chain inet portico fe-198-18-0-1-tcp-80"
+    assert foreign_change(batch, 7, "nft", {7, 8}) is None  # one of our own transactions
+    assert foreign_change(batch, 4242, "portico-nft", {7, 8}) is None  # ours, from a pod (a host PID we never saw)
+    assert foreign_change(["add table inet kube-proxy", "add table inet portico-test"], 42, "nft", ()) is None
+    assert foreign_change(["add rule ip filter INPUT accept"], 42, "nft", ()) is None
 
 
 def test_limits_are_rules_of_the_frontends_own_chain_and_bandwidth_chains_both_ways() -> None:

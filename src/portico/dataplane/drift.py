@@ -3,9 +3,9 @@
 The agent keeps the desired state in memory and never reads the table back on the hot path, so a
 change it did not make would leave VIPs announced and traffic black-holed until the next full sync.
 `nft monitor` reports every committed batch with the process that committed it ("# new generation
-N by process PID"); a batch that touches `inet portico` from a process that is not one of our own
-`nft` runs is drift, and the agent answers it with a full sync. If the monitor itself stops, what
-happened meanwhile is unknown: that counts as drift too.
+N by process PID (NAME)"); a batch that touches `inet portico` from a process that is not one of our own
+`nft` runs (by PID, or by name in a pod: `portico.dataplane.nft.OWN_NFT`) is drift, and the agent answers it
+with a full sync. If the monitor itself stops, what happened meanwhile is unknown: that counts as drift too.
 """
 
 from __future__ import annotations
@@ -15,19 +15,19 @@ import logging
 import re
 from collections.abc import Callable, Collection, Iterable
 
-from portico.dataplane.nft import Nft
+from portico.dataplane.nft import OWN_NFT, Nft
 from portico.dataplane.nftables import FAMILY, TABLE
 
 log = logging.getLogger(__name__)
 
-_GENERATION = re.compile(r"^# new generation \d+ by process (\d+)")
+_GENERATION = re.compile(r"^# new generation \d+ by process (\d+)(?: \(([^)]*)\))?")
 _OURS = re.compile(rf"\b{FAMILY} {TABLE}(?![-\w])")
 RESTART_SECONDS = 1.0
 
 
-def foreign_change(batch: Iterable[str], pid: int, own_pids: Collection[int]) -> str | None:
+def foreign_change(batch: Iterable[str], pid: int, name: str, own_pids: Collection[int]) -> str | None:
     """The first line of a committed batch that changed our table, if a process other than ours committed it."""
-    if pid in own_pids:
+    if pid in own_pids or name == OWN_NFT:
         return None
     return next((line for line in batch if _OURS.search(line)), None)
 
@@ -59,7 +59,8 @@ class TableWatch:
                 if generation is None:
                     batch.append(line.rstrip("\n"))
                     continue
-                what = foreign_change(batch, int(generation.group(1)), self.nft.own_pids)
+                what = foreign_change(batch, int(generation.group(1)), generation.group(2) or "",
+                                      self.nft.own_pids)
                 batch = []
                 if what is not None:
                     self.on_drift(f"{line[2:].strip()}: {what}")

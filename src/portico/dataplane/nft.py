@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import subprocess
 from collections import defaultdict, deque
 from collections.abc import Iterable
@@ -26,16 +27,27 @@ class Counters:
     named: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
+# `nft monitor` names the process that committed each batch, which is how a change of our own is told from drift
+# (`portico.dataplane.drift`): by its PID where we share the kernel's view of PIDs (a process on the host), by its
+# name in a pod, which has a PID namespace of its own while the monitor reports host PIDs. The image links nft
+# under this name; the kernel takes a process's name from the path it was run by.
+OWN_NFT = "portico-nft"
+
+
+def _nft_command() -> str:
+    return OWN_NFT if shutil.which(OWN_NFT) else "nft"
+
+
 @dataclass(frozen=True)
 class Nft:
     netns: str | None = None  # a named network namespace to act in (tests, benchmarks); None: our own
-    # The processes of our latest transactions: `nft monitor` names the process that committed each batch, which is
-    # how a change of our own is told from drift (`portico.dataplane.drift`). `ip netns exec` execs nft in place.
+    command: str = field(default_factory=_nft_command)
+    # The processes of our latest transactions. `ip netns exec` execs nft in place.
     own_pids: deque[int] = field(default_factory=lambda: deque(maxlen=64), compare=False, repr=False)
 
     def argv(self, *args: str) -> list[str]:
         prefix = ["ip", "netns", "exec", self.netns] if self.netns else []
-        return [*prefix, "nft", *args]
+        return [*prefix, self.command, *args]
 
     async def _run(self, *args: str, script: str | None = None) -> str:
         proc = await asyncio.create_subprocess_exec(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from lightkube import Client, KubeConfig, codecs
 from lightkube.resources.apiextensions_v1 import CustomResourceDefinition
@@ -14,6 +15,7 @@ from portico.dev.controlplane import REPO_ROOT
 from portico.dev.shell import LabError
 
 DEPLOY_DIR = REPO_ROOT / "deploy"
+MANIFEST_IMAGE = "portico"  # deploy/'s image: the lab replaces it with its registry's reference
 FIELD_MANAGER = "portico-dev"
 
 
@@ -22,11 +24,20 @@ def manifests() -> list[Path]:
     return [*sorted((DEPLOY_DIR / "crds").glob("*.yaml")), DEPLOY_DIR / "controller.yaml", DEPLOY_DIR / "agent.yaml"]
 
 
-def install_portico(kubeconfig: Path, deadline: float) -> None:
+def with_image(obj: Any, image: str) -> Any:
+    """The object with Portico's containers running `image` (what the chart's image values will set)."""
+    template = getattr(getattr(obj, "spec", None), "template", None)
+    for container in (template.spec.containers if template is not None and template.spec else []):
+        if container.image == MANIFEST_IMAGE:
+            container.image = image
+    return obj
+
+
+def install_portico(kubeconfig: Path, image: str, deadline: float) -> None:
     client = Client(config=KubeConfig.from_file(kubeconfig), field_manager=FIELD_MANAGER)
     for path in manifests():
         for obj in codecs.load_all_yaml(path.read_text()):
-            client.apply(obj, force=True)
+            client.apply(with_image(obj, image), force=True)
             if isinstance(obj, CustomResourceDefinition):
                 _wait(deadline, f"CRD {obj.metadata.name} established",
                       lambda name=obj.metadata.name: _established(client, name))

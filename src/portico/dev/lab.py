@@ -17,6 +17,7 @@ from portico.dev.controlplane import ControlPlane, build_binaries
 from portico.dev.daemons import Daemons
 from portico.dev.install import install_portico
 from portico.dev.kube_proxy import daemon_name, kube_proxy_argv
+from portico.dev.kubelet import runtime
 from portico.dev.kubelet.pods import SA_MOUNT
 from portico.dev.pki import write_kubeconfig
 from portico.dev.router import BIRD_CONFIG, bird_argv, bird_config
@@ -25,6 +26,7 @@ from portico.dev.state import MACHINE_MARKER, LabState
 
 KUBELET = "kubelet"
 ROUTER = "router"  # BIRD, the lab's BGP router
+RUNC_ROOT = "runc"  # the lab kubelet's runc state, in the state directory
 
 
 def running_lab_dir() -> Path | None:
@@ -75,7 +77,7 @@ def _start(state: LabState, timeout: float) -> None:
     if not daemons.alive(ROUTER):
         (state.directory / BIRD_CONFIG).write_text(bird_config(state.topology))
         daemons.start(ROUTER, bird_argv(host_netns(ROUTER), state.directory))
-    _start_registry(state.directory, daemons, deadline)
+    image = _start_registry(state.directory, daemons, deadline)
     cp = ControlPlane(state.controlplane)
     cp.start()
     write_kubeconfig(state.kubelet_kubeconfig, server=state.controlplane.api_url, pki=state.controlplane.pki,
@@ -91,21 +93,21 @@ def _start(state: LabState, timeout: float) -> None:
             if not daemons.alive(daemon_name(node.name)):
                 daemons.start(daemon_name(node.name), kube_proxy_argv(bin_dir, node.name, state.kube_proxy,
                                                                       state.kube_proxy_kubeconfig))
-    install_portico(state.kubeconfig, deadline)
+    install_portico(state.kubeconfig, image, deadline)
 
 
-def _start_registry(state_dir: Path, daemons: Daemons, deadline: float) -> None:
-    """The lab's registry, with the image `make image` built pushed to it (issue 16: the nodes will pull it)."""
+def _start_registry(state_dir: Path, daemons: Daemons, deadline: float) -> str:
+    """The lab's registry, with the image `make image` built pushed to it; returns its reference there, which the
+    lab's nodes pull."""
     if not daemons.alive(registry.REGISTRY):
         (state_dir / registry.CONFIG).write_text(registry.config(state_dir / "registry"))
         daemons.start(registry.REGISTRY, registry.registry_argv(state_dir / registry.CONFIG))
     registry.wait_ready(deadline, daemons.log_path(registry.REGISTRY))
     tag = registry.built_tag()
     if tag is None:
-        print(f"no image in {registry.IMAGE_LAYOUT} to push to the lab registry (`make image` builds it)",
-              file=sys.stderr)
-    else:
-        registry.push(tag)
+        raise LabError(f"no Portico image in {registry.IMAGE_LAYOUT}: the lab runs the image users deploy; "
+                       "`make image` builds it")
+    return registry.push(tag)
 
 
 def _wait_for_nodes(state: LabState, daemons: Daemons, deadline: float) -> None:
@@ -133,6 +135,8 @@ def down(state_dir: Path) -> None:
     daemons = Daemons(state_dir)
     daemons.stop(KUBELET)
     netns.teardown_network()  # kills every process left in lab namespaces (pods, agents)
+    runtime.delete_all(state_dir / RUNC_ROOT)  # their runc state and cgroups
+    runtime.unmount_under(state_dir)  # containers' overlays, memory volumes
     ControlPlane(LabState(state_dir, 1).controlplane).stop()
     for name in daemons.names():
         daemons.stop(name)

@@ -20,7 +20,8 @@ REQUIRED_COMMANDS = {
     "sysctl": "procps",
     "bird": "bird2",  # the lab's BGP router
     "gobgpd": "gobgpd",  # the BGP speaker the agent drives
-    "docker-registry": "docker-registry", "skopeo": "skopeo",  # the lab's registry, and pushing the image to it
+    "docker-registry": "docker-registry", "skopeo": "skopeo",  # the lab's registry, pushing to and pulling from it
+    "umoci": "umoci", "runc": "runc",  # the lab kubelet's container runtime
 }
 
 

@@ -1,16 +1,15 @@
-"""The images the lab can run: each maps a container to a real command on this machine."""
+"""The lab's built-in images: each maps a container to a command on this machine (the test apps). Every other
+image is pulled from the lab registry and run by the container runtime (runtime.py), Portico's own among them."""
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from lightkube.models.core_v1 import Container
 
 ECHO_IMAGE = "portico.dev/echo"
-PORTICO_IMAGE = "portico.dev/portico"
 STATIC_IMAGE = "portico.dev/static"
-KNOWN_IMAGES = (ECHO_IMAGE, PORTICO_IMAGE, STATIC_IMAGE)
+BUILTIN_IMAGES = (ECHO_IMAGE, STATIC_IMAGE)
 DEFAULT_ECHO_PORT = "8080/TCP"
 # `portico.dev/static`: HTTP 200 "ok" at C speed (HAProxy answering by itself), so benchmarks measure the
 # path to the pod, not a Python server.
@@ -35,7 +34,7 @@ def image_name(image: str) -> str:
 
 
 def container_argv(container: Container, *, pod: str, node: str) -> list[str] | None:
-    """The command a container runs, or None if the lab cannot run its image."""
+    """The command a built-in image's container runs, or None for an image to pull."""
     match image_name(container.image or ""):
         case "portico.dev/echo":
             # A TCP port named https* serves TLS; args are the echo's own options (e.g. --drain=5).
@@ -47,7 +46,4 @@ def container_argv(container: Container, *, pod: str, node: str) -> list[str] | 
             tcp = [p.containerPort for p in container.ports or [] if (p.protocol or "TCP") == "TCP"] or [8080]
             config = STATIC_CONFIG.format(binds="\n".join(f"  bind :::{p} v4v6" for p in tcp))
             return ["sh", "-c", f"exec haproxy -db -f /dev/stdin <<'EOF'\n{config}EOF\n"]
-        case "portico.dev/portico":
-            # This checkout's `portico` command, as installed next to the running interpreter.
-            return [str(Path(sys.executable).parent / "portico"), *(container.args or [])]
     return None

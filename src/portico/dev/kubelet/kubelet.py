@@ -22,6 +22,7 @@ from portico.dev import addressing as a
 from portico.dev.kubelet.heartbeat import NodeHeartbeats
 from portico.dev.kubelet.podips import PodAddresses
 from portico.dev.kubelet.pods import SA_MOUNT, NodeContext, PodWorker
+from portico.dev.kubelet.runtime import ImageStore, Runc
 from portico.dev.kubelet.scheduling import NodeInfo, choose_node
 from portico.dev.kubelet.status import timestamp
 from portico.kube.events import record_event
@@ -45,6 +46,8 @@ class LabKubelet:
         self.addresses = {n.name: PodAddresses(n) for n in nodes}
         self.pods_dir = pods_dir
         self.ca_file = ca_file
+        self.images = ImageStore(pods_dir.parent / "images")
+        self.runtime = Runc(pods_dir.parent / "runc")  # lab.RUNC_ROOT
         self.workers: dict[str, PodWorker] = {}
         self.pods = Informer(client, Pod, self._on_pod)
         self._to_schedule: asyncio.Queue[str] = asyncio.Queue()
@@ -126,7 +129,8 @@ class LabKubelet:
             self.addresses[node.name].restore(pod.metadata.uid or "", ipaddress.ip_address(pod.status.podIP))
         ctx = NodeContext(node=node, addresses=self.addresses[node.name], client=self.client,
                           pods_dir=self.pods_dir, ca_file=self.ca_file, api_host=str(a.API_ADDRESS),
-                          api_port=a.API_PORT, alive=lambda: self.heartbeats.alive[node.name])
+                          api_port=a.API_PORT, images=self.images, runtime=self.runtime,
+                          alive=lambda: self.heartbeats.alive[node.name])
         worker = PodWorker(ctx, pod)
         self.workers[object_key(pod)] = worker
         worker.start()

@@ -7,6 +7,7 @@ import contextlib
 import datetime as dt
 import logging
 import os
+import shutil
 import signal
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,11 +23,14 @@ from lightkube.resources.core_v1 import Pod, PodStatus, ServiceAccountToken
 from lightkube.types import PatchType
 
 from portico.dev import addressing as a
-from portico.dev.kubelet.images import KNOWN_IMAGES, container_argv
+from portico.dev.kubelet.images import container_argv
+from portico.dev.kubelet.oci import ContainerConfigError, Mount, runtime_spec
 from portico.dev.kubelet.podips import PodAddresses
 from portico.dev.kubelet.podnet import create_pod_network, delete_pod_network
 from portico.dev.kubelet.probes import run_hook, run_probe
+from portico.dev.kubelet.runtime import Image, ImageStore, PullError, Runc, unmount_under
 from portico.dev.kubelet.status import ContainerRuntimeState, Termination, pod_status, readiness_gates
+from portico.dev.kubelet.volumes import PodVolumes, VolumeError
 from portico.kube.events import record_event
 
 log = logging.getLogger(__name__)
@@ -50,6 +54,8 @@ class NodeContext:
     ca_file: Path
     api_host: str
     api_port: int
+    images: ImageStore
+    runtime: Runc
     alive: Callable[[], bool] = lambda: True  # the cluster hears from the node (its LAN link is up)
 
 
@@ -98,7 +104,10 @@ class PodWorker:
         self._transitions: dict[str, dt.datetime] = {}
         self._procs: dict[str, asyncio.subprocess.Process] = {}
         self._last_status: dict[str, Any] | None = None
-        self._sa_dir: Path | None = None
+        self._sa_dir: Path | None = None  # lab built-ins' token
+        self._images: dict[str, Image] = {}  # containers run from an image, by name
+        self._volumes: PodVolumes | None = None
+        self._renewals: asyncio.Task[None] | None = None
         self._terminating = asyncio.Event()
         self._status_dirty = asyncio.Event()
         self.task: asyncio.Task[None] | None = None
@@ -147,6 +156,11 @@ class PodWorker:
             await self._run_pod()
         finally:
             await self._kill_all(grace=0.0)
+            if self._renewals is not None:
+                self._renewals.cancel()
+            for name in self._images:
+                await self.ctx.runtime.delete(self._container_id(name))
+            await asyncio.to_thread(self._remove_containers)
             if not self.host_network:
                 await asyncio.to_thread(delete_pod_network, self.uid, self.ctx.node)
             self.ctx.addresses.release(self.uid)
@@ -157,21 +171,6 @@ class PodWorker:
     async def _run_pod(self) -> None:
         spec = self.pod.spec
         assert spec is not None
-        argvs = {c.name: container_argv(c, pod=self.name, node=self.ctx.node.name) for c in spec.containers}
-        unknown = [c for c in spec.containers if argvs[c.name] is None]
-        if unknown:
-            for c, state in zip(spec.containers, self.containers, strict=True):
-                if argvs[c.name] is None:
-                    state.waiting_reason = "ErrImagePull"
-                    state.waiting_message = (f'image "{c.image}" cannot run in the Portico lab; '
-                                             f"lab images: {', '.join(KNOWN_IMAGES)}")
-                    await self._event("Warning", "Failed", f'Failed to pull image "{c.image}": '
-                                      f"{state.waiting_message}")
-            self._status_dirty.set()
-            await self._terminating.wait()
-            await self._finish_deletion()
-            return
-
         self.dir.mkdir(parents=True, exist_ok=True)
         if self.host_network:
             self.pod_ips = list(self.host_ips)
@@ -179,9 +178,10 @@ class PodWorker:
             v4, v6 = self.ctx.addresses.allocate(self.uid)
             self.pod_ips = [str(v4), str(v6)]
             await asyncio.to_thread(create_pod_network, self.uid, self.ctx.node, v4, v6)
-        sa_dir = self._sa_dir = await self._write_service_account()
-        runners = [asyncio.create_task(self._run_container(c, argvs[c.name] or [], state, sa_dir))
-                   for c, state in zip(spec.containers, self.containers, strict=True)]
+        builtin = {c.name: container_argv(c, pod=self.name, node=self.ctx.node.name) for c in spec.containers}
+        if any(argv is not None for argv in builtin.values()):
+            self._sa_dir = await self._write_service_account()
+        runners = [asyncio.create_task(self._run_containers(builtin))]
         terminating = asyncio.create_task(self._terminating.wait())
         await asyncio.wait([*runners, terminating], return_when=asyncio.FIRST_COMPLETED)
         if self._terminating.is_set():
@@ -200,6 +200,34 @@ class PodWorker:
             await self._terminating.wait()
             await self._finish_deletion()
         terminating.cancel()
+
+    async def _run_containers(self, builtin: dict[str, list[str] | None]) -> None:
+        spec = self.pod.spec
+        assert spec is not None
+        if any(argv is None for argv in builtin.values()):  # an image container: the pod's volumes first
+            self._volumes = PodVolumes(self.pod, self.ctx.client, self.dir,
+                                       lambda path: _field_value(self.pod, path, self.pod_ips, self.host_ips))
+            await self._mount_volumes(self._volumes)
+            self._renewals = asyncio.create_task(self._volumes.renew_tokens())
+        await asyncio.gather(*(self._run_container(c, builtin[c.name], state)
+                               for c, state in zip(spec.containers, self.containers, strict=True)))
+
+    async def _mount_volumes(self, volumes: PodVolumes) -> None:
+        """Until every volume is set up (a ConfigMap or Secret may be created later): FailedMount meanwhile."""
+        backoff = BACKOFF_INITIAL
+        while True:
+            try:
+                await volumes.set_up()
+                return
+            except VolumeError as e:
+                await self._event("Warning", "FailedMount", f"MountVolume.SetUp failed: {e}")
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _remove_containers(self) -> None:
+        """Overlays and volumes unmounted, writable layers removed; the logs stay (`portico dev logs pod/...`)."""
+        unmount_under(self.dir)
+        shutil.rmtree(self.dir / "containers", ignore_errors=True)
 
     async def _finish_deletion(self) -> None:
         self._status_dirty.set()
@@ -234,7 +262,7 @@ class PodWorker:
         return sa_dir
 
     def _env(self, container: Container) -> dict[str, str]:
-        env = dict(BASE_ENV, HOSTNAME=self.name, KUBERNETES_SERVICE_HOST=self.ctx.api_host,
+        env = dict(HOSTNAME=self.name, KUBERNETES_SERVICE_HOST=self.ctx.api_host,
                    KUBERNETES_SERVICE_PORT=str(self.ctx.api_port), KUBERNETES_SERVICE_PORT_HTTPS=str(self.ctx.api_port))
         for var in container.env or []:
             if var.valueFrom is not None and var.valueFrom.fieldRef is not None:
@@ -247,27 +275,107 @@ class PodWorker:
                 env[var.name] = var.value or ""
         return env
 
-    def _exec_prefix(self, sa_dir: Path | None) -> list[str]:
+    def _host_prefix(self) -> list[str]:
+        """A lab built-in runs on this machine in the pod's network namespace."""
         prefix = ["nsenter", f"--net=/run/netns/{self.netns}", "--"]
-        if sa_dir is None:
+        if self._sa_dir is None:
             return prefix
         # A private mount namespace shows this pod's token at the standard path, as in a real pod.
         return [*prefix, "unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
-                f'mount --bind "$0" {SA_MOUNT} && exec "$@"', str(sa_dir)]
+                f'mount --bind "$0" {SA_MOUNT} && exec "$@"', str(self._sa_dir)]
 
-    async def _run_container(self, container: Container, argv: list[str], state: ContainerRuntimeState,
-                             sa_dir: Path | None) -> None:
+    def _exec_prefix(self, container: Container) -> list[str]:
+        """What runs a command inside the container (exec probes, hooks)."""
+        if container.name in self._images:
+            return self.ctx.runtime.exec_argv(self._container_id(container.name))
+        return self._host_prefix()
+
+    def _container_id(self, name: str) -> str:
+        return f"{self.uid}-{name}"
+
+    async def _pull(self, container: Container, state: ContainerRuntimeState) -> Image:
+        """The container's image, retried with back-off as a kubelet does: ErrImagePull, then ImagePullBackOff."""
+        reference = container.image or ""
+        policy = container.imagePullPolicy or ("Always" if reference.endswith(":latest") or ":" not in
+                                               reference.rsplit("/", 1)[-1] else "IfNotPresent")
+        backoff = BACKOFF_INITIAL
+        while True:
+            await self._event("Normal", "Pulling", f'Pulling image "{reference}"')
+            began = asyncio.get_running_loop().time()
+            try:
+                image = await self.ctx.images.pull(reference, policy)
+            except PullError as e:
+                state.waiting_reason, state.waiting_message = "ErrImagePull", str(e)
+                self._status_dirty.set()
+                await self._event("Warning", "Failed", f'Failed to pull image "{reference}": {e}')
+                await self._event("Warning", "Failed", "Error: ErrImagePull")
+                await asyncio.sleep(backoff)
+                state.waiting_reason = "ImagePullBackOff"
+                state.waiting_message = f'Back-off pulling image "{reference}"'
+                self._status_dirty.set()
+                await self._event("Normal", "BackOff", f'Back-off pulling image "{reference}"')
+                await self._event("Warning", "Failed", "Error: ImagePullBackOff")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            took = asyncio.get_running_loop().time() - began
+            await self._event("Normal", "Pulled", f'Successfully pulled image "{reference}" in {took:.3f}s')
+            state.image_id = image.image_id
+            return image
+
+    def _bundle(self, container: Container, image: Image) -> Path:
+        """The container's bundle, with the kubelet's files (/etc/hosts, hostname, resolv.conf) and volumes."""
+        spec = self.pod.spec
+        assert spec is not None and self._volumes is not None
+        etc = self.dir / "etc"
+        etc.mkdir(exist_ok=True)
+        hostname = self.ctx.node.name if self.host_network else self.name
+        (etc / "hosts").write_text("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n" +
+                                   "".join(f"{ip}\t{hostname}\n" for ip in self.pod_ips))
+        (etc / "hostname").write_text(hostname + "\n")
+        (etc / "resolv.conf").write_text("# the Portico lab has no cluster DNS: names do not leave the lab\n")
+        mounts = [Mount(str(etc / name), f"/etc/{name}") for name in ("hosts", "hostname", "resolv.conf")]
+        mounts += self._volumes.mounts(list(container.volumeMounts or []))
+        bundle = self.dir / "containers" / container.name
+        oci = runtime_spec(container=container, pod_security=spec.securityContext, image_config=image.config,
+                           rootfs=str(bundle / "rootfs"), hostname=hostname, netns_path=f"/run/netns/{self.netns}",
+                           env=self._env(container), mounts=mounts, passwd=image.read("/etc/passwd"),
+                           group=image.read("/etc/group"))
+        self.ctx.runtime.prepare(bundle, image, oci)
+        return bundle
+
+    async def _start(self, container: Container, argv: list[str] | None, image: Image | None,
+                     out: int) -> asyncio.subprocess.Process:
+        if image is None:
+            assert argv is not None
+            return await asyncio.create_subprocess_exec(
+                *self._host_prefix(), *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out,
+                stderr=asyncio.subprocess.STDOUT, env={**BASE_ENV, **self._env(container)}, start_new_session=True)
+        bundle = await asyncio.to_thread(self._bundle, container, image)
+        return await self.ctx.runtime.start(self._container_id(container.name), bundle, out)
+
+    async def _run_container(self, container: Container, argv: list[str] | None,
+                             state: ContainerRuntimeState) -> None:
         spec = self.pod.spec
         assert spec is not None
         policy = spec.restartPolicy or "Always"
         backoff = BACKOFF_INITIAL
         log_path = self.dir / f"{container.name}.log"
+        image = None
+        if argv is None:
+            image = self._images[container.name] = await self._pull(container, state)
         while True:
             started = dt.datetime.now(dt.UTC)
-            with log_path.open("ab") as out:
-                proc = await asyncio.create_subprocess_exec(
-                    *self._exec_prefix(sa_dir), *argv, stdin=asyncio.subprocess.DEVNULL, stdout=out,
-                    stderr=asyncio.subprocess.STDOUT, env=self._env(container), start_new_session=True)
+            try:
+                with log_path.open("ab") as out:
+                    proc = await self._start(container, argv, image, out.fileno())
+            except (ContainerConfigError, VolumeError) as e:
+                state.waiting_reason, state.waiting_message = "CreateContainerConfigError", str(e)
+                self._status_dirty.set()
+                await self._event("Warning", "Failed", f"Error: {e}")
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
             self._procs[container.name] = proc
             state.running_since, state.started_ever, state.waiting_reason = started, True, None
             state.ready = container.readinessProbe is None
@@ -276,6 +384,8 @@ class PodWorker:
             prober = asyncio.create_task(self._probe_loop(container, state))
             code = await proc.wait()
             prober.cancel()
+            if image is not None:
+                await self.ctx.runtime.delete(self._container_id(container.name))
             finished = dt.datetime.now(dt.UTC)
             term = Termination(exit_code=code if code >= 0 else 128 - code,
                                reason="Completed" if code == 0 else "Error", started_at=started, finished_at=finished)
@@ -302,9 +412,8 @@ class PodWorker:
             return
         await asyncio.sleep(probe.initialDelaySeconds or 0)
         successes = failures = 0
-        prefix = ["nsenter", f"--net=/run/netns/{self.netns}", "--"]
         while True:
-            ok = await run_probe(probe, container, self.pod_ips[0], prefix)
+            ok = await run_probe(probe, container, self.pod_ips[0], self._exec_prefix(container))
             successes, failures = (successes + 1, 0) if ok else (0, failures + 1)
             if ok and not state.ready and successes >= (probe.successThreshold or 1):
                 state.ready = True
@@ -333,20 +442,25 @@ class PodWorker:
     async def _pre_stop(self, container: Container) -> None:
         assert container.lifecycle is not None and container.lifecycle.preStop is not None
         ok = await run_hook(container.lifecycle.preStop, container, self.pod_ips[0] if self.pod_ips else "",
-                            self._exec_prefix(self._sa_dir))
+                            self._exec_prefix(container))
         if not ok:
             await self._event("Warning", "FailedPreStopHook", f"PreStopHook failed for container {container.name}")
 
+    async def _signal(self, name: str, proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:
+        if name in self._images:  # runc passes SIGTERM on, but SIGKILL would end runc and not the container
+            await self.ctx.runtime.kill(self._container_id(name), sig)
+        else:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, sig)
+
     async def _kill_all(self, grace: float) -> None:
-        procs = [p for p in self._procs.values() if p.returncode is None]
+        procs = {name: p for name, p in self._procs.items() if p.returncode is None}
         for sig in (signal.SIGTERM, signal.SIGKILL):
-            for p in procs:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(p.pid, sig)
+            await asyncio.gather(*(self._signal(name, p, sig) for name, p in procs.items()))
             if sig == signal.SIGTERM and grace > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(asyncio.gather(*(p.wait() for p in procs)), grace)
-            procs = [p for p in procs if p.returncode is None]
+                    await asyncio.wait_for(asyncio.gather(*(p.wait() for p in procs.values())), grace)
+            procs = {name: p for name, p in procs.items() if p.returncode is None}
             if not procs:
                 break
         await asyncio.gather(*(p.wait() for p in self._procs.values()))

@@ -32,6 +32,7 @@ class ContainerRuntimeState:
     last_termination: Termination | None = None
     terminated: Termination | None = None  # final: will not be restarted
     started_ever: bool = False
+    image_id: str = ""  # the image's digest once pulled (lab built-ins have none)
 
 
 def _termination(t: Termination) -> dict[str, Any]:
@@ -50,7 +51,7 @@ def container_status(c: ContainerRuntimeState) -> dict[str, Any]:
             waiting["message"] = c.waiting_message
         state = {"waiting": waiting}
     status: dict[str, Any] = {
-        "name": c.name, "image": c.image, "imageID": "", "ready": c.ready, "restartCount": c.restart_count,
+        "name": c.name, "image": c.image, "imageID": c.image_id, "ready": c.ready, "restartCount": c.restart_count,
         "started": c.running_since is not None, "state": state,
     }
     if c.last_termination is not None:

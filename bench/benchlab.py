@@ -49,12 +49,13 @@ def wait_for(what: str, check: Callable[[], Any], timeout: float = 90, interval:
 
 
 @contextmanager
-def lab_of_its_own(nodes: int = 2) -> Iterator[Lab]:
+def lab_of_its_own(nodes: int = 2, kube_proxy: str | None = None) -> Iterator[Lab]:
     with tempfile.TemporaryDirectory(prefix="portico-bench-") as state_dir:
         lab = Lab(Path(state_dir))
         print(f"lab: up ({nodes} nodes)", file=sys.stderr)
         try:
-            lab.env["KUBECONFIG"] = lab.run(PORTICO, "dev", "up", "--nodes", str(nodes)).strip()
+            extra = ["--kube-proxy", kube_proxy] if kube_proxy else []
+            lab.env["KUBECONFIG"] = lab.run(PORTICO, "dev", "up", "--nodes", str(nodes), *extra).strip()
             yield lab
         finally:
             lab.run(PORTICO, "dev", "down", check=False)

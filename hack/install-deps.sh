@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Portico's lab and tests need on a fresh Debian machine, and nothing twice:
 #   Debian packages (only the missing ones), uv (pinned), the project's virtualenv (uv.lock),
-#   and the upstream control-plane binaries (hack/k8s/build.sh, cached).
+#   and the upstream control-plane binaries (hack/k8s/build.sh, cached) and helm (hack/helm/build.sh, cached).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,3 +41,4 @@ fi
 "$uv_home/bin/uv" sync --frozen --quiet --python python3
 
 hack/k8s/build.sh >/dev/null
+hack/helm/build.sh >/dev/null

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from portico.dev.shell import LabError
+from portico.ports import HEARTBEAT_PORT, METRICS_PORT
 
 
 def _dev_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -69,8 +70,6 @@ def _run_controller(args: argparse.Namespace) -> int:
 
 
 def _agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    from portico.agent.metrics import METRICS_PORT
-    from portico.announce.heartbeat import HEARTBEAT_PORT
 
     agent = sub.add_parser("agent", help="run the node agent: forwarding from Service addresses to pods (nftables)")
     agent.add_argument("--kubeconfig", type=Path, help="default: $KUBECONFIG, ~/.kube/config, else in-cluster")
@@ -78,11 +77,10 @@ def _agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
                        help="this node's name (default $NODE_NAME, set from spec.nodeName in the DaemonSet)")
     agent.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "portico-system"),
                        help="where the heartbeat key Secret is (default $POD_NAMESPACE or portico-system)")
-    node_ip = os.environ.get("NODE_IP")  # status.hostIP, from the DaemonSet
-    default_metrics = f"{_host(node_ip)}:{METRICS_PORT}" if node_ip else f"127.0.0.1:{METRICS_PORT}"
-    agent.add_argument("--metrics-address", default=default_metrics,
-                       help="where to serve /metrics, HOST:PORT ('' for nowhere; default $NODE_IP, the node's "
-                            "address, else loopback)")
+    agent.add_argument("--metrics-port", type=int, default=METRICS_PORT,
+                       help=f"port of /metrics, /healthz and /readyz on $NODE_IP, the node's address, else on "
+                            f"loopback (default {METRICS_PORT})")
+    agent.add_argument("--metrics-address", help="where to serve them instead, HOST:PORT ('' for nowhere)")
     agent.add_argument("--heartbeat-port", type=int, default=HEARTBEAT_PORT,
                        help=f"UDP port of the agents' heartbeats, on the node's InternalIP (default {HEARTBEAT_PORT})")
     agent.add_argument("--node-liveness", choices=["on", "off"], default=os.environ.get("PORTICO_NODE_LIVENESS", "on"),
@@ -111,6 +109,9 @@ def _run_agent(args: argparse.Namespace) -> int:
     client = async_client(args.kubeconfig, field_manager="portico-agent")
     agent = Agent(client, args.node_name, namespace=args.namespace, heartbeat_port=args.heartbeat_port,
                   node_liveness=args.node_liveness == "on")
+    node_ip = os.environ.get("NODE_IP")  # status.hostIP, from the DaemonSet
+    if args.metrics_address is None:
+        args.metrics_address = f"{_host(node_ip) if node_ip else '127.0.0.1'}:{args.metrics_port}"
     if args.metrics_address:
         host, _, port = args.metrics_address.rpartition(":")
         agent.serve(host.strip("[]"), int(port))
@@ -134,10 +135,17 @@ async def _until_terminated(work: Coroutine[Any, Any, None]) -> None:
 def _gen_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gen = sub.add_parser("gen", help="regenerate files derived from the code")
     gen_sub = gen.add_subparsers(dest="gen_command", required=True)
-    gen_sub.add_parser("crds", help="deploy/crds/*.yaml from portico.api.v1alpha1")
+    gen_sub.add_parser("crds", help="charts/portico/crds/*.yaml from portico.api.v1alpha1")
+    gen_sub.add_parser("manifests", help="deploy/portico.yaml from the chart (helm template, default values)")
 
 
 def _run_gen(args: argparse.Namespace) -> int:
+    if args.gen_command == "manifests":
+        from portico.dev.helm import MANIFESTS, render_manifests
+
+        MANIFESTS.write_text(render_manifests())
+        print(MANIFESTS)
+        return 0
     from portico.api.crds import write_crds
 
     for path in write_crds():

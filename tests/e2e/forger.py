@@ -17,7 +17,7 @@ import struct
 import sys
 import time
 
-from portico.announce.heartbeat import HEARTBEAT_PORT
+from portico.ports import HEARTBEAT_PORT
 
 ETH_P_IP = 0x0800
 

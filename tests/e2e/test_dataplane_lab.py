@@ -10,7 +10,6 @@ import json
 import subprocess
 import sys
 import textwrap
-import time
 from collections import Counter
 from collections.abc import Iterator
 
@@ -161,16 +160,16 @@ def test_every_pod_over_tcp_and_udp_spread_evenly_and_rules_follow_scaling(lab: 
 
     lab.kubectl("scale", "deployment", "spread", "--replicas=4")
     new = wait_for(lambda: set(ready_pods(lab, "spread")) - set(pods), 60, "a fourth pod ready")
-    seen_ready = time.monotonic()
-    wait_for(lambda: len(backends_on(lab, "node-1", vip)) == 4, 5, "the new pod in the rules", interval=0.05)
-    assert time.monotonic() - seen_ready < 1.0
+    # How soon is the bench's question (bench/rotation.py); here: that the rules follow, both ways.
+    wait_for(lambda: len(backends_on(lab, "node-1", vip)) == 4, 10, "the new pod in the rules", interval=0.05)
     assert set(new) <= {k.split()[0] for k in probe(lab, vip, "tcp", 200)}
 
     victim = sorted(pods)[0]
-    lab.kubectl("delete", "pod", victim, "--wait=false")
-    start = time.monotonic()
-    wait_for(lambda: len(backends_on(lab, "node-1", vip)) == 3, 5, "the deleted pod out of the rules", interval=0.05)
-    assert time.monotonic() - start < 1.0
+    address = lab.get("pod", victim)["status"]["podIP"]
+    assert address in backends_on(lab, "node-1", vip)
+    lab.kubectl("delete", "pod", victim, "--wait=false")  # its replacement may be in the rules by the time we look
+    wait_for(lambda: address not in backends_on(lab, "node-1", vip), 10, "the deleted pod out of the rules",
+             interval=0.05)
     lab.kubectl("delete", "deployment,service", "spread")
 
 

@@ -1,4 +1,5 @@
-"""deploy/ as a security review and an upgrade would take it, checked by the real API server and kubectl."""
+"""deploy/portico.yaml (the chart rendered) as a security review and an upgrade would take it, checked by the real
+API server and kubectl."""
 
 from __future__ import annotations
 
@@ -7,15 +8,14 @@ import json
 import subprocess
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from portico.api.crds import CRD_DIR
 from portico.dev.controlplane import ControlPlaneConfig
-
-DEPLOY = Path(__file__).parents[2] / "deploy"
+from portico.dev.helm import MANIFESTS
 
 
 def kubectl(config: ControlPlaneConfig, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -23,9 +23,9 @@ def kubectl(config: ControlPlaneConfig, *args: str, stdin: str | None = None) ->
                           capture_output=True, text=True, timeout=60, check=False)
 
 
-def workload(path: str, kind: str) -> dict[str, Any]:
-    docs = list(yaml.safe_load_all((DEPLOY / path).read_text()))
-    found: dict[str, Any] = next(d for d in docs if d["kind"] == kind)
+def workload(kind: str) -> dict[str, Any]:
+    docs = list(yaml.safe_load_all(MANIFESTS.read_text()))
+    found: dict[str, Any] = next(d for d in docs if d and d["kind"] == kind)
     return found
 
 
@@ -43,7 +43,7 @@ def test_the_controller_passes_the_restricted_pod_security_standard(controlplane
                                                                    restricted: str) -> None:
     """Pod Security Admission (in the API server) enforces 'restricted': non-root, no capabilities, seccomp, no
     privilege escalation. The controller's pod, as its Deployment would create it, must be admitted."""
-    spec = copy.deepcopy(workload("controller.yaml", "Deployment")["spec"]["template"]["spec"])
+    spec = copy.deepcopy(workload("Deployment")["spec"]["template"]["spec"])
     spec.pop("serviceAccountName")  # not this namespace's; what is checked here is the security context
     pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "controller", "namespace": restricted},
            "spec": spec}
@@ -58,7 +58,7 @@ def test_the_controller_passes_the_restricted_pod_security_standard(controlplane
 
 
 def test_the_agent_gets_exactly_net_admin_and_net_raw() -> None:
-    spec = workload("agent.yaml", "DaemonSet")["spec"]["template"]["spec"]
+    spec = workload("DaemonSet")["spec"]["template"]["spec"]
     container = spec["containers"][0]
     security = container["securityContext"]
     assert security["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]}
@@ -71,17 +71,17 @@ def test_the_agent_gets_exactly_net_admin_and_net_raw() -> None:
 
 
 def test_both_components_have_probes_and_resources() -> None:
-    for path, kind in (("controller.yaml", "Deployment"), ("agent.yaml", "DaemonSet")):
-        container = workload(path, kind)["spec"]["template"]["spec"]["containers"][0]
-        assert {"livenessProbe", "readinessProbe", "resources"} <= container.keys(), path
-        assert container["resources"]["requests"].keys() == {"cpu", "memory"}, path
+    for kind in ("Deployment", "DaemonSet"):
+        container = workload(kind)["spec"]["template"]["spec"]["containers"][0]
+        assert {"livenessProbe", "readinessProbe", "resources"} <= container.keys(), kind
+        assert container["resources"]["requests"].keys() == {"cpu", "memory"}, kind
 
 
 def test_crds_install_with_plain_kubectl_apply_and_update_in_place(controlplane: ControlPlaneConfig,
                                                                    portico_crds: None) -> None:
-    """`kubectl apply -f deploy/crds` over CRDs already there (as an upgrade finds them), and over an older
-    version of one: the schema is updated in place and existing objects stay."""
-    crd_path = DEPLOY / "crds" / "l2advertisements.yaml"
+    """`kubectl apply -f charts/portico/crds` (the step before `helm upgrade`) over CRDs already there, and over
+    an older version of one: the schema is updated in place and existing objects stay."""
+    crd_path = CRD_DIR / "l2advertisements.yaml"
     crd = yaml.safe_load(crd_path.read_text())
     older = copy.deepcopy(crd)
     properties = older["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
@@ -93,13 +93,13 @@ def test_crds_install_with_plain_kubectl_apply_and_update_in_place(controlplane:
     obj = {"apiVersion": "portico.io/v1alpha1", "kind": "L2Advertisement", "metadata": {"name": name}, "spec": {}}
     assert kubectl(controlplane, "apply", "-f", "-", stdin=json.dumps(obj)).returncode == 0
     try:
-        out = kubectl(controlplane, "apply", "-f", str(DEPLOY / "crds"))
+        out = kubectl(controlplane, "apply", "-f", str(CRD_DIR))
         assert out.returncode == 0, out.stderr
         assert "l2advertisements.portico.io configured" in out.stdout, out.stdout
         got = json.loads(kubectl(controlplane, "get", "crd", "l2advertisements.portico.io", "-o", "json").stdout)
         assert removed in got["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]["properties"]
         assert kubectl(controlplane, "get", "l2advertisement", name).returncode == 0  # still there
-        again = kubectl(controlplane, "apply", "-f", str(DEPLOY / "crds"))
+        again = kubectl(controlplane, "apply", "-f", str(CRD_DIR))
         assert again.returncode == 0 and "configured" not in again.stdout, again.stdout  # nothing left to change
     finally:
         kubectl(controlplane, "delete", "l2advertisement", name)

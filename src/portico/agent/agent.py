@@ -37,12 +37,12 @@ from portico.agent.metrics import AgentMetrics
 from portico.agent.node_report import NodeReporter
 from portico.agent.readiness import ReadinessGates
 from portico.announce.announcer import L2Announcer
-from portico.announce.heartbeat import HEARTBEAT_PORT
 from portico.announce.links import interface_state
 from portico.dataplane.drift import TableWatch
 from portico.dataplane.nft import Nft
 from portico.kube.events import EventRecorder
 from portico.kube.informer import run_synced
+from portico.ports import HEARTBEAT_PORT
 from portico.serving import serve
 
 log = logging.getLogger(__name__)

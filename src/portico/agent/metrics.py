@@ -38,7 +38,6 @@ from portico.dataplane.nftables import (
 from portico.ipam.blocks import IPAddress
 from portico.serving import LoopBridge
 
-METRICS_PORT = 9470  # the agent's /metrics, on every node (hostNetwork)
 OnLoop = Callable[[Callable[[], list[Metric]]], list[Metric]]
 FRONTEND_LABELS = ("service", "vip", "protocol", "port")
 

@@ -20,10 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from portico.announce import ranking
-from portico.announce.heartbeat import HEARTBEAT_PORT, HeartbeatMesh
+from portico.announce.heartbeat import HeartbeatMesh
 from portico.announce.l2 import L2Responder
 from portico.announce.links import LinkWatch, interface_state
 from portico.ipam.blocks import IPAddress
+from portico.ports import HEARTBEAT_PORT
 
 log = logging.getLogger(__name__)
 

@@ -45,10 +45,10 @@ import msgspec
 from portico.announce.links import connected_networks
 from portico.health.checks import ByNode, Endpoint
 from portico.ipam.blocks import IPAddress
+from portico.ports import HEARTBEAT_PORT
 
 log = logging.getLogger(__name__)
 
-HEARTBEAT_PORT = 9471
 HEARTBEAT_KEY_SECRET = "portico-heartbeat-key"  # in the agents' namespace; created by the controller
 INTERVAL = 0.1  # seconds between beats
 DEAD_AFTER = 0.3  # silence that makes a peer dead: three beats

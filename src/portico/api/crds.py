@@ -15,7 +15,7 @@ import yaml
 
 from portico.api import v1alpha1 as api
 
-CRD_DIR = Path(__file__).resolve().parents[3] / "deploy" / "crds"
+CRD_DIR = Path(__file__).resolve().parents[3] / "charts" / "portico" / "crds"  # Helm installs these first
 
 
 def _structural(node: Any, defs: dict[str, Any]) -> Any:

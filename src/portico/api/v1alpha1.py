@@ -1,4 +1,4 @@
-"""portico.io/v1alpha1 types. `portico.api.crds` turns them into the CRDs in deploy/crds/.
+"""portico.io/v1alpha1 types. `portico.api.crds` turns them into the CRDs in charts/portico/crds/.
 
 Validation that the API server can do is declared here (OpenAPI bounds and CEL rules), so bad
 objects are refused at `kubectl apply` time with a message naming the field.

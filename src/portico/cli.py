@@ -6,7 +6,7 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -115,19 +115,29 @@ def _run_agent(args: argparse.Namespace) -> int:
     if args.metrics_address:
         host, _, port = args.metrics_address.rpartition(":")
         agent.serve(host.strip("[]"), int(port))
-    uvloop.run(_until_terminated(agent.run()))
+    generation = os.environ.get("POD_TEMPLATE_GENERATION")  # the DaemonSet's pod-template-generation label
+    uvloop.run(_until_terminated(agent.run(), before=lambda: agent.prepare_stop(generation)))
     return 0
 
 
-async def _until_terminated(work: Coroutine[Any, Any, None]) -> None:
-    """Run `work`; SIGTERM cancels it, so its `finally` blocks run (the agent's last heartbeat says goodbye, the
-    controller gives its lease up)."""
+async def _until_terminated(work: Coroutine[Any, Any, None],
+                            before: Callable[[], Awaitable[None]] | None = None) -> None:
+    """Run `work`; SIGTERM (after `before`, if given) cancels it, so its `finally` blocks run (the agent's last
+    heartbeat, the controller giving its lease up)."""
     import asyncio
     import contextlib
     import signal
 
     task = asyncio.ensure_future(work)
-    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+
+    async def stop() -> None:
+        if before is not None:
+            await before()
+        task.cancel()
+
+    stopping: list[asyncio.Task[None]] = []  # held: a task nobody references may be collected before it runs
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, lambda: stopping.append(asyncio.ensure_future(stop())))
     with contextlib.suppress(asyncio.CancelledError):
         await task
 

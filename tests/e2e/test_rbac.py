@@ -46,7 +46,9 @@ def granted(lab: Lab, account: str, namespace: str) -> Grants:
         match = re.match(r"^(\S+)\s+\[(.*?)\]\s+\[(.*?)\]\s+\[(.*?)\]$", line.strip())
         if match is None or match.group(2):  # non-resource URLs: discovery, for everyone
             continue
-        resource, verbs = match.group(1), set(match.group(4).split())
+        resource, names, verbs = match.group(1), match.group(3), set(match.group(4).split())
+        if names:  # a grant on named objects only: "daemonsets.apps (portico-agent)"
+            resource = f"{resource} ({names})"
         if resource not in EVERYONE:
             out.setdefault(resource, set()).update(verbs)
     return out

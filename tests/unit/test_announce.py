@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import struct
+import time
 from dataclasses import replace
 
 import msgspec
@@ -20,6 +22,7 @@ from portico.announce import frames, ranking
 from portico.announce.announcer import L2Vip
 from portico.announce.heartbeat import (
     MAX_BEAT_BYTES,
+    MAX_RESTART_HOLD,
     HeartbeatMesh,
     Peer,
     Rejected,
@@ -196,8 +199,9 @@ def _mesh(changes: list[tuple[str, str]]) -> HeartbeatMesh:
 
 def _beat(boot: int, seq: int, echo: int, eligible: set[IPAddress], node: str = "node-2", *, health: int = 0,
           down: dict[str, frozenset[tuple[IPAddress, int]]] | None = None,
-          gated: dict[str, frozenset[tuple[IPAddress, int]]] | None = None, health_echo: int = 0) -> bytes:
-    body = encode_body(node, boot, seq, eligible, health=health, down=down, gated=gated)
+          gated: dict[str, frozenset[tuple[IPAddress, int]]] | None = None, health_echo: int = 0,
+          restart: int = 0) -> bytes:
+    body = encode_body(node, boot, seq, eligible, health=health, down=down, gated=gated, restart=restart)
     return Signer([KEY], body).seal(echo, health_echo)
 
 
@@ -245,6 +249,40 @@ async def test_a_restarted_peer_is_a_new_peer_once_it_echoes_us() -> None:
     assert changes[-1] == ("node-2", "restarted") and mesh.alive() == {}  # its old incarnation's VIPs are gone
     assert _reason(mesh, _beat(20, 2, mesh.boot, {V6})) is None
     assert mesh.alive()["node-2"].eligible == {V6}
+
+
+async def test_a_restarting_peer_keeps_its_vips_until_its_next_incarnation_is_ready() -> None:
+    """An upgrade restarts node-2's agent: its last beat asks for a hold. Its silence, and its next incarnation's
+    first beats (nothing eligible yet), move none of its VIPs; its first eligible set ends the hold."""
+    changes: list[tuple[str, str]] = []
+    mesh = _mesh(changes)
+    mesh.dead_after = 0.05
+    mesh.receive(_beat(10, 5, mesh.boot, {V4}), "198.18.0.12", 255)
+    mesh.receive(_beat(10, 6, mesh.boot, {V4}, restart=300), "198.18.0.12", 255)
+    await asyncio.sleep(0.15)  # three times the silence that makes a peer dead
+    assert mesh.alive()["node-2"].eligible == {V4}
+    assert _reason(mesh, _beat(20, 1, echo=0, eligible=set())) == "unacknowledged"
+    assert "node-2" in mesh.alive()  # a new incarnation, yet still held: not expired as "restarted"
+    assert _reason(mesh, _beat(20, 2, mesh.boot, set())) is None
+    assert mesh.alive()["node-2"].eligible == {V4}  # not ready yet: the held set stands
+    assert _reason(mesh, _beat(20, 3, mesh.boot, {V6})) is None
+    assert mesh.alive()["node-2"].eligible == {V6} and mesh.peers["node-2"].hold_until == 0.0
+    assert [what for _, what in changes] == ["came up", "changed its VIPs"]
+
+
+async def test_a_restart_hold_ends_in_death_if_nothing_comes_back() -> None:
+    changes: list[tuple[str, str]] = []
+    mesh = _mesh(changes)
+    mesh.dead_after = 0.05
+    mesh.receive(_beat(10, 5, mesh.boot, {V4}), "198.18.0.12", 255)
+    mesh.receive(_beat(10, 6, mesh.boot, {V4}, restart=200), "198.18.0.12", 255)
+    await asyncio.sleep(0.1)
+    assert "node-2" in mesh.alive()
+    await asyncio.sleep(0.2)
+    assert mesh.alive() == {} and changes[-1][1].startswith("silent for")
+    changes.clear()  # a hold asked for beyond the maximum is cut to it
+    mesh.receive(_beat(10, 7, mesh.boot, {V4}, restart=10**9), "198.18.0.12", 255)
+    assert mesh.peers["node-2"].hold_until - time.monotonic() <= MAX_RESTART_HOLD
 
 
 async def test_health_travels_until_acknowledged_and_dies_with_its_sender() -> None:

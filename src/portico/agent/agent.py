@@ -36,6 +36,7 @@ from portico.agent.liveness import NodeLiveness
 from portico.agent.metrics import AgentMetrics
 from portico.agent.node_report import NodeReporter
 from portico.agent.readiness import ReadinessGates
+from portico.agent.restart import restart_hold
 from portico.announce.announcer import L2Announcer
 from portico.announce.links import interface_state
 from portico.dataplane.drift import TableWatch
@@ -54,7 +55,7 @@ COALESCE_SECONDS = 0.02  # a burst of watch events becomes one transaction
 class Agent:
     def __init__(self, client: AsyncClient, node: str, nft: Nft | None = None, *, namespace: str = "portico-system",
                  heartbeat_port: int = HEARTBEAT_PORT, node_liveness: bool = True) -> None:
-        self.node = node
+        self.node, self.client, self.namespace = node, client, namespace
         self.events = EventRecorder(client, component=COMPONENT, host=node)
         self.caches = AgentCaches(client, node)
         self.l2 = L2Announcer(node, self._record, heartbeat_port=heartbeat_port)
@@ -84,6 +85,10 @@ class Agent:
         self.caches.changed.set()
 
     # -- running --------------------------------------------------------------------------------------
+    async def prepare_stop(self, pod_generation: str | None) -> None:
+        """Before the stop: whether peers should hold this node's VIPs (a restart) or take them over."""
+        self.l2.mesh.restart_hold = await restart_hold(self.client, self.namespace, pod_generation)
+
     def serve(self, address: str, port: int) -> WSGIServer:
         """/metrics, /healthz and /readyz on address:port (port 0: any; the server says which)."""
         return serve(address, port, self.metrics.registry, self.metrics.bridge, self.readiness)

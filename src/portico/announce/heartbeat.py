@@ -52,6 +52,7 @@ log = logging.getLogger(__name__)
 HEARTBEAT_KEY_SECRET = "portico-heartbeat-key"  # in the agents' namespace; created by the controller
 INTERVAL = 0.1  # seconds between beats
 DEAD_AFTER = 0.3  # silence that makes a peer dead: three beats
+MAX_RESTART_HOLD = 120.0  # the longest a restarting peer is believed silent (what a beat may ask for)
 MAX_BEAT_BYTES = 65_000  # one UDP datagram: about 16,000 IPv4 or 4,000 IPv6 eligible addresses
 MAGIC = b"PTB2"  # PTB1 had no health
 MAC_BYTES = 32  # HMAC-SHA256
@@ -75,6 +76,7 @@ class Beat(msgspec.Struct, array_like=True, frozen=True):
     health: int = 0  # the generation of the sender's health view (0: nothing down or gated, as at start)
     down: list[tuple[str, bytes, bytes]] | None = None  # its down set, when sent: (Service, IPv4 and IPv6 entries)
     gated: list[tuple[str, bytes, bytes]] | None = None  # its gated set, sent with the down set (same entries)
+    restart: int = 0  # ms, in a last beat: the sender is restarting; hold what it said for its next incarnation
 
 
 Down = dict[str, frozenset[Endpoint]]  # Service -> some of its endpoints (port 0: the whole address)
@@ -122,10 +124,11 @@ def _unpack_endpoints(down: list[tuple[str, bytes, bytes]]) -> Down:
 
 
 def encode_body(node: str, boot: int, seq: int, eligible: Iterable[IPAddress], *, health: int = 0,
-                down: Down | None = None, gated: Down | None = None) -> bytes:
+                down: Down | None = None, gated: Down | None = None, restart: int = 0) -> bytes:
     """`down` and `gated` go together (a view), or not at all."""
     view = (_pack_endpoints(down), _pack_endpoints(gated or {})) if down is not None else (None, None)
-    return msgspec.msgpack.encode(Beat(node, boot, seq, _pack(eligible, 4), _pack(eligible, 6), health, *view))
+    return msgspec.msgpack.encode(Beat(node, boot, seq, _pack(eligible, 4), _pack(eligible, 6), health,
+                                       down=view[0], gated=view[1], restart=restart))
 
 
 def decode_body(data: bytes) -> tuple[Beat, frozenset[IPAddress], tuple[Down, Down] | None]:
@@ -209,6 +212,8 @@ class Peer:
     programmed: int = 0  # the generation of its view our rules reflect (echoed to it: our acknowledgement)
     acked: int = 0  # the generation of our view its rules reflect
     heard: float | None = None  # monotonic time of the last accepted beat; None: not alive
+    hold_until: float = 0.0  # it said it is restarting: until then (monotonic) what it said stands, until its
+    # next incarnation says which VIPs it is eligible for
     expiry: asyncio.TimerHandle | None = field(default=None, repr=False)
 
     @property
@@ -244,6 +249,9 @@ class HeartbeatMesh:
         self.address: IPAddress | None = None  # where this node listens and sends from: its InternalIP
         self.started: float | None = None  # when the socket was bound with a key to sign with
         self.rejected: Counter[str] = Counter()  # reason -> datagrams not believed
+        # Set before stopping when the stop is a restart (agent.restart): the last beat asks peers to hold this
+        # node's VIPs and view that long, instead of handing them over.
+        self.restart_hold = 0.0
         self.boot = time.time_ns()
         self._seq = 0
         self._sock: socket.socket | None = None
@@ -352,10 +360,11 @@ class HeartbeatMesh:
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.interval)
-        finally:  # a last beat with nothing eligible: on a graceful stop peers take over at once
-            self.eligible = frozenset()
+        finally:  # a last beat: peers hold what this node said while it restarts, else take over at once
+            if not self.restart_hold:
+                self.eligible = frozenset()
             if self._sock is not None:
-                self._send()
+                self._send(restart=round(self.restart_hold * 1000))
             self._close()
             for peer in self.peers.values():
                 if peer.expiry:
@@ -387,16 +396,16 @@ class HeartbeatMesh:
             self._sock = None
             self.started = None
 
-    def _send(self) -> None:
+    def _send(self, restart: int = 0) -> None:
         assert self._sock is not None
         self._seq += 1
         eligible: Iterable[IPAddress] = self.eligible
-        body = encode_body(self.node, self.boot, self._seq, eligible, health=self.health)
+        body = encode_body(self.node, self.boot, self._seq, eligible, health=self.health, restart=restart)
         if _oversized(body):
             log.error("%d eligible addresses do not fit one heartbeat; announcing none in layer 2",
                       len(self.eligible))
             eligible = ()
-            body = encode_body(self.node, self.boot, self._seq, eligible, health=self.health)
+            body = encode_body(self.node, self.boot, self._seq, eligible, health=self.health, restart=restart)
         signer = Signer(self.keys, body)
         with_down: Signer | None = None  # for the peers that do not hold our latest down set
         for peer in self.peers.values():
@@ -406,7 +415,7 @@ class HeartbeatMesh:
             if peer.acked != self.health:
                 if with_down is None:
                     full = encode_body(self.node, self.boot, self._seq, eligible, health=self.health, down=self.down,
-                                       gated=self.gated)
+                                       gated=self.gated, restart=restart)
                     if _oversized(full):
                         log.error("this node's %d down and gated endpoints do not fit one heartbeat; peers keep the "
                                   "last view that did", sum(len(e) for e in (*self.down.values(),
@@ -461,21 +470,29 @@ class HeartbeatMesh:
             self._forget_health(beat.node, peer)
         peer.boot, peer.seq = beat.boot, beat.seq  # echoed to it from now on
         if echo != self.boot:
-            if restarted:
+            if restarted and peer.hold_until <= time.monotonic():
                 self._expire(beat.node, "restarted")  # the new incarnation is believed once it echoes us
             self._wake.set()  # answer at once: our next beat echoes its boot
             raise Rejected("unacknowledged")
-        came = not peer.alive
+        came, now = not peer.alive, time.monotonic()
+        if beat.restart:
+            peer.hold_until = now + min(beat.restart / 1000, MAX_RESTART_HOLD)
+            log.info("%s is restarting: holding its VIPs and view for up to %d ms", beat.node, beat.restart)
+        elif eligible:
+            peer.hold_until = 0.0  # its next incarnation is ready
+        if peer.hold_until > now and not eligible:
+            eligible = peer.eligible  # held (the last beat, or a next incarnation not ready yet)
         changed = eligible != peer.eligible
         # Not a reason to send at once if it lacks our view: it may hold it but not have programmed it yet.
-        peer.eligible, peer.heard, peer.acked = eligible, time.monotonic(), acked
+        peer.eligible, peer.heard, peer.acked = eligible, now, acked
         if view is not None and beat.health != peer.health:
             services = changed_services(peer.down, view[0]) | changed_services(peer.gated, view[1])
             peer.health, (peer.down, peer.gated) = beat.health, view
             self.on_health(beat.node, services)  # acknowledged once the sync it starts has programmed it
         if peer.expiry:
             peer.expiry.cancel()
-        peer.expiry = asyncio.get_running_loop().call_later(self.dead_after, self._expire, beat.node)
+        peer.expiry = asyncio.get_running_loop().call_later(max(peer.hold_until - now, self.dead_after), self._expire,
+                                                            beat.node)
         if came or restarted or changed:
             self._changed(beat.node, "came up" if came else "restarted" if restarted else "changed its VIPs")
 
@@ -486,7 +503,7 @@ class HeartbeatMesh:
         if peer.expiry:
             peer.expiry.cancel()
         silent = time.monotonic() - peer.heard
-        peer.heard, peer.eligible, peer.expiry = None, frozenset(), None
+        peer.heard, peer.eligible, peer.expiry, peer.hold_until = None, frozenset(), None, 0.0
         self._forget_health(name, peer)
         self._changed(name, why or f"silent for {silent * 1000:.0f} ms")
 

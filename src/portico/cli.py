@@ -142,6 +142,29 @@ async def _until_terminated(work: Coroutine[Any, Any, None],
         await task
 
 
+def _uninstall_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    un = sub.add_parser("uninstall", help="undo what Portico did to the cluster (the chart's pre-delete hook runs it)")
+    un.add_argument("--kubeconfig", type=Path, help="default: $KUBECONFIG, ~/.kube/config, else in-cluster")
+    un.add_argument("--namespace", default=os.environ.get("POD_NAMESPACE", "portico-system"),
+                    help="Portico's namespace (default $POD_NAMESPACE or portico-system)")
+    un.add_argument("--patience", type=float, default=60.0,
+                    help="seconds to wait for every node's agent to confirm it removed its rules (default 60)")
+
+
+def _run_uninstall(args: argparse.Namespace) -> int:
+    import asyncio
+    import logging
+
+    from portico.kube.client import async_client
+    from portico.uninstall import uninstall
+
+    logging.basicConfig(level="INFO", format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx2").setLevel(logging.WARNING)
+    left = asyncio.run(uninstall(async_client(args.kubeconfig, field_manager="portico-uninstall"), args.namespace,
+                                 args.patience))
+    return 1 if left else 0
+
+
 def _gen_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gen = sub.add_parser("gen", help="regenerate files derived from the code")
     gen_sub = gen.add_subparsers(dest="gen_command", required=True)
@@ -204,8 +227,10 @@ def main(argv: list[str] | None = None) -> None:
     _gen_parser(sub)
     _controller_parser(sub)
     _agent_parser(sub)
+    _uninstall_parser(sub)
     args = parser.parse_args(argv)
-    commands = {"dev": _run_dev, "gen": _run_gen, "controller": _run_controller, "agent": _run_agent}
+    commands = {"dev": _run_dev, "gen": _run_gen, "controller": _run_controller, "agent": _run_agent,
+                "uninstall": _run_uninstall}
     try:
         code = commands[args.command](args)
     except LabError as e:

@@ -1,5 +1,5 @@
 """Portico's lifecycle with its Helm chart, in the lab (which installs it: `helm upgrade --install`): an upgrade
-to a new image tag while wrk runs through a VIP announced in layer 2."""
+to a new image tag while wrk runs through a VIP announced in layer 2, and an uninstall that leaves nothing."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from portico.dev.helm import CHART, NAMESPACE, RELEASE, helm
+from portico.dev.install import install_portico
 from tests.e2e.conftest import Lab, wait_for
 from tests.e2e.test_rollout import ready_pods, wrk_failures
 
@@ -84,3 +85,36 @@ def test_helm_upgrade_to_a_new_image_tag_under_load_fails_no_request(lab: Lab) -
     finally:
         lab.kubectl("delete", "-f", "-", "--ignore-not-found", "--wait=false", stdin=yaml.safe_dump_all(objects()))
         upgrade(lab, tag)  # the lab's own tag again, for the tests that follow
+
+
+def test_helm_uninstall_leaves_nothing_and_services_lose_their_vip_cleanly(lab: Lab) -> None:
+    """The pre-delete hook (`portico uninstall`) releases the Services and has every agent remove its table and
+    PorticoNode; Helm deletes the rest. Portico is installed again afterwards, for the tests that follow."""
+    (image,) = agent_images(lab)
+    lab.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(objects()))
+    nodes = [n["metadata"]["name"] for n in lab.get("nodes")["items"]]
+    try:
+        wait_for(lambda: (lab.get("service", POOL).get("status", {}).get("loadBalancer", {}).get("ingress")), 60,
+                 "the Service's VIP")
+        assert all(lab.exec_in(node, "nft", "list", "table", "inet", "portico").returncode == 0 for node in nodes)
+        out = helm(lab.kubeconfig, "uninstall", RELEASE, "--namespace", NAMESPACE, "--wait", "--timeout", "3m")
+        print(out)
+
+        svc = lab.get("service", POOL)
+        assert not svc["status"].get("loadBalancer", {}).get("ingress"), svc["status"]
+        assert not [c for c in svc["status"].get("conditions", []) if c["type"].startswith("portico.io/")]
+        assert not [f for f in svc["metadata"].get("finalizers", []) if f.startswith("portico.io/")]
+        for kind in ("ipallocations", "porticonodes"):
+            assert lab.get(kind)["items"] == [], kind
+        pool = lab.get("ippool", POOL)  # the user's own pool stays (the CRDs do), but nothing holds it any more
+        assert "portico.io/pool-protection" not in pool["metadata"].get("finalizers", [])
+        wait_for(lambda: lab.get("all", "-n", NAMESPACE)["items"] == [], 30, f"nothing left in {NAMESPACE}")
+        for kind in ("clusterroles", "clusterrolebindings", "validatingadmissionpolicies"):
+            names = [o["metadata"]["name"] for o in lab.get(kind)["items"]]
+            assert not [n for n in names if n.startswith("portico")], (kind, names)
+        for node in nodes:
+            listed = lab.exec_in(node, "nft", "list", "table", "inet", "portico")
+            assert listed.returncode != 0 and "No such file or directory" in listed.stderr, (node, listed.stdout)
+    finally:
+        lab.kubectl("delete", "-f", "-", "--ignore-not-found", "--wait=false", stdin=yaml.safe_dump_all(objects()))
+        install_portico(lab.kubeconfig, image, time.monotonic() + 180)

@@ -25,6 +25,7 @@ from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 from lightkube import AsyncClient
+from lightkube.core.exceptions import ApiError
 
 from portico.agent.announcements import advertisement_problems, l2_vips
 from portico.agent.bgp import BgpAnnouncements
@@ -39,6 +40,8 @@ from portico.agent.readiness import ReadinessGates
 from portico.agent.restart import restart_hold
 from portico.announce.announcer import L2Announcer
 from portico.announce.links import interface_state
+from portico.api.resources import PorticoNodeResource
+from portico.api.v1alpha1 import RETIRE_ANNOTATION
 from portico.dataplane.drift import TableWatch
 from portico.dataplane.nft import Nft
 from portico.kube.events import EventRecorder
@@ -50,6 +53,11 @@ log = logging.getLogger(__name__)
 
 COMPONENT = "portico-agent"
 COALESCE_SECONDS = 0.02  # a burst of watch events becomes one transaction
+RETIRE_POLL_SECONDS = 0.5
+
+
+class Retired(Exception):
+    """`portico uninstall` asked this agent to withdraw and remove what it made."""
 
 
 class Agent:
@@ -110,8 +118,32 @@ class Agent:
                      len(caches.slices.cache), len(caches.allocations.cache))
             return [self._sync_forever(), self.table_watch.run(), self.heartbeat_keys.run(), self.health.run(),
                     self.gates.run(),
-                    caches.bgp.read_secrets_forever(), self.l2.run(), self.bgp.run(), self.reporter.run()]
-        await run_synced(caches.informers(), [self.events.run()], started)
+                    caches.bgp.read_secrets_forever(), self.l2.run(), self.bgp.run(), self.reporter.run(),
+                    self._until_retired()]
+        try:
+            await run_synced(caches.informers(), [self.events.run()], started)
+        except Retired:
+            await self._retire()
+
+    async def _until_retired(self) -> None:
+        """Raise Retired once `portico uninstall` asks this node's agent to go (an annotation on its PorticoNode)."""
+        while True:
+            report = self.caches.reports.cache.get(self.node)
+            if report is not None and report.metadata and RETIRE_ANNOTATION in (report.metadata.annotations or {}):
+                raise Retired
+            await asyncio.sleep(RETIRE_POLL_SECONDS)
+
+    async def _retire(self) -> None:
+        """Everything else has stopped (its last heartbeat handed the VIPs over, GoBGP withdrew): remove the table
+        and this node's PorticoNode, then idle until the pod is deleted (exiting would restart the agent)."""
+        log.warning("Portico is being uninstalled: removing the nftables table and this node's PorticoNode")
+        await self.forwarding.syncer.nft.delete_table()
+        try:
+            await self.client.delete(PorticoNodeResource, self.node)
+        except ApiError as e:
+            if e.status.code != 404:
+                raise
+        await asyncio.Event().wait()
 
     async def _sync_forever(self) -> None:
         while True:

@@ -314,6 +314,10 @@ class PorticoNodeStatus(Struct, omit_defaults=True):
         default_factory=list)
 
 
+# On a PorticoNode: `portico uninstall` asks that node's agent to withdraw and remove what it made.
+RETIRE_ANNOTATION = "portico.io/retire"
+
+
 class PorticoNode(Struct, omit_defaults=True):
     """One per node running an agent, named after the node (and deleted with it)."""
 

@@ -24,6 +24,7 @@ BUILD_SCRIPT = REPO_ROOT / "hack" / "k8s" / "build.sh"
 CONTROLLERS = (
     "endpointslice-controller", "deployment-controller", "replicaset-controller", "daemonset-controller",
     "garbage-collector-controller", "namespace-controller", "serviceaccount-controller",
+    "job-controller",  # the chart's pre-delete hook (portico uninstall)
     "root-ca-certificate-publisher-controller",
     # A node whose Lease stops being renewed is NotReady after its grace period, and its pods not ready: the
     # path Kubernetes takes without Portico's node liveness (the lab kubelet stops renewing for a node whose

@@ -41,7 +41,7 @@ def helm(kubeconfig: Path, *args: str, timeout: float = 300) -> str:
 def render_manifests() -> str:
     """The chart with its default values as plain manifests, CRDs and Namespace included: deploy/portico.yaml."""
     proc = subprocess.run([str(helm_binary()), "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
-                           "--include-crds", "--set", "createNamespace=true"],
+                           "--include-crds", "--no-hooks", "--set", "createNamespace=true"],  # no uninstall Job
                           capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise LabError(f"helm template failed: {proc.stderr.strip()}")

@@ -1,8 +1,10 @@
-"""Portico's lifecycle with its Helm chart, in the lab (which installs it: `helm upgrade --install`): an upgrade
-to a new image tag while wrk runs through a VIP announced in layer 2, and an uninstall that leaves nothing."""
+"""Portico's lifecycle with its Helm chart, in the lab (which installs it: `helm upgrade --install`): lint, the
+rendered chart against the lab's API server, the install serving a VIP, an upgrade to a new image tag while wrk
+runs through a VIP announced in layer 2, and an uninstall that leaves nothing (last: it reinstalls)."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import threading
 import time
@@ -10,7 +12,7 @@ import time
 import pytest
 import yaml
 
-from portico.dev.helm import CHART, NAMESPACE, RELEASE, helm
+from portico.dev.helm import CHART, NAMESPACE, RELEASE, helm, helm_binary
 from portico.dev.install import install_portico
 from tests.e2e.conftest import Lab, wait_for
 from tests.e2e.test_rollout import ready_pods, wrk_failures
@@ -54,6 +56,68 @@ def upgrade(lab: Lab, tag: str) -> float:
     return time.monotonic() - started
 
 
+def chart_helm(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([str(helm_binary()), *args], capture_output=True, text=True, timeout=120, check=False)
+
+
+def test_the_chart_lints_and_its_schema_names_a_bad_value() -> None:
+    out = chart_helm("lint", "--strict", str(CHART))
+    assert out.returncode == 0, out.stdout + out.stderr
+    bad = chart_helm("lint", str(CHART), "--set", "agent.metricsPort=70000")
+    assert bad.returncode != 0 and "/agent/metricsPort" in bad.stdout + bad.stderr, bad.stdout + bad.stderr
+    typo = chart_helm("lint", str(CHART), "--set", "controller.replica=3")  # not a value the chart has
+    assert typo.returncode != 0 and "replica" in typo.stdout + typo.stderr, typo.stdout + typo.stderr
+
+
+def test_the_rendered_chart_is_accepted_by_the_api_server(lab: Lab) -> None:
+    """`helm template | kubectl apply --dry-run=server`: every object as the lab's API server would store it
+    (schemas, CEL, RBAC escalation checks), with a pool and an announcement from the values; a pool the CRD
+    refuses is refused naming the field."""
+    def rendered(*values: str) -> str:
+        out = chart_helm("template", "portico-check", str(CHART), "--namespace", NAMESPACE, *values)
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    def dry_run(manifests: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["kubectl", "apply", "--dry-run=server", "-f", "-"], input=manifests, env=lab.env,
+                              capture_output=True, text=True, timeout=60, check=False)
+
+    pools = ["--set", "ipPools[0].name=lan", "--set-json", 'ipPools[0].spec={"addresses": ["192.0.2.240/28"]}',
+             "--set", "l2Advertisements[0].name=lan", "--set-json", 'l2Advertisements[0].spec={"ipPools": ["lan"]}']
+    out = dry_run(rendered(*pools))
+    assert out.returncode == 0, out.stderr
+    assert "daemonset.apps/portico-agent configured (server dry run)" in out.stdout, out.stdout
+    assert "ippool.portico.io/lan created (server dry run)" in out.stdout, out.stdout
+    bad = ["--set", "ipPools[0].name=lan", "--set-json", 'ipPools[0].spec={"addresses": ["not-an-address"]}']
+    out = dry_run(rendered(*bad))
+    assert out.returncode != 0 and "spec.addresses" in out.stderr, out.stderr
+
+
+def test_helm_install_serves_a_vip_the_client_reaches(lab: Lab) -> None:
+    """The lab's Portico is a Helm release of this chart, running the lab registry's image, and it serves."""
+    (release,) = json.loads(helm(lab.kubeconfig, "list", "--namespace", NAMESPACE, "--output", "json"))
+    assert (release["name"], release["status"], release["chart"]) == (RELEASE, "deployed", "portico-0.1.0")
+    (image,) = agent_images(lab)
+    assert image.startswith("127.0.0.1:5055/portico:"), image
+    lab.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(objects()))
+    try:
+        vip = serving(lab)
+        answer = json.loads(lab.exec_in("client", "curl", "-s", "--max-time", "2", f"http://{vip}/").stdout)
+        assert answer["pod"].startswith(POOL), answer
+    finally:
+        lab.kubectl("delete", "-f", "-", "--ignore-not-found", stdin=yaml.safe_dump_all(objects()))
+
+
+def serving(lab: Lab) -> str:
+    """The test Service's VIP, once both pods are ready and the client gets an answer through it."""
+    wait_for(lambda: len(ready_pods(lab, POOL)) == 2, 60, "both echo pods ready")
+    vip: str = wait_for(lambda: (lab.get("service", POOL).get("status", {}).get("loadBalancer", {}).get("ingress")
+                                 or [{}])[0].get("ip"), 20, "the Service's VIP")
+    wait_for(lambda: lab.exec_in("client", "curl", "-s", "--max-time", "1", f"http://{vip}/").returncode == 0,
+             20, "the VIP answering the client")
+    return vip
+
+
 def test_helm_upgrade_to_a_new_image_tag_under_load_fails_no_request(lab: Lab) -> None:
     """The agents roll one node at a time; each one's last heartbeat asks its peers to hold its VIPs while its
     next incarnation starts (agent.restart), and the kernel keeps forwarding meanwhile: no VIP moves, so no
@@ -65,11 +129,7 @@ def test_helm_upgrade_to_a_new_image_tag_under_load_fails_no_request(lab: Lab) -
                     f"docker://{before}", f"docker://{repository}:{new_tag}"], check=True, timeout=120)
     lab.kubectl("apply", "-f", "-", stdin=yaml.safe_dump_all(objects()))
     try:
-        wait_for(lambda: len(ready_pods(lab, POOL)) == 2, 60, "both echo pods ready")
-        vip = wait_for(lambda: (lab.get("service", POOL).get("status", {}).get("loadBalancer", {}).get("ingress")
-                                or [{}])[0].get("ip"), 20, "the Service's VIP")
-        wait_for(lambda: lab.exec_in("client", "curl", "-s", "--max-time", "1", f"http://{vip}/").returncode == 0,
-                 20, "the VIP answering the client")
+        vip = serving(lab)
         out: dict[str, str] = {}
         wrk = threading.Thread(target=lambda: out.update(text=lab.exec_in(
             "client", "wrk", "-t1", "-c8", f"-d{WRK_SECONDS}s", "--timeout", "2s", f"http://{vip}/").stdout))

@@ -15,12 +15,18 @@ import yaml
 
 from portico.api.crds import CRD_DIR
 from portico.dev.controlplane import ControlPlaneConfig
-from portico.dev.helm import MANIFESTS
+from portico.dev.helm import MANIFESTS, render_manifests
 
 
 def kubectl(config: ControlPlaneConfig, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["kubectl", "--kubeconfig", str(config.admin_kubeconfig), *args], input=stdin,
                           capture_output=True, text=True, timeout=60, check=False)
+
+
+def test_deploy_is_the_chart_rendered() -> None:
+    """One source: deploy/portico.yaml is `portico gen manifests` of the chart, not a copy that drifts. (The chart
+    itself — lint, schema, dry run, install, upgrade, uninstall — is tests/e2e/test_chart.py.)"""
+    assert MANIFESTS.read_text() == render_manifests(), "deploy/portico.yaml is stale: run `portico gen manifests`"
 
 
 def workload(kind: str) -> dict[str, Any]:

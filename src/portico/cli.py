@@ -70,7 +70,6 @@ def _run_controller(args: argparse.Namespace) -> int:
 
 
 def _agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-
     agent = sub.add_parser("agent", help="run the node agent: forwarding from Service addresses to pods (nftables)")
     agent.add_argument("--kubeconfig", type=Path, help="default: $KUBECONFIG, ~/.kube/config, else in-cluster")
     agent.add_argument("--node-name", default=os.environ.get("NODE_NAME"),

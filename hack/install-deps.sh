@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what Portico's lab and tests need on a fresh Debian machine, and nothing twice:
 #   Debian packages (only the missing ones), uv (pinned), the project's virtualenv (uv.lock),
-#   and the upstream control-plane binaries (hack/k8s/build.sh, cached) and helm (hack/helm/build.sh, cached).
+#   and, built from pinned upstream Go modules and cached: the control plane (hack/k8s/build.sh), helm
+#   (hack/helm/build.sh) and the Gateway API conformance suite with its echo-basic image (hack/gateway-api/build.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,3 +43,4 @@ fi
 
 hack/k8s/build.sh >/dev/null
 hack/helm/build.sh >/dev/null
+hack/gateway-api/build.sh >/dev/null

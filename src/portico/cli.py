@@ -167,7 +167,7 @@ def _run_uninstall(args: argparse.Namespace) -> int:
 def _gen_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gen = sub.add_parser("gen", help="regenerate files derived from the code")
     gen_sub = gen.add_subparsers(dest="gen_command", required=True)
-    gen_sub.add_parser("crds", help="charts/portico/crds/*.yaml from portico.api.v1alpha1")
+    gen_sub.add_parser("crds", help="charts/portico/crds: from portico.api.v1alpha1, and Gateway API's vendored")
     gen_sub.add_parser("manifests", help="deploy/portico.yaml from the chart (helm template, default values)")
 
 
@@ -179,8 +179,9 @@ def _run_gen(args: argparse.Namespace) -> int:
         print(MANIFESTS)
         return 0
     from portico.api.crds import write_crds
+    from portico.dev.gateway_api import vendor_crds
 
-    for path in write_crds():
+    for path in [*write_crds(), *vendor_crds()]:
         print(path)
     return 0
 

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from portico.api.crds import CRD_DIR
+from portico.dev import gateway_api
 from portico.dev.controlplane import ControlPlaneConfig
 from portico.dev.helm import MANIFESTS, render_manifests
 
@@ -27,6 +28,12 @@ def test_deploy_is_the_chart_rendered() -> None:
     """One source: deploy/portico.yaml is `portico gen manifests` of the chart, not a copy that drifts. (The chart
     itself — lint, schema, dry run, install, upgrade, uninstall — is tests/e2e/test_chart.py.)"""
     assert MANIFESTS.read_text() == render_manifests(), "deploy/portico.yaml is stale: run `portico gen manifests`"
+
+
+def test_the_vendored_gateway_api_crds_are_the_pinned_modules() -> None:
+    """charts/portico/crds/gateway-api is a copy of config/crd/standard of the pinned sigs.k8s.io/gateway-api."""
+    vendored = {p.name: p.read_text() for p in sorted(gateway_api.VENDORED_CRDS.glob("*.yaml"))}
+    assert vendored == gateway_api.upstream_crds(), "run `portico gen crds` after changing hack/gateway-api"
 
 
 def workload(kind: str) -> dict[str, Any]:

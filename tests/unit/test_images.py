@@ -4,6 +4,7 @@ import pytest
 from lightkube.models.core_v1 import Container, ContainerPort
 
 from portico.dev.kubelet.images import container_argv, image_name
+from portico.dev.registry import mirrored
 
 
 @pytest.mark.parametrize("image", ["portico.dev/echo", "portico.dev/echo:latest", "portico.dev/echo@sha256:ab"])
@@ -33,3 +34,13 @@ def test_static_image_is_haproxy_answering_on_the_declared_tcp_ports() -> None:
     argv = container_argv(Container(name="c", image="portico.dev/static", ports=ports), pod="p", node="n")
     assert argv is not None and argv[:2] == ["sh", "-c"] and "haproxy" in argv[2]
     assert "bind :::80 v4v6" in argv[2] and ":::53" not in argv[2]
+
+
+@pytest.mark.parametrize(("reference", "source"), [
+    ("registry.k8s.io/gateway-api/echo-basic:v1.5.1", "127.0.0.1:5055/gateway-api/echo-basic:v1.5.1"),
+    ("127.0.0.1:5055/portico:1", "127.0.0.1:5055/portico:1"),
+    ("docker.io/library/nginx", "docker.io/library/nginx"),
+    ("registry.k8s.io.evil/x:1", "registry.k8s.io.evil/x:1"),  # only that registry, not a look-alike
+])
+def test_the_lab_registry_mirrors_registry_k8s_io_and_nothing_else(reference: str, source: str) -> None:
+    assert mirrored(reference) == source

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import ssl
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +14,7 @@ import httpx2 as httpx
 from portico.dev import addressing as a
 from portico.dev.daemons import Daemons
 from portico.dev.pki import PKI, create_pki, write_kubeconfig
-from portico.dev.shell import LabError
+from portico.dev.shell import LabError, build_output
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "k8s" / "build.sh"
@@ -59,14 +59,10 @@ class ControlPlaneConfig:
         return self.admin_kubeconfig if identity == "admin" else self.state_dir / f"{identity}.kubeconfig"
 
 
+@functools.cache
 def build_binaries() -> Path:
     """Build (once; cached) the upstream binaries and return their directory."""
-    if not BUILD_SCRIPT.exists():
-        raise LabError(f"{BUILD_SCRIPT} is missing: run from a Portico checkout")
-    proc = subprocess.run([str(BUILD_SCRIPT)], stdout=subprocess.PIPE, text=True, check=False)
-    if proc.returncode != 0:
-        raise LabError(f"building the control plane failed (exit {proc.returncode}); see the output above")
-    return Path(proc.stdout.strip().splitlines()[-1])
+    return build_output(BUILD_SCRIPT, "the control plane")
 
 
 class ControlPlane:

@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from portico.dev.controlplane import REPO_ROOT
-from portico.dev.shell import LabError
+from portico.dev.shell import LabError, build_output
 
 CHART = REPO_ROOT / "charts" / "portico"
 BUILD_SCRIPT = REPO_ROOT / "hack" / "helm" / "build.sh"
@@ -19,10 +19,7 @@ NAMESPACE = "portico-system"
 @functools.cache
 def helm_binary() -> Path:
     """Build helm (once; cached on disk, and here for the process) and return its path."""
-    proc = subprocess.run([str(BUILD_SCRIPT)], stdout=subprocess.PIPE, text=True, check=False)
-    if proc.returncode != 0:
-        raise LabError(f"building helm failed (exit {proc.returncode}); see the output above")
-    return Path(proc.stdout.strip().splitlines()[-1])
+    return build_output(BUILD_SCRIPT, "helm")
 
 
 def image_values(reference: str) -> list[str]:

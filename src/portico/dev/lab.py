@@ -97,8 +97,8 @@ def _start(state: LabState, timeout: float) -> None:
 
 
 def _start_registry(state_dir: Path, daemons: Daemons, deadline: float) -> str:
-    """The lab's registry, with the image `make image` built pushed to it; returns its reference there, which the
-    lab's nodes pull."""
+    """The lab's registry, with the image `make image` built pushed to it (and the upstream images it mirrors);
+    returns the image's reference there, which the lab's nodes pull."""
     if not daemons.alive(registry.REGISTRY):
         (state_dir / registry.CONFIG).write_text(registry.config(state_dir / "registry"))
         daemons.start(registry.REGISTRY, registry.registry_argv(state_dir / registry.CONFIG))
@@ -107,6 +107,7 @@ def _start_registry(state_dir: Path, daemons: Daemons, deadline: float) -> str:
     if tag is None:
         raise LabError(f"no Portico image in {registry.IMAGE_LAYOUT}: the lab runs the image users deploy; "
                        "`make image` builds it")
+    registry.mirror_gateway_api()
     return registry.push(tag)
 
 

@@ -61,10 +61,36 @@ def image_reference(tag: str) -> str:
 
 
 def push(tag: str, layout: Path = IMAGE_LAYOUT) -> str:
-    """Copy the built image into the lab registry (skopeo); returns its reference there."""
-    reference = image_reference(tag)
-    copy = subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", f"oci:{layout}:{tag}",
-                           f"docker://{reference}"], capture_output=True, text=True, check=False)
+    """Copy the built image into the lab registry; returns its reference there."""
+    return copy_image(f"oci:{layout}:{tag}", image_reference(tag))
+
+
+def copy_image(source: str, reference: str) -> str:
+    """Copy an image (a skopeo source, e.g. oci:LAYOUT:TAG) into the lab registry as `reference`."""
+    copy = subprocess.run(["skopeo", "copy", "--quiet", "--dest-tls-verify=false", source, f"docker://{reference}"],
+                          capture_output=True, text=True, check=False)
     if copy.returncode != 0:
-        raise LabError(f"pushing the image to the lab registry failed: {copy.stderr.strip()[:500]}")
+        raise LabError(f"pushing {reference} to the lab registry failed: {copy.stderr.strip()[:500]}")
     return reference
+
+
+# The lab registry mirrors registry.k8s.io, as a node's container runtime is pointed at a mirror (containerd's
+# hosts.toml): upstream manifests keep their image names, and the lab serves those images built from their pinned
+# source (mirror_gateway_api) — nothing is pulled from outside the lab.
+MIRRORED_REGISTRY = "registry.k8s.io"
+
+
+def mirrored(reference: str) -> str:
+    """Where the lab pulls `reference` from: registry.k8s.io/NAME from the lab registry's NAME, others unchanged."""
+    registry, _, name = reference.partition("/")
+    return f"{ADDRESS}/{name}" if registry == MIRRORED_REGISTRY and name else reference
+
+
+def mirror_gateway_api() -> list[str]:
+    """Push echo-basic, built from the pinned Gateway API module, under every tag the conformance manifests name."""
+    from portico.dev import gateway_api
+
+    layout = gateway_api.build() / "oci"
+    return [copy_image(f"oci:{layout}:{gateway_api.ECHO_BASIC_LAYOUT_TAG}",
+                       mirrored(f"{MIRRORED_REGISTRY}/{gateway_api.ECHO_BASIC_REPOSITORY}:{tag}"))
+            for tag in gateway_api.echo_basic_tags()]

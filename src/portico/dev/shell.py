@@ -5,6 +5,7 @@ from __future__ import annotations
 import shlex
 import shutil
 import subprocess
+from pathlib import Path
 
 
 class LabError(Exception):
@@ -49,3 +50,14 @@ def run(argv: list[str], *, input: str | None = None, check: bool = True, timeou
     if check and proc.returncode != 0:
         raise LabError(f"`{shlex.join(argv)}` failed (exit {proc.returncode}): {proc.stderr.strip()}")
     return proc.stdout
+
+
+def build_output(script: Path, what: str) -> Path:
+    """Run one of hack/*/build.sh (each builds pinned upstream Go code once, cached on disk) and return the path it
+    prints; its progress goes to the terminal."""
+    if not script.exists():
+        raise LabError(f"{script} is missing: run from a Portico checkout")
+    proc = subprocess.run([str(script)], stdout=subprocess.PIPE, text=True, check=False)
+    if proc.returncode != 0:
+        raise LabError(f"building {what} failed (exit {proc.returncode}); see the output above")
+    return Path(proc.stdout.strip().splitlines()[-1])

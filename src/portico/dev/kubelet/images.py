@@ -9,7 +9,9 @@ from lightkube.models.core_v1 import Container
 
 ECHO_IMAGE = "portico.dev/echo"
 STATIC_IMAGE = "portico.dev/static"
-BUILTIN_IMAGES = (ECHO_IMAGE, STATIC_IMAGE)
+# The Gateway API conformance manifests' CoreDNS, whose Corefile forwards to public resolvers: a whoami stand-in.
+COREDNS_IMAGE = "registry.k8s.io/coredns/coredns"
+BUILTIN_IMAGES = (ECHO_IMAGE, STATIC_IMAGE, COREDNS_IMAGE)
 DEFAULT_ECHO_PORT = "8080/TCP"
 # `portico.dev/static`: HTTP 200 "ok" at C speed (HAProxy answering by itself), so benchmarks measure the
 # path to the pod, not a Python server.
@@ -46,4 +48,6 @@ def container_argv(container: Container, *, pod: str, node: str) -> list[str] | 
             tcp = [p.containerPort for p in container.ports or [] if (p.protocol or "TCP") == "TCP"] or [8080]
             config = STATIC_CONFIG.format(binds="\n".join(f"  bind :::{p} v4v6" for p in tcp))
             return ["sh", "-c", f"exec haproxy -db -f /dev/stdin <<'EOF'\n{config}EOF\n"]
+        case "registry.k8s.io/coredns/coredns":
+            return [sys.executable, "-m", "portico.dev.dns", *(container.args or [])]
     return None

@@ -20,6 +20,7 @@ from typing import Any
 
 from portico.dev.kubelet.images import BUILTIN_IMAGES, image_name
 from portico.dev.registry import ADDRESS as REGISTRY
+from portico.dev.registry import MIRRORED_REGISTRY, mirrored
 from portico.dev.shell import run
 
 log = logging.getLogger(__name__)
@@ -64,10 +65,11 @@ class ImageStore:
         self._lock = asyncio.Lock()  # one skopeo/umoci at a time: they share the layout's index
 
     async def pull(self, reference: str, policy: str) -> Image:
-        if _registry_of(reference) != REGISTRY:
-            raise PullError(f'the lab pulls only from its registry {REGISTRY} (nothing leaves the lab), not '
-                            f'{_registry_of(reference)}: push the image there (skopeo copy), or use a lab image '
-                            f'({", ".join(BUILTIN_IMAGES)})')
+        source = mirrored(reference)
+        if _registry_of(source) != REGISTRY:
+            raise PullError(f'the lab pulls only from its registry {REGISTRY} (nothing leaves the lab; it mirrors '
+                            f'{MIRRORED_REGISTRY}), not {_registry_of(reference)}: push the image there (skopeo '
+                            f'copy), or use a lab image ({", ".join(BUILTIN_IMAGES)})')
         name = re.sub(r"[^A-Za-z0-9._-]", "_", reference)
         self.layout.mkdir(parents=True, exist_ok=True)
         async with self._lock:
@@ -75,7 +77,7 @@ class ImageStore:
             if digest is None or policy == "Always":
                 if policy == "Never":
                     raise PullError(f'container image "{reference}" is not present with pull policy of Never')
-                await self._run("skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{reference}",
+                await self._run("skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{source}",
                                 f"oci:{self.layout}:{name}")
                 digest = self._digest(name)
                 assert digest is not None

@@ -1,0 +1,123 @@
+"""The parts of Gateway API v1 (gateway.networking.k8s.io, standard channel v1.6.3) that Portico reads, as msgspec
+structs decoded from the objects' plain data. Not schemas: the upstream CRDs (charts/portico/crds/gateway-api)
+validate; these only type what the translation (portico.l7) reads, and ignore every other field."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from msgspec import Struct, field
+
+GROUP = "gateway.networking.k8s.io"
+CONTROLLER_NAME = "portico.io/gateway-controller"  # a GatewayClass naming it is Portico's
+
+
+class ObjectKey(Struct, frozen=True, order=True):
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+class GatewayClassSpec(Struct, kw_only=True):
+    controllerName: str
+
+
+class SecretObjectReference(Struct, kw_only=True):
+    name: str
+    group: str = ""
+    kind: str = "Secret"
+    namespace: str | None = None
+
+
+class ListenerTLSConfig(Struct, kw_only=True):
+    mode: Literal["Terminate", "Passthrough"] = "Terminate"
+    certificateRefs: list[SecretObjectReference] = field(default_factory=list)
+
+
+class LabelSelector(Struct, kw_only=True):
+    matchLabels: dict[str, str] = field(default_factory=dict)
+    matchExpressions: list[dict[str, object]] = field(default_factory=list)
+
+
+class RouteNamespaces(Struct, kw_only=True):
+    from_: Literal["All", "Same", "Selector"] = field(default="Same", name="from")
+    selector: LabelSelector | None = None
+
+
+class RouteGroupKind(Struct, kw_only=True, frozen=True):
+    kind: str
+    group: str = GROUP
+
+
+class AllowedRoutes(Struct, kw_only=True):
+    namespaces: RouteNamespaces = field(default_factory=RouteNamespaces)
+    kinds: list[RouteGroupKind] = field(default_factory=list)
+
+
+class Listener(Struct, kw_only=True):
+    name: str
+    port: int
+    protocol: str
+    hostname: str | None = None
+    tls: ListenerTLSConfig | None = None
+    allowedRoutes: AllowedRoutes = field(default_factory=AllowedRoutes)
+
+
+class GatewaySpecAddress(Struct, kw_only=True):
+    value: str
+    type: str = "IPAddress"
+
+
+class GatewaySpec(Struct, kw_only=True):
+    gatewayClassName: str
+    listeners: list[Listener]
+    addresses: list[GatewaySpecAddress] = field(default_factory=list)
+
+
+class ParentReference(Struct, kw_only=True, frozen=True):
+    name: str
+    group: str = GROUP
+    kind: str = "Gateway"
+    namespace: str | None = None
+    sectionName: str | None = None
+    port: int | None = None
+
+
+class BackendRef(Struct, kw_only=True):
+    name: str
+    group: str = ""
+    kind: str = "Service"
+    namespace: str | None = None
+    port: int | None = None
+    weight: int = 1
+
+
+class RouteRule(Struct, kw_only=True):
+    backendRefs: list[BackendRef] = field(default_factory=list)
+
+
+class RouteSpec(Struct, kw_only=True):
+    """What route attachment reads of an HTTPRoute (and, later, other route kinds)."""
+
+    parentRefs: list[ParentReference] = field(default_factory=list)
+    hostnames: list[str] = field(default_factory=list)
+    rules: list[RouteRule] = field(default_factory=list)
+
+
+class ReferenceGrantFrom(Struct, kw_only=True, frozen=True):
+    group: str
+    kind: str
+    namespace: str
+
+
+class ReferenceGrantTo(Struct, kw_only=True, frozen=True):
+    group: str
+    kind: str
+    name: str | None = None
+
+
+class ReferenceGrantSpec(Struct, kw_only=True):
+    from_: list[ReferenceGrantFrom] = field(name="from")
+    to: list[ReferenceGrantTo]

@@ -8,6 +8,8 @@ from typing import Literal
 
 from msgspec import Struct, field
 
+from portico.api.v1alpha1 import LabelSelector  # metav1.LabelSelector, as ours
+
 GROUP = "gateway.networking.k8s.io"
 CONTROLLER_NAME = "portico.io/gateway-controller"  # a GatewayClass naming it is Portico's
 
@@ -34,11 +36,6 @@ class SecretObjectReference(Struct, kw_only=True):
 class ListenerTLSConfig(Struct, kw_only=True):
     mode: Literal["Terminate", "Passthrough"] = "Terminate"
     certificateRefs: list[SecretObjectReference] = field(default_factory=list)
-
-
-class LabelSelector(Struct, kw_only=True):
-    matchLabels: dict[str, str] = field(default_factory=dict)
-    matchExpressions: list[dict[str, object]] = field(default_factory=list)
 
 
 class RouteNamespaces(Struct, kw_only=True):

@@ -91,7 +91,28 @@ class BackendRef(Struct, kw_only=True):
     weight: int = 1
 
 
+class HTTPPathMatch(Struct, kw_only=True, frozen=True):
+    type: Literal["Exact", "PathPrefix", "RegularExpression"] = "PathPrefix"
+    value: str = "/"
+
+
+class HTTPNameValueMatch(Struct, kw_only=True, frozen=True):
+    """A header or query parameter match."""
+
+    name: str
+    value: str
+    type: Literal["Exact", "RegularExpression"] = "Exact"
+
+
+class HTTPRouteMatch(Struct, kw_only=True, frozen=True):
+    path: HTTPPathMatch = field(default_factory=HTTPPathMatch)
+    headers: tuple[HTTPNameValueMatch, ...] = ()
+    queryParams: tuple[HTTPNameValueMatch, ...] = ()
+    method: str | None = None
+
+
 class RouteRule(Struct, kw_only=True):
+    matches: list[HTTPRouteMatch] = field(default_factory=lambda: [HTTPRouteMatch()])
     backendRefs: list[BackendRef] = field(default_factory=list)
 
 

@@ -1,0 +1,134 @@
+"""Gateways and their HTTPRoutes as the L7 model HAProxy serves, with the statuses they earn (pure).
+
+The one translation: the controller writes the statuses, each agent renders the model — both from the same
+inputs, so what a status says is what is served.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+
+from portico.api.gateway import GROUP, GatewaySpec, ObjectKey, RouteSpec
+from portico.dataplane.l7model import Endpoint, L7Config, L7Listener, Pool, RouteEntry, WeightedPool
+from portico.ipam.blocks import IPAddress
+from portico.l7.attachment import GatewayListeners, ParentResult, attach
+from portico.l7.backends import Backend, resolve_backend, resolved_refs
+from portico.l7.listeners import Cond, ListenerResult, judge_listeners
+from portico.l7.precedence import RankedMatch, precedence
+from portico.l7.references import Grant
+
+
+@dataclass(frozen=True)
+class GatewayInput:
+    key: ObjectKey
+    spec: GatewaySpec
+    addresses: tuple[IPAddress, ...]  # allocated (IPAllocation); none yet means nothing is bound
+
+
+@dataclass(frozen=True)
+class RouteInput:
+    key: ObjectKey
+    created: str  # metadata.creationTimestamp
+    spec: RouteSpec
+
+
+@dataclass(frozen=True)
+class World:
+    """Everything the translation reads besides Gateways and routes."""
+
+    services: Mapping[ObjectKey, set[int]]  # Service → its ports
+    endpoints: Mapping[tuple[ObjectKey, int], tuple[Endpoint, ...]]  # (Service, port) → ready pod endpoints
+    secrets: Mapping[ObjectKey, str | None]  # Secret → why it is no certificate (None: it is one)
+    grants: tuple[Grant, ...] = ()
+    namespace_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RouteStatus:
+    parents: tuple[ParentResult, ...]
+    resolved_refs: Cond
+
+
+@dataclass(frozen=True)
+class Translation:
+    config: L7Config
+    listeners: Mapping[ObjectKey, tuple[ListenerResult, ...]]
+    attached_routes: Mapping[tuple[ObjectKey, str], int]  # (Gateway, listener) → routes attached
+    routes: Mapping[ObjectKey, RouteStatus]
+
+
+def pool_name(service: ObjectKey, port: int) -> str:
+    return f"{service.namespace}_{service.name}_{port}"
+
+
+def _listener_specificity(hostname: str | None) -> tuple[int, int]:
+    """Requests go to the listener with the most specific hostname first: exact, longer wildcard, then any."""
+    if not hostname:
+        return (2, 0)
+    return (1, -len(hostname)) if hostname.startswith("*.") else (0, 0)
+
+
+def translate(gateways: Iterable[GatewayInput], routes: Iterable[RouteInput], world: World,
+              certificate_file: Mapping[ObjectKey, str]) -> Translation:
+    """`certificate_file`: where each Secret's PEM (chain + key) is written for HAProxy."""
+    judged = {g.key: GatewayListeners(g.key, tuple(g.spec.listeners),
+                                      tuple(judge_listeners(g.key, g.spec.listeners, world.secrets, world.grants)))
+              for g in gateways}
+    inputs = {g.key: g for g in gateways}
+    attached: dict[tuple[ObjectKey, str], int] = defaultdict(int)
+    statuses: dict[ObjectKey, RouteStatus] = {}
+    # (Gateway, listener) → ranked entries
+    entries: dict[tuple[ObjectKey, str], list[tuple[RankedMatch, RouteEntry]]] = defaultdict(list)
+    pools: dict[str, Pool] = {}
+    for route in routes:
+        parents = []
+        for ref in route.spec.parentRefs:
+            gw_key = ObjectKey(ref.namespace or route.key.namespace, ref.name)
+            if ref.group != GROUP or ref.kind != "Gateway" or gw_key not in judged:
+                continue  # not a parent Portico owns: no status of ours
+            parents.append(attach("HTTPRoute", route.key, ref, route.spec.hostnames, gateway=judged[gw_key],
+                                  namespace_labels=world.namespace_labels))
+        if not parents:
+            continue
+        backends: list[list[Backend]] = [
+            [resolve_backend("HTTPRoute", route.key.namespace, b, world.services, world.grants)
+             for b in rule.backendRefs] for rule in route.spec.rules]
+        statuses[route.key] = RouteStatus(tuple(parents), resolved_refs(b for rule in backends for b in rule))
+        weighted = []
+        for rule_backends in backends:
+            ws = []
+            for b in rule_backends:
+                if b.problem is None:
+                    name = pool_name(b.service, b.port)
+                    pools.setdefault(name, Pool(name, world.endpoints.get((b.service, b.port), ())))
+                ws.append(WeightedPool(None if b.problem else pool_name(b.service, b.port), b.weight))
+            weighted.append(tuple(ws))
+        for parent in parents:
+            for listener in parent.listeners:
+                attached[(parent.gateway, listener)] += 1
+                for r, rule in enumerate(route.spec.rules):
+                    for i, m in enumerate(rule.matches):
+                        entries[(parent.gateway, listener)].append(
+                            (RankedMatch(m, route.key, route.created, r, i),
+                             RouteEntry(parent.hostnames[listener], m, weighted[r])))
+    listeners = []
+    for key, gw in sorted(judged.items()):
+        by_port: dict[int, list[tuple[tuple[tuple[int, int], tuple[object, ...]], RouteEntry]]] = defaultdict(list)
+        certificates: dict[int, list[str]] = defaultdict(list)
+        protocol: dict[int, str] = {}
+        for spec, result in zip(gw.specs, gw.results, strict=True):
+            if not result.condition("Programmed").status:
+                continue
+            protocol[spec.port] = spec.protocol
+            certificates[spec.port] += [certificate_file[c] for c in result.certificates]
+            for ranked, entry in entries[(key, spec.name)]:
+                by_port[spec.port].append(((_listener_specificity(spec.hostname), precedence(ranked)), entry))
+        for address in inputs[key].addresses:
+            for port in sorted(protocol):
+                ordered = tuple(e for _, e in sorted(by_port[port], key=lambda pair: pair[0]))
+                listeners.append(L7Listener(address, port, protocol[port], ordered,
+                                            tuple(dict.fromkeys(certificates[port]))))
+    return Translation(L7Config(tuple(listeners), tuple(pools[n] for n in sorted(pools))),
+                       {k: g.results for k, g in judged.items()}, dict(attached), statuses)

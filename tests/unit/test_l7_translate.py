@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+import msgspec
+
+from portico.api.gateway import GatewaySpec, ObjectKey, RouteSpec
+from portico.dataplane.haproxy import render
+from portico.dataplane.l7model import Endpoint
+from portico.l7.translate import GatewayInput, RouteInput, World, translate
+
+VIP = ipaddress.ip_address("198.18.100.10")
+GW = ObjectKey("infra", "gw")
+CERT = ObjectKey("infra", "cert")
+
+
+def gateway(listeners: list[dict[str, Any]]) -> GatewayInput:
+    return GatewayInput(GW, msgspec.convert({"gatewayClassName": "portico", "listeners": listeners}, GatewaySpec),
+                        (VIP,))
+
+
+def route(ns: str, name: str, spec: dict[str, Any], created: str = "2026-01-01T00:00:00Z") -> RouteInput:
+    return RouteInput(ObjectKey(ns, name), created, msgspec.convert(spec, RouteSpec))
+
+
+WORLD = World(
+    services={ObjectKey("infra", "web"): {8080}, ObjectKey("infra", "api"): {80}},
+    endpoints={(ObjectKey("infra", "web"), 8080): (Endpoint(ipaddress.ip_address("198.18.2.5"), 3000),),
+               (ObjectKey("infra", "api"), 80): (Endpoint(ipaddress.ip_address("198.18.3.7"), 3000),)},
+    secrets={CERT: None},
+)
+LISTENERS = [{"name": "http", "port": 80, "protocol": "HTTP"},
+             {"name": "https", "port": 443, "protocol": "HTTPS", "hostname": "secure.example",
+              "tls": {"certificateRefs": [{"name": "cert"}]}}]
+PARENT = [{"name": "gw"}]
+
+
+def test_routes_become_listeners_pools_and_statuses() -> None:
+    web = route("infra", "web", {"parentRefs": PARENT, "rules": [{"backendRefs": [{"name": "web", "port": 8080}]}]})
+    api = route("infra", "api", {"parentRefs": [{"name": "gw", "sectionName": "http"}], "rules": [
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/api"}}],
+         "backendRefs": [{"name": "api", "port": 80, "weight": 3}, {"name": "gone", "port": 80}]}]},
+        created="2026-06-01T00:00:00Z")
+    foreign = route("apps", "x", {"parentRefs": [{"name": "gw", "namespace": "infra"}]})
+    other = route("infra", "o", {"parentRefs": [{"name": "not-ours"}]})
+    t = translate([gateway(LISTENERS)], [web, api, foreign, other], WORLD, {CERT: "/run/certs/infra_cert.pem"})
+
+    assert t.attached_routes == {(GW, "http"): 2, (GW, "https"): 1}
+    assert ObjectKey("infra", "o") not in t.routes  # a parent that is not Portico's gets no status from us
+    assert t.routes[ObjectKey("apps", "x")].parents[0].accepted.reason == "NotAllowedByListeners"
+    assert t.routes[ObjectKey("infra", "api")].resolved_refs.reason == "BackendNotFound"
+    assert t.routes[ObjectKey("infra", "web")].resolved_refs.status is True
+
+    by_port = {lst.port: lst for lst in t.config.listeners}
+    assert set(by_port) == {80, 443} and by_port[443].certificates == ("/run/certs/infra_cert.pem",)
+    # On :80 the /api prefix is tried before the newer-or-not catch-all `/` (a longer prefix wins).
+    assert [e.match.path.value for e in by_port[80].entries] == ["/api", "/"]
+    assert [(b.pool, b.weight) for b in by_port[80].entries[0].backends] == [("infra_api_80", 3), (None, 1)]
+    assert by_port[443].entries[0].hostnames == ("secure.example",)
+    assert [p.name for p in t.config.pools] == ["infra_api_80", "infra_web_8080"]
+    text = render(t.config, runtime_socket="/run/portico/haproxy.sock")
+    assert "bind ipv4@198.18.100.10:443 transparent ssl crt '/run/certs/infra_cert.pem'" in text
+    assert "server s0 ipv4@198.18.2.5:3000" in text
+
+
+def test_an_unprogrammed_listener_binds_nothing() -> None:
+    broken = [LISTENERS[0], {**LISTENERS[1], "tls": {"certificateRefs": [{"name": "missing"}]}}]
+    t = translate([gateway(broken)], [], WORLD, {})
+    assert [lst.port for lst in t.config.listeners] == [80]
+    assert dict((r.name, r.usable) for r in t.listeners[GW]) == {"http": True, "https": False}
+
+
+def test_the_more_specific_listener_hostname_is_tried_first() -> None:
+    listeners = [{"name": "any", "port": 80, "protocol": "HTTP"},
+                 {"name": "wild", "port": 80, "protocol": "HTTP", "hostname": "*.example"},
+                 {"name": "exact", "port": 80, "protocol": "HTTP", "hostname": "a.example"}]
+    routes = [route("infra", n, {"parentRefs": [{"name": "gw", "sectionName": n}],
+                                 "rules": [{"backendRefs": [{"name": "web", "port": 8080}]}]})
+              for n in ("any", "wild", "exact")]
+    [lst] = translate([gateway(listeners)], routes, WORLD, {}).config.listeners
+    assert [e.hostnames for e in lst.entries] == [("a.example",), ("*.example",), ("",)]

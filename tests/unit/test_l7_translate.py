@@ -80,3 +80,13 @@ def test_the_more_specific_listener_hostname_is_tried_first() -> None:
               for n in ("any", "wild", "exact")]
     [lst] = translate([gateway(listeners)], routes, WORLD, {}).config.listeners
     assert [e.hostnames for e in lst.entries] == [("a.example",), ("*.example",), ("",)]
+
+
+def test_a_more_specific_hostname_wins_over_a_better_path() -> None:
+    wide = route("infra", "wide", {"parentRefs": PARENT, "hostnames": ["*.example"], "rules": [
+        {"matches": [{"path": {"type": "Exact", "value": "/x"}}], "backendRefs": [{"name": "web", "port": 8080}]}]})
+    narrow = route("infra", "narrow", {"parentRefs": PARENT, "hostnames": ["a.example", "b.example"],
+                                       "rules": [{"backendRefs": [{"name": "api", "port": 80}]}]})
+    lst = next(lst for lst in translate([gateway(LISTENERS[:1])], [wide, narrow], WORLD, {}).config.listeners)
+    assert [(e.hostnames, e.match.path.value) for e in lst.entries] == [
+        (("a.example",), "/"), (("b.example",), "/"), (("*.example",), "/x")]

@@ -63,8 +63,9 @@ def pool_name(service: ObjectKey, port: int) -> str:
     return f"{service.namespace}_{service.name}_{port}"
 
 
-def _listener_specificity(hostname: str | None) -> tuple[int, int]:
-    """Requests go to the listener with the most specific hostname first: exact, longer wildcard, then any."""
+def _hostname_specificity(hostname: str) -> tuple[int, int]:
+    """Where hostnames intersect, the most specific wins before any path precedence (the HTTPRoute spec): an exact
+    name, then longer wildcards, then any ("")."""
     if not hostname:
         return (2, 0)
     return (1, -len(hostname)) if hostname.startswith("*.") else (0, 0)
@@ -124,7 +125,9 @@ def translate(gateways: Iterable[GatewayInput], routes: Iterable[RouteInput], wo
             protocol[spec.port] = spec.protocol
             certificates[spec.port] += [certificate_file[c] for c in result.certificates]
             for ranked, entry in entries[(key, spec.name)]:
-                by_port[spec.port].append(((_listener_specificity(spec.hostname), precedence(ranked)), entry))
+                for host in entry.hostnames:  # one entry per hostname, each ranked by its own specificity
+                    by_port[spec.port].append(((_hostname_specificity(host), precedence(ranked)),
+                                               RouteEntry((host,), entry.match, entry.backends)))
         for address in inputs[key].addresses:
             for port in sorted(protocol):
                 ordered = tuple(e for _, e in sorted(by_port[port], key=lambda pair: pair[0]))

@@ -46,6 +46,7 @@ SERVICE, POOL, TRAFFIC_POLICY = "service", "pool", "trafficpolicy"
 POOL_STATUS_DELAY = 1.0  # coalesce usage updates of a pool under a burst of allocations
 ORPHAN_SWEEP_INTERVAL = 60.0
 REPORT_DEFER_SECONDS = 0.1
+CONFLICT_RETRY_MAX = 0.5  # seconds: a lost optimistic-concurrency race is retried soon (see the worker)
 EVENTS_QUEUED = 20_000
 Item = tuple[str, str]
 
@@ -245,8 +246,11 @@ class Controller:
                     await self.report_reconciler.reconcile(kind, key)
                 self.queue.forget(item)
             except Conflict as e:
+                # Optimistic concurrency losing a race (another controller, or our cache behind): the next try
+                # reads afresh, so it is contention, not failure — back off, but never for long. (Uncapped, 30
+                # Services leaving one shared address under two controllers reached the 60 s cap.)
                 log.debug("%s %s: %s; retrying", kind, key, e)
-                self.queue.retry(item)
+                self.queue.retry(item, max_delay=CONFLICT_RETRY_MAX)
             except ApiError as e:
                 delay = self.queue.retry(item)
                 log.warning("%s %s: %s (retry in %.2fs)", kind, key, e.status.message, delay)

@@ -57,11 +57,12 @@ class WorkQueue(Generic[K]):
         self._delayed.pop(key, None)
         self.add(key)
 
-    def retry(self, key: K) -> float:
-        """Re-add after this key's back-off (doubling per consecutive failure); returns the delay."""
+    def retry(self, key: K, max_delay: float | None = None) -> float:
+        """Re-add after this key's back-off (doubling per consecutive failure, up to `max_delay` or the queue's);
+        returns the delay."""
         failures = self._failures.get(key, 0)
         self._failures[key] = failures + 1
-        delay = min(self.base_delay * 2.0**failures, self.max_delay)
+        delay = min(self.base_delay * 2.0**failures, self.max_delay if max_delay is None else max_delay)
         self.add_after(key, delay)
         return delay
 

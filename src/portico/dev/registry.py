@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx2 as httpx
 
+from portico.dev import gateway_api
 from portico.dev.shell import LabError
 
 REGISTRY = "registry"  # the daemon's name
@@ -88,8 +89,6 @@ def mirrored(reference: str) -> str:
 
 def mirror_gateway_api() -> list[str]:
     """Push echo-basic, built from the pinned Gateway API module, under every tag the conformance manifests name."""
-    from portico.dev import gateway_api
-
     layout = gateway_api.build() / "oci"
     return [copy_image(f"oci:{layout}:{gateway_api.ECHO_BASIC_LAYOUT_TAG}",
                        mirrored(f"{MIRRORED_REGISTRY}/{gateway_api.ECHO_BASIC_REPOSITORY}:{tag}"))

@@ -52,10 +52,9 @@ fi
 rm -rf "$ctx" && mkdir -p "$ctx/site"
 cp Containerfile "$ctx/"
 ln "$base" "$ctx/rootfs.tar" 2>/dev/null || cp "$base" "$ctx/rootfs.tar"
-# The lab's own dependency stays out: cryptography (and cffi under it) makes the lab's certificates, never used
-# by the controller or the agent.
-"$UV" export --frozen --no-dev --no-emit-project --no-hashes --quiet --no-emit-package cryptography \
-  --no-emit-package cffi --no-emit-package pycparser -o "$ctx/requirements.txt"
+# Every runtime dependency, cryptography included: the controller and the agents check Gateway listeners'
+# certificates (portico.l7.certificates).
+"$UV" export --frozen --no-dev --no-emit-project --no-hashes --quiet -o "$ctx/requirements.txt"
 "$UV" build --wheel --quiet -o "$ctx/dist" >&2
 "$UV" pip install --quiet --target "$ctx/site" --python-version "$PYTHON_VERSION" --python-platform "$PLATFORM" \
   --only-binary :all: --no-deps -r "$ctx/requirements.txt" "$ctx"/dist/*.whl

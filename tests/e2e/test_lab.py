@@ -126,13 +126,14 @@ def process_status(pid: int) -> dict[str, str]:
     return {key: value.strip() for key, _, value in (line.partition(":") for line in lines)}
 
 
-NET_ADMIN_AND_NET_RAW = (1 << 12) | (1 << 13)  # CAP_NET_ADMIN is 12, CAP_NET_RAW 13 (linux/capability.h)
+# CAP_NET_BIND_SERVICE is 10, CAP_NET_ADMIN 12, CAP_NET_RAW 13 (linux/capability.h)
+AGENT_CAPABILITIES = (1 << 10) | (1 << 12) | (1 << 13)
 
 
 def test_portico_runs_from_the_registry_image_in_its_own_mount_namespace(lab: Lab) -> None:
     """The lab's agents and controllers run the image the registry holds, under runc: each in a mount namespace
-    of its own whose root is the image's (not this machine's), the agent as root with exactly NET_ADMIN and NET_RAW,
-    the controller as the image's unprivileged user with no capability."""
+    of its own whose root is the image's (not this machine's), the agent as root with exactly NET_ADMIN, NET_RAW and
+    NET_BIND_SERVICE, the controller as the image's unprivileged user with no capability."""
     image = portico_image()
     pods = lab.get("pods", "-n", "portico-system")["items"]
     assert {c["image"] for p in pods for c in p["spec"]["containers"]} == {image}
@@ -151,14 +152,14 @@ def test_portico_runs_from_the_registry_image_in_its_own_mount_namespace(lab: La
         assert (root / "usr/local/lib/python3.11/dist-packages/portico/__init__.py").is_file()
         assert not (root / str(Path(__file__).resolve()).lstrip("/")).exists()  # this checkout is not in there
     agent_status, controller_status = process_status(agent), process_status(controller)
-    assert int(agent_status["CapEff"], 16) == NET_ADMIN_AND_NET_RAW, agent_status["CapEff"]
-    assert int(agent_status["CapBnd"], 16) == NET_ADMIN_AND_NET_RAW
+    assert int(agent_status["CapEff"], 16) == AGENT_CAPABILITIES, agent_status["CapEff"]
+    assert int(agent_status["CapBnd"], 16) == AGENT_CAPABILITIES
     assert agent_status["Uid"].split()[0] == "0" and agent_status["NoNewPrivs"] == "1"
     assert controller_status["Uid"].split()[0] == "65532" and int(controller_status["CapEff"], 16) == 0
 
 
 def test_without_net_admin_nothing_is_programmed(lab: Lab) -> None:
-    """The agent's two capabilities are needed: the image's nft, as the agent's root user with NET_RAW alone, is
+    """The agent's NET_ADMIN is needed: the image's nft, as the agent's root user with NET_RAW alone, is
     refused by the kernel; with NET_ADMIN added it programs a table (each pod in its own network namespace)."""
     image = portico_image()
     for name, caps in (("nft-without", ["NET_RAW"]), ("nft-with", ["NET_ADMIN", "NET_RAW"])):

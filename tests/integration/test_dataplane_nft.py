@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from portico.dataplane.local_delivery import ensure_local_delivery, remove_local_delivery
 from portico.dataplane.model import Algorithm, Backend, Frontend, FrontendPolicy
 from portico.dataplane.nft import Nft
 from portico.dataplane.nftables import FRONTENDS, NODE, VIPS, Ruleset, frontend_key, node_fragment, render_frontend
@@ -329,3 +330,44 @@ async def test_a_table_with_an_older_agents_hook_priorities_is_adopted(syncer: S
     assert result.kind == "full" and not result.refused
     assert (await fresh.nft.existing()).hooks["prerouting"] == ("nat", "prerouting", -105)
     assert set(spread(VIP4, 5)) == {"ptdp-pod1"}
+
+
+TRANSPARENT_SERVER = (  # HAProxy's bind `transparent`, in a few lines: the VIP is on no interface of the node
+    "import socket,sys\n"
+    "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.setsockopt(socket.SOL_IP, 19, 1)\n"
+    "s.bind((sys.argv[1], 80)); s.listen(); print('up', flush=True)\n"
+    "while True:\n"
+    "  c,a=s.accept(); c.recv(4096)\n"
+    "  c.sendall(b'HTTP/1.1 200 OK\\r\\nContent-Length: 13\\r\\nConnection: close\\r\\n\\r\\n'\n"
+    "            b'{\"pod\":\"l7\"}\\n'); c.close()\n")
+
+
+def _delivered_through_the_policy_route(vip: ipaddress.IPv4Address) -> None:
+    assert ensure_local_delivery((4,), netns="ptdp-node") == []
+    assert ensure_local_delivery((4,), netns="ptdp-node") == []  # idempotent: still one rule
+    rules = json.loads(subprocess.run(in_ns("ptdp-node", "ip", "-j", "rule", "show", "table", "2100"),
+                                      capture_output=True, text=True, check=True).stdout)
+    assert len(rules) == 1
+    assert http(vip) == {"pod": "l7"}
+    refused = client("curl", "-s", "--max-time", "2", f"http://{vip}:81/")
+    assert refused.returncode == 7  # connection refused: the VIP's other ports are still reset
+    remove_local_delivery((4,), netns="ptdp-node")
+    assert http(vip) is None
+
+
+async def test_a_gateway_frontend_is_delivered_to_the_local_transparent_listener(syncer: Syncer) -> None:
+    """deliver_local: no DNAT; the mark and its policy route take the packets to a socket bound to the VIP, which is
+    on no interface. Without the route they are not delivered; other ports of the VIP are still refused."""
+    vip = ipaddress.IPv4Address("198.19.242.80")
+    fe = Frontend(vip, "tcp", 80)
+    server = await asyncio.create_subprocess_exec(*in_ns("ptdp-node", sys.executable, "-c", TRANSPARENT_SERVER,
+                                                        str(vip)), stdout=asyncio.subprocess.PIPE)
+    try:
+        assert server.stdout is not None and (await server.stdout.readline()).strip() == b"up"
+        await syncer.sync({fe: render_frontend(fe, FrontendPolicy("t/gw", (), deliver_local=True))})
+        await asyncio.to_thread(_delivered_through_the_policy_route, vip)
+    finally:
+        remove_local_delivery((4,), netns="ptdp-node")
+        server.kill()
+        await server.wait()
+        await syncer.sync({fe: None})

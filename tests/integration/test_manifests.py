@@ -74,7 +74,7 @@ def test_the_agent_gets_exactly_net_admin_and_net_raw() -> None:
     spec = workload("DaemonSet")["spec"]["template"]["spec"]
     container = spec["containers"][0]
     security = container["securityContext"]
-    assert security["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW"]}
+    assert security["capabilities"] == {"drop": ["ALL"], "add": ["NET_ADMIN", "NET_RAW", "NET_BIND_SERVICE"]}
     assert security["allowPrivilegeEscalation"] is False and security["readOnlyRootFilesystem"] is True
     assert spec["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
     assert spec["hostNetwork"] is True and spec["priorityClassName"] == "system-node-critical"

@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 from lightkube.models.core_v1 import Service
 from lightkube.models.discovery_v1 import EndpointSlice
 
-from portico.agent.desired import Weights, service_frontends, weights
+from portico.agent.desired import Weights, gateway_frontends, pool_endpoints, service_frontends, weights
+from portico.dataplane.l7model import Endpoint
 from portico.dataplane.model import Algorithm, Backend, Frontend
 from portico.policy.traffic import ENDPOINT_WEIGHTS, LB_ALGORITHM
 
@@ -221,3 +222,16 @@ def test_a_node_is_believed_only_about_its_own_endpoints() -> None:
     claims = {"node-1": frozenset({(ip("198.19.2.2"), 0), (ip("198.19.2.3"), 0)})}  # about node-2's pods
     out = service_frontends(svc(), [VIP4], slices, "node-1", down=claims, gated=claims)
     assert [str(b.ip) for b in out.frontends[Frontend(VIP4, "tcp", 80)].backends] == ["198.19.1.2", "198.19.2.3"]
+
+
+def test_a_gateways_service_is_delivered_locally_on_each_tcp_port() -> None:
+    built = gateway_frontends(svc(), [VIP4, VIP6])
+    assert set(built.frontends) == {Frontend(VIP4, "tcp", 80), Frontend(VIP6, "tcp", 80)}
+    assert all(p.deliver_local and p.backends == () for p in built.frontends.values())
+
+
+def test_pool_endpoints_are_the_ready_ones_of_both_families_by_service_port() -> None:
+    slices = [eps(ep("198.19.0.1"), ep("198.19.0.2", ready=False), ep("198.19.0.3", terminating=True, ready=False)),
+              eps(ep("fd00:198:19::1"), family="IPv6")]
+    pools = pool_endpoints(svc(), slices, "node-1")
+    assert pools == {80: (Endpoint(ip("198.19.0.1"), 8080), Endpoint(ip("fd00:198:19::1"), 8080))}  # no UDP port

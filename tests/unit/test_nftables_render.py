@@ -51,6 +51,14 @@ def test_no_ready_backend_keeps_the_vip_but_no_dnat_so_it_is_refused() -> None:
     assert any("reject with tcp reset" in r for r in rs.chains["refuse"])
 
 
+def test_a_locally_delivered_frontend_is_never_dnated_nor_refused() -> None:
+    rs = render(state(web=FrontendPolicy("a/gw", (), deliver_local=True)))
+    assert rs.elements["local_frontends4"] == {"198.18.100.1 . tcp . 80": None}
+    assert rs.elements["frontends4"] == {} and rs.elements["vips4"] == {"198.18.100.1": None}
+    refuse = rs.chains["refuse"]
+    assert refuse[0] == "ip daddr . meta l4proto . th dport @local_frontends4 return"  # before any reject
+
+
 def test_round_robin_and_source_ranges_get_a_chain_of_their_own() -> None:
     ranges = (ipaddress.ip_network("198.18.0.0/24"), ipaddress.ip_network("fd00:198:18::/64"))
     rs = render(state(web=FrontendPolicy("a/web", pods(2, 3), Algorithm.ROUND_ROBIN, ranges)))

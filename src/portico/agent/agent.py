@@ -4,6 +4,7 @@
     -> health: probing this node's endpoints (every node's results: an input)   agent.health
     -> readiness gates: this node's gated pods (every node's: an input)         agent.readiness
     -> forwarding: the changed Services' frontends into the kernel's table      agent.forwarding
+    -> L7: Gateways and their routes into HAProxy on this node                  agent.l7
     -> this node's announcement view (pure: what it may answer for, advertise)  agent.announcements
     -> layer 2 (ARP/NDP, heartbeats) and BGP (GoBGP, BFD)                        announce.announcer, agent.bgp
     -> this node's report (its PorticoNode), for the controller                 agent.node_report
@@ -33,6 +34,7 @@ from portico.agent.caches import AgentCaches
 from portico.agent.forwarding import Forwarding
 from portico.agent.health import AgentHealth
 from portico.agent.heartbeat_keys import HeartbeatKeys
+from portico.agent.l7 import L7Serving
 from portico.agent.liveness import NodeLiveness
 from portico.agent.metrics import AgentMetrics
 from portico.agent.node_report import NodeReporter
@@ -43,6 +45,7 @@ from portico.announce.links import interface_state
 from portico.api.resources import PorticoNodeResource
 from portico.api.v1alpha1 import RETIRE_ANNOTATION
 from portico.dataplane.drift import TableWatch
+from portico.dataplane.local_delivery import remove_local_delivery
 from portico.dataplane.nft import Nft
 from portico.kube.events import EventRecorder
 from portico.kube.informer import run_synced
@@ -65,7 +68,7 @@ class Agent:
                  heartbeat_port: int = HEARTBEAT_PORT, node_liveness: bool = True) -> None:
         self.node, self.client, self.namespace = node, client, namespace
         self.events = EventRecorder(client, component=COMPONENT, host=node)
-        self.caches = AgentCaches(client, node)
+        self.caches = AgentCaches(client, node, namespace)
         self.l2 = L2Announcer(node, self._record, heartbeat_port=heartbeat_port)
         self.health = AgentHealth(node, self.l2.mesh, self.events, self.caches)
         self.liveness = NodeLiveness(self.l2.mesh, self.caches, enabled=node_liveness)
@@ -75,6 +78,8 @@ class Agent:
         self.l2.mesh.on_health = lambda peer, services: self.caches.mark_all(services)
         self.forwarding = Forwarding(node, nft or Nft(), self.events, down_for=self.l2.mesh.down_for,
                                      dead_nodes=lambda: self.liveness.out, gated_for=self.l2.mesh.gated_for)
+        self.l7 = L7Serving(node, self.caches, down_for=self.l2.mesh.down_for, dead_nodes=lambda: self.liveness.out,
+                            gated_for=self.l2.mesh.gated_for)
         self.table_watch = TableWatch(self.forwarding.syncer.nft, self._on_drift)
         self.heartbeat_keys = HeartbeatKeys(client, namespace, self.l2.set_keys)
         self.bgp = BgpAnnouncements(node, self._record)
@@ -116,8 +121,8 @@ class Agent:
             caches.synced = True
             log.info("caches synced: %d services, %d endpoint slices, %d allocations", len(caches.services.cache),
                      len(caches.slices.cache), len(caches.allocations.cache))
-            return [self._sync_forever(), self.table_watch.run(), self.heartbeat_keys.run(), self.health.run(),
-                    self.gates.run(),
+            return [self._sync_forever(), self.l7.run(), self.table_watch.run(), self.heartbeat_keys.run(),
+                    self.health.run(), self.gates.run(),
                     caches.bgp.read_secrets_forever(), self.l2.run(), self.bgp.run(), self.reporter.run(),
                     self._until_retired()]
         try:
@@ -138,6 +143,7 @@ class Agent:
         and this node's PorticoNode, then idle until the pod is deleted (exiting would restart the agent)."""
         log.warning("Portico is being uninstalled: removing the nftables table and this node's PorticoNode")
         await self.forwarding.syncer.nft.delete_table()
+        remove_local_delivery()
         try:
             await self.client.delete(PorticoNodeResource, self.node)
         except ApiError as e:

@@ -71,9 +71,10 @@ class BgpConfig:
     (Secrets, re-read every SECRET_SECONDS: the agent may get Secrets, not watch them). `on_change()` marks the
     agent's view stale, as every informer handler does."""
 
-    def __init__(self, client: AsyncClient, on_change: Callable[[], None]) -> None:
+    def __init__(self, client: AsyncClient, on_change: Callable[[], None], namespace: str = "portico-system") -> None:
         self.client = client
         self.on_change = on_change
+        self.namespace = namespace  # where password Secrets may be (RBAC lets agents read more, for certificates)
         self.peers = Informer(client, BGPPeerResource, self._on_peer)
         self.advertisements = Informer(client, BGPAdvertisementResource, self._on_advertisement)
         self.peer_specs: dict[str, api.BGPPeerSpec] = {}
@@ -102,6 +103,10 @@ class BgpConfig:
         for name, spec in list(self.peer_specs.items()):
             ref = spec.passwordSecret
             if ref is None:
+                continue
+            if ref.namespace != self.namespace:
+                problems[name] = (f"cannot read password Secret {ref.namespace}/{ref.name}: password Secrets must be "
+                                  f"in {self.namespace}")
                 continue
             try:
                 secret = await self.client.get(Secret, ref.name, namespace=ref.namespace)

@@ -18,6 +18,7 @@ from lightkube.resources.discovery_v1 import EndpointSlice
 
 from portico.agent.announcements import VipOwners
 from portico.agent.bgp import BgpConfig
+from portico.agent.gateway_caches import GatewayCaches
 from portico.api.resources import (
     IPAllocationResource,
     L2AdvertisementResource,
@@ -37,7 +38,7 @@ TRIGGER_TIME = "endpoints.kubernetes.io/last-change-trigger-time"  # set by the 
 
 
 class AgentCaches:
-    def __init__(self, client: AsyncClient, node: str) -> None:
+    def __init__(self, client: AsyncClient, node: str, namespace: str = "portico-system") -> None:
         self.node = node
         self.changed = asyncio.Event()  # something the sync loop must look at
         self.own_report_changed = asyncio.Event()  # our PorticoNode changed (by us, or someone else: rewrite it)
@@ -47,10 +48,11 @@ class AgentCaches:
         self.nodes = Informer(client, Node, self._on_node)
         self.reports = Informer(client, PorticoNodeResource, self._on_report)  # every node's: who are peers
         self.l2_advertisements = Informer(client, L2AdvertisementResource, self._on_l2_advertisement)
-        self.bgp = BgpConfig(client, self._announcement_config_changed)
+        self.bgp = BgpConfig(client, self._announcement_config_changed, namespace)
         self.policies = Informer(client, TrafficPolicyResource, self._on_policy)
         # This node's pods only (as a kubelet watches them): those with Portico's readiness gate wait on us.
         self.pods = Informer(client, Pod, self._on_pod, fields={"spec.nodeName": node})
+        self.gateway_api = GatewayCaches(client, self._mark)
         self.slices_of: dict[str, set[str]] = {}  # Service key -> its EndpointSlice keys
         self.vips_of: dict[str, set[IPAddress]] = {}  # Service UID -> addresses its IPAllocations give it
         self.allocated: dict[IPAddress, VipOwners] = {}  # every allocated address -> its pool and Services
@@ -63,7 +65,8 @@ class AgentCaches:
 
     def informers(self) -> list[Informer[Any]]:
         return [self.nodes, self.reports, self.allocations, self.l2_advertisements, self.bgp.peers,
-                self.bgp.advertisements, self.policies, self.pods, self.services, self.slices]
+                self.bgp.advertisements, self.policies, self.pods, self.services, self.slices,
+                *self.gateway_api.informers()]
 
     def take_changes(self) -> tuple[set[str], bool]:
         """(dirty Services, whether the node's own inputs changed), and forget them."""
@@ -80,11 +83,13 @@ class AgentCaches:
     def mark_all(self, keys: set[str]) -> None:
         self._dirty |= keys
         self.changed.set()
+        self.gateway_api.changed.set()
 
     # -- informer handlers: note what changed, never block ----------------------------------------------
     def _mark(self, key: str) -> None:
         self._dirty.add(key)
         self.changed.set()
+        self.gateway_api.changed.set()  # a backend's endpoints, or a Gateway's addresses, may be HAProxy's
 
     def _on_service(self, old: Any, new: Any) -> None:
         self._mark(object_key(new or old))

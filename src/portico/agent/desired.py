@@ -25,6 +25,7 @@ from lightkube.models.core_v1 import Service, ServiceSpec
 from lightkube.models.discovery_v1 import EndpointSlice
 
 from portico.api import v1alpha1 as api
+from portico.dataplane.l7model import Endpoint
 from portico.dataplane.model import Algorithm, Backend, Frontend, FrontendPolicy, IPNetwork, Limits
 from portico.health.checks import NOBODY, ByNode, covers, listed
 from portico.ipam.blocks import IPAddress
@@ -242,3 +243,33 @@ def _in_lowest_terms(backends: list[Backend]) -> tuple[Backend, ...]:
     """Weights 10:20:30 need no more slots than 1:2:3."""
     divisor = math.gcd(*(b.weight for b in backends)) if backends else 1
     return tuple(Backend(b.ip, b.port, b.weight // divisor) for b in backends)
+
+
+def gateway_frontends(svc: Service, vips: Iterable[IPAddress]) -> ServiceFrontends:
+    """A Gateway's address Service (portico.l7.gateway_service): each port on each VIP is HAProxy's on this node."""
+    key = f"{svc.metadata.namespace}/{svc.metadata.name}" if svc.metadata else ""
+    ports = [p.port for p in (svc.spec.ports or []) if (p.protocol or "TCP") == "TCP"] if svc.spec else []
+    return ServiceFrontends({Frontend(vip, "tcp", port): FrontendPolicy(key, (), deliver_local=True)
+                             for vip in vips for port in ports})
+
+
+def pool_endpoints(svc: Service, slices: Iterable[EndpointSlice], node: str, *, down: ByNode = NOBODY,
+                   gated: ByNode = NOBODY, dead_nodes: frozenset[str] = frozenset()) -> dict[int, tuple[Endpoint, ...]]:
+    """Each TCP Service port's endpoints as HAProxy's pools take them (L7 backendRefs): the same that would take
+    new flows at L4 — ready (or gated and ready to be), healthy, on live nodes — of both families."""
+    spec = svc.spec
+    if spec is None:
+        return {}
+    slices = list(slices)
+    out = {}
+    for port in spec.ports or []:
+        if (port.protocol or "TCP") != "TCP":
+            continue
+        endpoints: list[Endpoint] = []
+        for family in (4, 6):
+            backends, _ = _backends(slices, family, port_name=port.name or "", protocol="TCP", local_only=False,
+                                    node=node, weights=Weights(), unresolved=set(), down=down, gated=gated,
+                                    dead_nodes=dead_nodes)
+            endpoints += [Endpoint(b.ip, b.port) for b in backends]
+        out[port.port] = tuple(endpoints)
+    return out

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 from portico.agent.caches import AgentCaches
-from portico.agent.desired import service_frontends
+from portico.agent.desired import gateway_frontends, service_frontends
 from portico.announce.links import interface_with_address
 from portico.dataplane.conntrack import StaleFlows, forget, stale_flows
 from portico.dataplane.model import Frontend, FrontendPolicy
@@ -96,9 +96,13 @@ class Forwarding:
                 problems.append(f"node {self.node} has no IPv{6 if 4 in served else 4} address: "
                                 f"{', '.join(unserved)} not served from this node")
             vips = {a for a in vips if a.version in served}
-            built = service_frontends(svc, sorted(vips, key=lambda a: (a.version, int(a))), caches.slices_for(key),
-                                      self.node, caches.policy_of.get(key), down=self.down_for(key),
-                                      gated=self.gated_for(key), dead_nodes=self.dead_nodes())
+            ordered = sorted(vips, key=lambda a: (a.version, int(a)))
+            if caches.gateway_api.gateway_of(svc) is not None:  # HAProxy's on this node, not DNATed to pods
+                built = gateway_frontends(svc, ordered)
+            else:
+                built = service_frontends(svc, ordered, caches.slices_for(key), self.node, caches.policy_of.get(key),
+                                          down=self.down_for(key), gated=self.gated_for(key),
+                                          dead_nodes=self.dead_nodes())
             wanted, problems = built.frontends, problems + built.problems
         out: dict[object, Ruleset | None] = {}
         for fe, (owner, old) in list(self.applied.items()):

@@ -11,6 +11,7 @@ from msgspec import Struct, field
 from portico.api.v1alpha1 import LabelSelector  # metav1.LabelSelector, as ours
 
 GROUP = "gateway.networking.k8s.io"
+VERSION = "v1"
 CONTROLLER_NAME = "portico.io/gateway-controller"  # a GatewayClass naming it is Portico's
 
 
@@ -22,8 +23,16 @@ class ObjectKey(Struct, frozen=True, order=True):
         return f"{self.namespace}/{self.name}"
 
 
+class ParametersReference(Struct, kw_only=True):
+    group: str
+    kind: str
+    name: str
+    namespace: str | None = None
+
+
 class GatewayClassSpec(Struct, kw_only=True):
     controllerName: str
+    parametersRef: ParametersReference | None = None
 
 
 class SecretObjectReference(Struct, kw_only=True):

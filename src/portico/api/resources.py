@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 import msgspec
 from lightkube.generic_resource import create_global_resource, create_namespaced_resource
 
+from portico.api import gateway as gw
 from portico.api import v1alpha1 as api
 
 IPPoolResource = create_global_resource(api.GROUP, api.VERSION, api.IPPool.KIND, api.IPPool.PLURAL)
@@ -20,6 +21,11 @@ BGPAdvertisementResource = create_global_resource(api.GROUP, api.VERSION, api.BG
 PorticoNodeResource = create_global_resource(api.GROUP, api.VERSION, api.PorticoNode.KIND, api.PorticoNode.PLURAL)
 TrafficPolicyResource = create_namespaced_resource(api.GROUP, api.VERSION, api.TrafficPolicy.KIND,
                                                    api.TrafficPolicy.PLURAL)
+
+GatewayClassResource = create_global_resource(gw.GROUP, gw.VERSION, "GatewayClass", "gatewayclasses")
+GatewayResource = create_namespaced_resource(gw.GROUP, gw.VERSION, "Gateway", "gateways")
+HTTPRouteResource = create_namespaced_resource(gw.GROUP, gw.VERSION, "HTTPRoute", "httproutes")
+ReferenceGrantResource = create_namespaced_resource(gw.GROUP, gw.VERSION, "ReferenceGrant", "referencegrants")
 
 T = TypeVar("T")
 

@@ -12,19 +12,24 @@ from typing import Any
 
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
-from lightkube.resources.core_v1 import Namespace, Node, Service
+from lightkube.resources.core_v1 import Namespace, Node, Secret, Service
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from portico.api.resources import (
     BGPAdvertisementResource,
     BGPPeerResource,
+    GatewayClassResource,
+    GatewayResource,
+    HTTPRouteResource,
     IPAllocationResource,
     IPPoolResource,
     L2AdvertisementResource,
     PorticoNodeResource,
+    ReferenceGrantResource,
     TrafficPolicyResource,
 )
 from portico.controller.allocations import allocation_from_object
+from portico.controller.gateways import GatewayReconciler
 from portico.controller.heartbeat_key import ensure_heartbeat_key
 from portico.controller.pools import PoolReconciler
 from portico.controller.reports import BGP_ADVERTISEMENT, L2_ADVERTISEMENT, PEER, SERVICE_REPORT, ReportReconciler
@@ -37,12 +42,15 @@ from portico.kube.events import EventRecorder
 from portico.kube.informer import Informer, object_key, run_synced
 from portico.kube.leader import LeaderElector
 from portico.kube.workqueue import WorkQueue
+from portico.l7.inputs import kept_secret
 from portico.serving import LoopBridge, serve
 
 log = logging.getLogger(__name__)
 
 COMPONENT = "portico-controller"  # the source of our Events
 SERVICE, POOL, TRAFFIC_POLICY = "service", "pool", "trafficpolicy"
+GATEWAY_API = ("gateway-api", "")  # one key: every Gateway API status is one pass (portico.controller.gateways)
+GATEWAY_API_DELAY = 0.1  # coalesce a burst of changes into one pass
 POOL_STATUS_DELAY = 1.0  # coalesce usage updates of a pool under a burst of allocations
 ORPHAN_SWEEP_INTERVAL = 60.0
 REPORT_DEFER_SECONDS = 0.1
@@ -83,15 +91,30 @@ class Controller:
             client, self.events, self.services.cache, self.reports.cache, self.nodes.cache, self.peers.cache,
             self.l2_advertisements.cache, self.bgp_advertisements.cache, self._vips_of,
             self.policy_reconciler.withdrawn)
+        # Gateway API: classes, Gateways, routes and what they refer to (the CRDs may not be installed).
+        gateway_api = self._on_gateway_api
+        self.gateway_classes = Informer(client, GatewayClassResource, gateway_api, optional=True)
+        self.gateways = Informer(client, GatewayResource, gateway_api, optional=True)
+        self.http_routes = Informer(client, HTTPRouteResource, gateway_api, optional=True)
+        self.reference_grants = Informer(client, ReferenceGrantResource, gateway_api, optional=True)
+        self.secrets = Informer(client, Secret, gateway_api, transform=kept_secret)
+        self.gateway_reconciler = GatewayReconciler(
+            client, self.events, self.gateway_classes.cache, self.gateways.cache, self.http_routes.cache,
+            self.reference_grants.cache, self.secrets.cache, self.services.cache, self.namespaces.cache)
         self._default_class = default_class
         self._parked_reports: set[str] = set()  # Service reports put off while addresses are being written
         self._due_reports: set[str] = set()  # put off for long enough: reconciled even while the queue is busy
 
     # -- informer callbacks: update the mirror, enqueue keys; never block ---------------------------------
+    def _on_gateway_api(self, old: Any, new: Any) -> None:
+        if self.gateways.cache or self.http_routes.cache or isinstance(new or old, GatewayClassResource):
+            self.queue.add_after(GATEWAY_API, GATEWAY_API_DELAY)
+
     def _on_service(self, old: Any, new: Any) -> None:
         key = object_key(new or old)
         self.queue.add((SERVICE, key))
         self.queue.add((SERVICE_REPORT, key))
+        self._on_gateway_api(old, new)  # backendRefs, and Gateways' addresses
         for policy in self.policy_reconciler.naming(key):
             self.queue.add((TRAFFIC_POLICY, policy))
 
@@ -175,6 +198,7 @@ class Controller:
         if old is not None and new is not None and old.metadata.labels == new.metadata.labels:
             return
         self._retry_waiting(namespace=(new or old).metadata.name)
+        self._on_gateway_api(old, new)  # allowedRoutes namespace selectors
 
     def _namespace_labels(self, namespace: str) -> dict[str, str]:
         ns = self.namespaces.cache.get(namespace)
@@ -204,7 +228,8 @@ class Controller:
 
     def _informers(self) -> list[Informer[Any]]:
         return [self.namespaces, self.pools, self.allocations, self.services, self.nodes, self.reports, self.peers,
-                self.l2_advertisements, self.bgp_advertisements, self.policies]
+                self.l2_advertisements, self.bgp_advertisements, self.policies, self.gateway_classes, self.gateways,
+                self.http_routes, self.reference_grants, self.secrets]
 
     async def _reconcile(self) -> None:
         await asyncio.gather(*(self._worker() for _ in range(self.workers)), self._sweep_orphans_forever(),
@@ -237,6 +262,8 @@ class Controller:
                     await self.pool_reconciler.reconcile(key)
                 elif kind == TRAFFIC_POLICY:
                     await self.policy_reconciler.reconcile(key)
+                elif item == GATEWAY_API:
+                    await self.gateway_reconciler.reconcile()
                 elif kind == SERVICE_REPORT and len(self.queue) and key not in self._due_reports:
                     # Addresses first: under a burst, what the nodes report about a Service waits until the
                     # queue has drained (as Events do), so it costs the allocations nothing.

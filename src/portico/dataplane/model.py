@@ -83,6 +83,7 @@ class FrontendPolicy:
     terminating: bool = False  # no endpoint is ready: the backends are terminating ones that still serve
     withdraw: bool = False  # no healthy backend for its Service, whose policy says to stop announcing, not refuse
     limits: Limits | None = None
+    deliver_local: bool = False  # HAProxy on this node serves it (a Gateway's address): delivered, never DNATed
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from portico.dataplane.local_delivery import DELIVERY_MARK
 from portico.dataplane.maglev import maglev_table, table_size
 from portico.dataplane.model import (
     PROTOCOLS,
@@ -56,6 +57,7 @@ FRONTENDS = {4: "frontends4", 6: "frontends6"}
 BACKENDS = {(v, proto): f"backends{v}_{proto}" for v in (4, 6) for proto in PROTOCOLS}
 VIPS = {4: "vips4", 6: "vips6"}
 LOCAL_PODS = {4: "local_pods4", 6: "local_pods6"}
+LOCAL_FRONTENDS = {4: "local_frontends4", 6: "local_frontends6"}  # served by HAProxy on the node (Gateways)
 FRONTEND_COUNTERS = {4: "frontend_counters4", 6: "frontend_counters6"}
 SOURCE_FILTERS = {4: "source_filters4", 6: "source_filters6"}  # frontend -> its loadBalancerSourceRanges chain
 BANDWIDTH_IN = {4: "bandwidth_in4", 6: "bandwidth_in6"}  # frontend -> its bandwidth limit, client to VIP
@@ -78,6 +80,7 @@ STATIC_SETS = tuple(
         *(f"map {BACKENDS[v, proto]} {{ typeof {IP[v]} daddr . th dport . numgen random mod 1 : "
           f"{IP[v]} daddr . {proto} dport; }}" for proto in PROTOCOLS),
         f"set {VIPS[v]} {{ type {ADDR_TYPE[v]}; }}",
+        f"set {LOCAL_FRONTENDS[v]} {{ type {ADDR_TYPE[v]} . inet_proto . inet_service; }}",
         f"set {LOCAL_PODS[v]} {{ type {ADDR_TYPE[v]}; flags interval; }}",
         f"set {HEARTBEAT_PEERS[v]} {{ type {ADDR_TYPE[v]}; }}",
     ))
@@ -98,6 +101,11 @@ class BaseChain:
 
 DSTNAT, SRCNAT = -100, 100
 BASE_CHAINS: dict[str, BaseChain] = {
+    # A Gateway's frontends are HAProxy's on this node, bound transparent to the VIP (on no interface): every
+    # packet of theirs is marked, and the mark's policy route delivers it locally (portico.dataplane.local_delivery).
+    "deliver-local": BaseChain("filter", "prerouting", DSTNAT - 20, tuple(
+        f"{IP[v]} daddr . meta l4proto . th dport @{LOCAL_FRONTENDS[v]} meta mark set meta mark | {DELIVERY_MARK:#x}"
+        for v in (4, 6))),
     # Before anyone's NAT and filtering (kube-proxy filters at dstnat - 10): counts every packet of every flow
     # (client -> VIP), and drops what loadBalancerSourceRanges does not allow, counted per frontend.
     # Bandwidth limits (client -> VIP) first: a source filter's verdict ends the chain.
@@ -131,6 +139,7 @@ BASE_CHAINS: dict[str, BaseChain] = {
 HEARTBEAT_CHAIN = "heartbeat"
 REFUSE_CHAIN = ("refuse", tuple(
     rule for v in (4, 6) for rule in (
+        f"{IP[v]} daddr . meta l4proto . th dport @{LOCAL_FRONTENDS[v]} return",  # HAProxy's, delivered locally
         f'{IP[v]} daddr @{VIPS[v]} meta l4proto tcp counter name "{REFUSED[v]}" reject with tcp reset',
         f'{IP[v]} daddr @{VIPS[v]} counter name "{REFUSED[v]}" reject with icmpx port-unreachable',
     )))
@@ -245,6 +254,8 @@ def render_frontend(fe: Frontend, policy: FrontendPolicy) -> Ruleset:
     """The chains, objects and elements one frontend needs. Shared chains appear in every fragment using them."""
     v, key = fe.family, frontend_key(fe)
     elements: dict[str, dict[str, str | None]] = {VIPS[v]: {str(fe.vip): None}, FRONTEND_COUNTERS[v]: {key: None}}
+    if policy.deliver_local:
+        return Ruleset(elements={**elements, LOCAL_FRONTENDS[v]: {key: None}})
     table = slots(policy)
     if not table:
         return Ruleset(elements=elements)  # no ready endpoint: not DNATed, so refused

@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 R = TypeVar("R", bound=Any)  # a lightkube resource class instance
 
+UNSERVED_RETRY = 10.0  # seconds between lists of an optional resource that is not served
+
 # Called with (old, new): (None, obj) added, (obj, obj2) updated, (obj, None) deleted.
 Handler = Callable[[R | None, R | None], None]
 
@@ -37,7 +39,11 @@ def _raise(_e: Exception, _count: int) -> OnErrorResult:
 class Informer(Generic[R]):
     def __init__(self, client: AsyncClient, resource: type[R], handler: Handler[R], *,
                  namespace: str | None = None, fields: dict[str, Any] | None = None,
-                 labels: dict[str, Any] | None = None, page_size: int = 500) -> None:
+                 labels: dict[str, Any] | None = None, page_size: int = 500,
+                 transform: Callable[[R], R] | None = None, optional: bool = False) -> None:
+        """`transform`: what is kept of each object (say, a Secret's data only when it is a certificate), applied
+        before the cache and the handler see it. `optional`: the resource may not be served (CRDs not installed):
+        that counts as synced and empty, and the list is retried until it is."""
         self._client = client
         self._resource = resource
         self._handler = handler
@@ -45,6 +51,8 @@ class Informer(Generic[R]):
         self._fields = fields
         self._labels = labels
         self._page_size = page_size
+        self._transform = transform
+        self._optional = optional
         self.cache: dict[str, R] = {}
         self.synced = asyncio.Event()
         self.handler_errors = 0  # events whose handler raised (logged; the informer went on)
@@ -58,19 +66,33 @@ class Informer(Generic[R]):
                 await self._watch(version)
             except asyncio.CancelledError:
                 raise
-            except Exception as e:  # every failure ends in a relist; log and back off
-                expired = isinstance(e, ApiError) and e.status.code == 410
-                (log.info if expired else log.warning)(
-                    "%s watch ended (%s); relisting", self._resource.__name__, e)
-                await asyncio.sleep(0 if expired else backoff)
+            except Exception as e:
+                if self._optional and isinstance(e, ApiError) and e.status.code == 404:
+                    await self._unserved()
+                    continue
+                await self._failed(e, backoff)  # every other failure ends in a relist, after a back-off
                 backoff = min(backoff * 2, 10.0)
+
+    async def _unserved(self) -> None:
+        if not self.synced.is_set():
+            log.warning("%s is not served (its CRD is not installed?); listing again every %.0fs",
+                        self._resource.__name__, UNSERVED_RETRY)
+        for key in list(self.cache):
+            self._notify(self.cache.pop(key), None)
+        self.synced.set()
+        await asyncio.sleep(UNSERVED_RETRY)
+
+    async def _failed(self, e: Exception, backoff: float) -> None:
+        expired = isinstance(e, ApiError) and e.status.code == 410
+        (log.info if expired else log.warning)("%s watch ended (%s); relisting", self._resource.__name__, e)
+        await asyncio.sleep(0 if expired else backoff)
 
     async def _relist(self) -> str:
         listing = self._client.list(self._resource, namespace=self._namespace, chunk_size=self._page_size,
                                     fields=self._fields, labels=self._labels)
         fresh: dict[str, R] = {}
         async for obj in listing:
-            fresh[object_key(obj)] = obj
+            fresh[object_key(obj)] = self._kept(obj)
         for key in list(self.cache):
             if key not in fresh:
                 self._notify(self.cache.pop(key), None)
@@ -92,9 +114,13 @@ class Informer(Generic[R]):
                 if old is not None:
                     self._notify(old, None)
             elif kind in ("ADDED", "MODIFIED"):
+                kept = self._kept(obj)
                 old = self.cache.get(key)
-                self.cache[key] = obj
-                self._notify(old, obj)
+                self.cache[key] = kept
+                self._notify(old, kept)
+
+    def _kept(self, obj: R) -> R:
+        return self._transform(obj) if self._transform is not None else obj
 
     def _notify(self, old: R | None, new: R | None) -> None:
         """A handler that raises is a bug to log, not a reason to stop watching: the cache stays right, and the

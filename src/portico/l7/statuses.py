@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from portico.api.gateway import CONTROLLER_NAME, ParentReference
+from portico.api.gateway import CONTROLLER_NAME, GatewayClassSpec, ParentReference
 from portico.controller.conditions import set_condition
-from portico.l7.listeners import Cond, ListenerResult
+from portico.ipam.blocks import IPAddress
+from portico.l7.features import SUPPORTED_FEATURES
+from portico.l7.gateway_service import UnsupportedAddress
+from portico.l7.listeners import Cond, ListenerResult, gateway_accepted
 from portico.l7.translate import RouteStatus
 
 
@@ -49,3 +52,35 @@ def route_parents(old: list[dict[str, Any]], status: RouteStatus, route_namespac
         out.append({"parentRef": ref, "controllerName": CONTROLLER_NAME,
                     "conditions": conditions(previous, (parent.accepted, status.resolved_refs), generation)})
     return out
+
+
+def class_status(old: dict[str, Any], spec: GatewayClassSpec, generation: int) -> dict[str, Any]:
+    """A GatewayClass of ours is Accepted unless it names parameters (Portico takes none)."""
+    accepted = (Cond("Accepted", False, "InvalidParameters",
+                     "Portico's GatewayClass takes no parametersRef; remove it")
+                if spec.parametersRef is not None else Cond("Accepted", True, "Accepted"))
+    return {"conditions": conditions(old.get("conditions", []), (accepted,), generation),
+            "supportedFeatures": [{"name": f} for f in sorted(SUPPORTED_FEATURES)]}
+
+
+def gateway_conditions(results: tuple[ListenerResult, ...], address: UnsupportedAddress | None,
+                       addresses: tuple[IPAddress, ...], why_no_address: str) -> tuple[Cond, Cond]:
+    """Accepted (the listeners, the requested addresses) and Programmed (an address is held and a listener is
+    served on it)."""
+    accepted = (Cond("Accepted", False, "UnsupportedAddress", address.message) if address is not None
+                else gateway_accepted(list(results)))
+    if not accepted.status:
+        return accepted, Cond("Programmed", False, "Invalid", accepted.message)
+    if not addresses:
+        return accepted, Cond("Programmed", False, "AddressNotAssigned", why_no_address)
+    if not any(r.condition("Programmed").status for r in results):
+        return accepted, Cond("Programmed", False, "Invalid", "no listener is valid")
+    return accepted, Cond("Programmed", True, "Programmed", f"served on {', '.join(str(a) for a in addresses)}")
+
+
+def gateway_status(old: dict[str, Any], generation: int, gateway: tuple[Cond, Cond], *,
+                   results: tuple[ListenerResult, ...], attached: dict[str, int],
+                   addresses: tuple[IPAddress, ...]) -> dict[str, Any]:
+    return {"addresses": [{"type": "IPAddress", "value": str(a)} for a in addresses],
+            "conditions": conditions(old.get("conditions", []), gateway, generation),
+            "listeners": listener_statuses(old.get("listeners", []), results, attached, generation)}

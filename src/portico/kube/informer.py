@@ -67,7 +67,7 @@ class Informer(Generic[R]):
             except asyncio.CancelledError:
                 raise
             except Exception as e:
-                if self._optional and isinstance(e, ApiError) and e.status.code == 404:
+                if self._optional and _not_found(e):
                     await self._unserved()
                     continue
                 await self._failed(e, backoff)  # every other failure ends in a relist, after a back-off
@@ -130,6 +130,14 @@ class Informer(Generic[R]):
         except Exception:
             self.handler_errors += 1
             log.exception("%s handler failed for %s", self._resource.__name__, object_key(new or old))
+
+
+def _not_found(e: Exception) -> bool:
+    """A 404 for the resource itself: lightkube raises its HTTP client's status error when the body is not a Status
+    (no such API), whichever httpx that is."""
+    if isinstance(e, ApiError):
+        return e.status.code == 404
+    return getattr(getattr(e, "response", None), "status_code", None) == 404
 
 
 async def run_synced(informers: Iterable[Informer[Any]], background: Iterable[Coroutine[Any, Any, None]],

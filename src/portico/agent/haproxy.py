@@ -14,7 +14,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-from portico.announce.bgp import RUN_DIR, _set_parent_death_signal, private_directory
+from portico.announce.bgp import RUN_DIR, _set_parent_death_signal, private_directory, stop_child
 
 log = logging.getLogger(__name__)
 
@@ -94,14 +94,8 @@ class HAProxy:
         return await _ask(self.runtime_socket, command)
 
     async def stop(self) -> None:
-        if self._process is not None and self._process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self._process.wait(), 5)
-            except TimeoutError:
-                self._process.kill()
-                await self._process.wait()
+        if self._process is not None:
+            await stop_child(self._process)
         self._process = None
 
 

@@ -120,6 +120,8 @@ class L7Serving:
     async def sync_once(self) -> None:
         gw = self.caches.gateway_api
         gateways = gw.ours()
+        if not gateways and not self.haproxy.running:
+            return  # nothing to serve and nothing serving: every Service and slice change wakes this, keep it cheap
         addresses = {}
         for key in gateways:
             svc: Any = self.caches.services.cache.get(f"{key.namespace}/{service_name(key.name)}")
@@ -132,7 +134,7 @@ class L7Serving:
         certificates = CertificateFiles(gw.secrets.cache, self.haproxy.directory / "certs")
         result = translate(inputs.gateway_inputs(gateways, addresses), routes, world, certificates)
         if not result.config.listeners and not self.haproxy.running:
-            return  # nothing to serve: no HAProxy
+            return  # nothing bound (no address yet, or no valid listener): no HAProxy
         text = render(result.config, runtime_socket=str(self.haproxy.runtime_socket))
         if text == self.served:
             return

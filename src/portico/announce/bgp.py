@@ -161,6 +161,19 @@ def _set_parent_death_signal() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)
 
 
+async def stop_child(process: asyncio.subprocess.Process, grace: float = 5) -> None:
+    """SIGTERM, then SIGKILL after `grace` seconds: a child of the agent (gobgpd, HAProxy) stopped and reaped."""
+    if process.returncode is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        process.send_signal(signal.SIGTERM)
+    try:
+        await asyncio.wait_for(process.wait(), grace)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+
+
 def api_socket(node: str, run_dir: str = RUN_DIR) -> str:
     """Where this node's gobgpd listens: a file in the agent's private directory (unix socket paths are at most
     107 bytes, node names up to 253: long ones are hashed)."""
@@ -301,14 +314,8 @@ class GoBgp:
     async def stop(self) -> None:
         if self._channel is not None:
             await self._channel.close()
-        if self._process is not None and self._process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self._process.wait(), 5)
-            except TimeoutError:
-                self._process.kill()
-                await self._process.wait()
+        if self._process is not None:
+            await stop_child(self._process)
         self._process = self._stub = self._channel = None
         self.sessions, self.routes = {}, {}
         with contextlib.suppress(FileNotFoundError):

@@ -1,5 +1,5 @@
 # The two commands a newcomer needs (see README): `make demo` and `make test`.
-.PHONY: deps demo image test lint typecheck unit integration e2e down
+.PHONY: deps demo image test lint typecheck unit integration e2e down conformance
 
 deps:
 	@hack/install-deps.sh
@@ -33,3 +33,7 @@ unit integration e2e: deps
 
 down:
 	.venv/bin/portico dev down
+
+# The upstream Gateway API conformance suite against a lab of its own; its report goes to docs/conformance/.
+conformance: deps image
+	@hack/conformance.sh

@@ -29,6 +29,10 @@ def _dev_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
                                            "or a pod's: pod/NAMESPACE/NAME")
     logs.add_argument("component")
     dev_sub.add_parser("whoami", help="inside a lab pod: show the identity its service-account token gives")
+    conf = dev_sub.add_parser("conformance", help="run the upstream Gateway API conformance suite against the lab")
+    conf.add_argument("--report", type=Path, help="where to write its ConformanceReport "
+                                                  "(default docs/conformance/VERSION-portico-VERSION-report.yaml)")
+    conf.add_argument("--run-test", help="only this test (its ShortName), for debugging")
     ex = dev_sub.add_parser("exec", help="run a command inside a lab host: portico dev exec HOST -- CMD...")
     ex.add_argument("host")
     ex.add_argument("argv", nargs=argparse.REMAINDER)
@@ -213,6 +217,10 @@ def _run_dev(args: argparse.Namespace) -> int:
             print(LabState.load(state_dir).kubeconfig)
         case "logs":
             sys.stdout.write(lab.read_log(state_dir, args.component))
+        case "conformance":
+            from portico.dev.conformance import DOCS, report_name, run_suite
+
+            return run_suite(state_dir, args.report or DOCS / report_name(), run_test=args.run_test)
         case "exec":
             argv = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
             return lab.exec_in_host(state_dir, args.host, argv)

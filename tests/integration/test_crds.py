@@ -50,6 +50,14 @@ async def test_valid_pool_gets_defaults(crds: AsyncClient) -> None:
     await crds.delete(IPPoolResource, created.metadata.name)
 
 
+async def test_a_selector_may_spell_exists_without_values(crds: AsyncClient) -> None:
+    """As every Kubernetes selector may (the conformance setup's pool does)."""
+    created = await crds.create(pool({"addresses": ["198.18.100.0/24"], "namespaceSelector": {
+        "matchExpressions": [{"key": "gateway-conformance", "operator": "Exists"}]}}))
+    assert created.spec["namespaceSelector"]["matchExpressions"][0]["operator"] == "Exists"
+    await crds.delete(IPPoolResource, created.metadata.name)
+
+
 @pytest.mark.parametrize(("spec", "field", "message"), [
     ({"addresses": ["198.18.100.0/33"]}, "spec.addresses[0]", "must be a CIDR"),
     ({"addresses": ["198.18.100.0/24", "not-an-address"]}, "spec.addresses[1]", "must be a CIDR"),

@@ -4,9 +4,7 @@ echo servers: host, path, method, header and query matching in precedence order,
 
 from __future__ import annotations
 
-import ipaddress
 import json
-import os
 import subprocess
 import sys
 import time
@@ -20,9 +18,7 @@ import pytest
 from portico.api.gateway import HTTPRouteMatch
 from portico.dataplane.haproxy import render
 from portico.dataplane.l7model import Endpoint, L7Config, L7Listener, Pool, RouteEntry, WeightedPool
-
-VIP = ipaddress.ip_address("198.19.252.10")
-LOOP = ipaddress.ip_address("127.0.0.1")
+from tests.integration.haproxy_netns import LOOP, VIP, serving
 
 
 def match(**kw: Any) -> HTTPRouteMatch:
@@ -50,31 +46,10 @@ CONFIG = L7Config(
 
 @pytest.fixture(scope="module")
 def haproxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    ns = f"pt-l7-{os.getpid()}"
-    d = tmp_path_factory.mktemp("haproxy")
-    subprocess.run(["ip", "netns", "add", ns], check=True)
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        run = ["ip", "netns", "exec", ns]
-        subprocess.run([*run, "ip", "link", "set", "lo", "up"], check=True)
-        subprocess.run([*run, "ip", "route", "add", "local", f"{VIP}/32", "dev", "lo", "table", "local"], check=True)
-        for pod, port in (("v1", 9001), ("v2", 9002)):
-            procs.append(subprocess.Popen([*run, sys.executable, "-m", "portico.dev.echo", "--pod", pod,
-                                           "--node", "n", f"--listen={port}/TCP"]))
-        cfg = d / "haproxy.cfg"
-        cfg.write_text(render(CONFIG, runtime_socket=str(d / "runtime.sock")))
-        check = subprocess.run([*run, "haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True, check=False)
-        assert check.returncode == 0, check.stdout + check.stderr
-        procs.append(subprocess.Popen([*run, "haproxy", "-W", "-db", "-f", str(cfg)]))
-        deadline = time.monotonic() + 10
-        while not (d / "runtime.sock").exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
+    echo = [[sys.executable, "-m", "portico.dev.echo", "--pod", pod, "--node", "n", f"--listen={port}/TCP"]
+            for pod, port in (("v1", 9001), ("v2", 9002))]
+    with serving(CONFIG, tmp_path_factory.mktemp("haproxy"), [(c, {}) for c in echo], "l7") as ns:
         yield ns
-    finally:
-        for p in procs:
-            p.terminate()
-            p.wait(5)
-        subprocess.run(["ip", "netns", "del", ns], check=False)
 
 
 def get(ns: str, host: str, path: str = "/", *extra: str) -> tuple[int, str | None]:

@@ -90,3 +90,39 @@ def test_a_more_specific_hostname_wins_over_a_better_path() -> None:
     lst = next(lst for lst in translate([gateway(LISTENERS[:1])], [wide, narrow], WORLD, {}).config.listeners)
     assert [(e.hostnames, e.match.path.value) for e in lst.entries] == [
         (("a.example",), "/"), (("b.example",), "/"), (("*.example",), "/x")]
+
+
+def test_filters_reach_the_entries_and_a_backend_refs_own_its_share() -> None:
+    r = route("infra", "f", {"parentRefs": PARENT, "rules": [
+        {"filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {
+            "set": [{"name": "X-A", "value": "1"}], "remove": ["X-B"]}},
+            {"type": "URLRewrite", "urlRewrite": {"path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/"}}}],
+         "backendRefs": [{"name": "web", "port": 8080, "filters": [
+             {"type": "ResponseHeaderModifier", "responseHeaderModifier": {"add": [{"name": "X-C", "value": "2"}]}}]}]},
+        {"matches": [{"path": {"type": "PathPrefix", "value": "/old"}}],
+         "filters": [{"type": "RequestRedirect", "requestRedirect": {"scheme": "https", "statusCode": 301}}]}]})
+    [lst] = translate([gateway(LISTENERS[:1])], [r], WORLD, {}).config.listeners
+    old, rest = lst.entries
+    assert old.filters.redirect is not None and (old.filters.redirect.scheme, old.filters.redirect.status) == (
+        "https", 301)
+    assert rest.filters.request_headers.set == (("X-A", "1"),) and rest.filters.request_headers.remove == ("X-B",)
+    assert rest.filters.rewrite is not None and rest.filters.rewrite.path is not None
+    assert rest.filters.rewrite.path.replace_prefix and rest.filters.rewrite.path.value == "/"
+    assert rest.backends[0].filters.response_headers.add == (("X-C", "2"),)
+
+
+def test_a_filter_portico_does_not_serve_refuses_the_route_naming_the_field() -> None:
+    mirror = route("infra", "m", {"parentRefs": PARENT, "rules": [
+        {"backendRefs": [{"name": "web", "port": 8080}]},
+        {"filters": [{"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "api", "port": 80}}}],
+         "backendRefs": [{"name": "web", "port": 8080}]}]})
+    backend_redirect = route("infra", "b", {"parentRefs": PARENT, "rules": [{"backendRefs": [
+        {"name": "web", "port": 8080, "filters": [{"type": "RequestRedirect", "requestRedirect": {}}]}]}]})
+    t = translate([gateway(LISTENERS[:1])], [mirror, backend_redirect], WORLD, {})
+    [m] = t.routes[ObjectKey("infra", "m")].parents
+    assert (m.accepted.status, m.accepted.reason) == (False, "UnsupportedValue")
+    assert m.accepted.message.startswith("spec.rules[1].filters[0].type: RequestMirror is not supported")
+    [b] = t.routes[ObjectKey("infra", "b")].parents
+    assert b.accepted.message.startswith("spec.rules[0].backendRefs[0].filters[0].type: RequestRedirect")
+    assert t.config.listeners[0].entries == () and t.config.pools == ()  # neither is served, not even in part
+    assert t.attached_routes == {}

@@ -91,6 +91,47 @@ class ParentReference(Struct, kw_only=True, frozen=True):
     port: int | None = None
 
 
+class HTTPHeader(Struct, kw_only=True, frozen=True):
+    name: str
+    value: str
+
+
+class HTTPHeaderFilter(Struct, kw_only=True, frozen=True):
+    set: tuple[HTTPHeader, ...] = ()
+    add: tuple[HTTPHeader, ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+class HTTPPathModifier(Struct, kw_only=True, frozen=True):
+    type: Literal["ReplaceFullPath", "ReplacePrefixMatch"]
+    replaceFullPath: str | None = None
+    replacePrefixMatch: str | None = None
+
+
+class HTTPRequestRedirectFilter(Struct, kw_only=True, frozen=True):
+    scheme: str | None = None
+    hostname: str | None = None
+    path: HTTPPathModifier | None = None
+    port: int | None = None
+    statusCode: int = 302
+
+
+class HTTPURLRewriteFilter(Struct, kw_only=True, frozen=True):
+    hostname: str | None = None
+    path: HTTPPathModifier | None = None
+
+
+class HTTPRouteFilter(Struct, kw_only=True, frozen=True):
+    """One filter; `type` says which of the fields is set. Types Portico does not serve (RequestMirror,
+    ExtensionRef, CORS, ...) are read by their type alone (portico.l7.filters refuses them)."""
+
+    type: str
+    requestHeaderModifier: HTTPHeaderFilter | None = None
+    responseHeaderModifier: HTTPHeaderFilter | None = None
+    requestRedirect: HTTPRequestRedirectFilter | None = None
+    urlRewrite: HTTPURLRewriteFilter | None = None
+
+
 class BackendRef(Struct, kw_only=True):
     name: str
     group: str = ""
@@ -98,6 +139,7 @@ class BackendRef(Struct, kw_only=True):
     namespace: str | None = None
     port: int | None = None
     weight: int = 1
+    filters: list[HTTPRouteFilter] = field(default_factory=list)
 
 
 class HTTPPathMatch(Struct, kw_only=True, frozen=True):
@@ -122,6 +164,7 @@ class HTTPRouteMatch(Struct, kw_only=True, frozen=True):
 
 class RouteRule(Struct, kw_only=True):
     matches: list[HTTPRouteMatch] = field(default_factory=lambda: [HTTPRouteMatch()])
+    filters: list[HTTPRouteFilter] = field(default_factory=list)
     backendRefs: list[BackendRef] = field(default_factory=list)
 
 

@@ -47,7 +47,7 @@ class LabelSelector(Struct, omit_defaults=True):
     matchLabels: Annotated[dict[str, str], Meta(max_length=64)] = field(default_factory=dict)
     matchExpressions: Annotated[list[LabelSelectorRequirement], Meta(
         max_length=16,
-        extra_json_schema=cel("self.all(r, (r.operator in ['In', 'NotIn']) == (size(r.values) > 0))",
+        extra_json_schema=cel("self.all(r, (r.operator in ['In', 'NotIn']) == (has(r.values) && size(r.values) > 0))",
                               "In and NotIn need values; Exists and DoesNotExist take none"),
     )] = field(default_factory=list)
 

@@ -1,13 +1,16 @@
 """The L7 model (portico.dataplane.l7model) as HAProxy's configuration (pure).
 
 Layout, chosen for what changes without a reload:
-* one `frontend` per bound VIP:port (`transparent`: the VIP is on no interface; docs/gateway-api.md), its route
-  matches as named ACLs (`acl` lines of one name are ORed: a segment-aware path prefix is `str P` or `beg P/`),
-  tried in the model's order, then 404 as the spec asks when nothing matches;
+* one `frontend` per bound VIP:port (`transparent`: the VIP is on no interface; docs/gateway-api.md). A request
+  is matched first, on what it arrived with: each route match is a set of named ACLs (`acl` lines of one name are
+  ORed: a segment-aware path prefix is `str P` or `beg P/`), tried in the model's order, the first that holds
+  stored in `txn.e`. Then the matched entry's filters run (header edits, rewrites, a redirect answered by HAProxy
+  itself), then `use_backend` on `txn.e`; 404 as the spec asks when nothing matched;
 * one `backend` per pool (a Service port), named stably, with its servers padded to a power-of-two of slots so
   endpoint changes are runtime-API `set server addr` / `enable server` on existing slots;
-* a rule's weighted backendRefs split by one random number per request (`txn.pick`, cumulative thresholds out of
-  PICK_SCALE); an unresolved backendRef's share goes to a backend answering 500.
+* a rule's weighted backendRefs split by one random number per request (`txn.pick`, each backendRef a range of
+  PICK_SCALE), which also selects a backendRef's own filters; an unresolved backendRef's share goes to a backend
+  answering 500.
 """
 
 from __future__ import annotations
@@ -15,11 +18,22 @@ from __future__ import annotations
 import ipaddress
 
 from portico.api.gateway import HTTPNameValueMatch, HTTPRouteMatch
-from portico.dataplane.l7model import L7Config, L7Listener, Pool, RouteEntry
+from portico.dataplane.l7model import (
+    Filters,
+    HeaderEdits,
+    L7Config,
+    L7Listener,
+    NewPath,
+    Pool,
+    Redirect,
+    RouteEntry,
+    WeightedPool,
+)
 
 PICK_SCALE = 1_000_000
 MIN_SLOTS = 8
 NOT_FOUND, UNRESOLVED = "portico_404", "portico_500"
+WELL_KNOWN_PORTS = {"http": 80, "https": 443}
 GLOBAL = """global
   stats socket {runtime_socket} mode 600 level admin expose-fd listeners
   hard-stop-after 30s
@@ -32,11 +46,23 @@ defaults
   timeout server 60s
   timeout http-keep-alive 60s
 """
+# The request's host without its port ("[v6]:port" keeps its brackets), lower-cased: what hostnames match.
+REQUEST_HOST = "  http-request set-var(txn.host) req.hdr(host),regsub(:[0-9]*$,),lower"
 
 
 def quote(value: str) -> str:
     """A word HAProxy's parser reads back verbatim: single-quoted, a quote inside closed, escaped and reopened."""
     return "'" + value.replace("'", "'\\''") + "'"
+
+
+def log_format_text(value: str) -> str:
+    """Text in a log-format string (header values, paths, redirect locations): `%` doubled, the rest as is."""
+    return value.replace("%", "%%")
+
+
+def literal(value: str) -> str:
+    """A word HAProxy reads as a log-format string that is this text."""
+    return quote(log_format_text(value))
 
 
 def address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> str:
@@ -51,6 +77,18 @@ def slots(count: int) -> int:
     return n
 
 
+def redirect_port(redirect: Redirect, scheme: str, listener_port: int) -> int | None:
+    """The spec's port of a redirect: the one asked for; else the scheme's well-known port when a scheme is asked
+    for; else the listener's. None when it is the scheme's own, which a Location does not spell out."""
+    if redirect.port is not None:
+        port = redirect.port
+    elif redirect.scheme is not None:
+        port = WELL_KNOWN_PORTS.get(redirect.scheme, listener_port)
+    else:
+        port = listener_port
+    return None if WELL_KNOWN_PORTS.get(scheme) == port else port
+
+
 def _value_acl(name: str, fetch: str, m: HTTPNameValueMatch) -> str:
     return f"  acl {name} {fetch}({m.name}) -m {'reg' if m.type == 'RegularExpression' else 'str'} {quote(m.value)}"
 
@@ -63,7 +101,7 @@ def _match_acls(prefix: str, hostnames: tuple[str, ...], match: HTTPRouteMatch) 
     if hosts:
         for h in hosts:
             how = f"-m end {quote(h[1:])}" if h.startswith("*.") else f"-m str {quote(h)}"
-            lines.append(f"  acl {prefix}_host req.hdr(host),field(1,:),lower {how}")
+            lines.append(f"  acl {prefix}_host var(txn.host) {how}")
         names.append(f"{prefix}_host")
     path = match.path
     if path.type == "Exact":
@@ -88,34 +126,96 @@ def _match_acls(prefix: str, hostnames: tuple[str, ...], match: HTTPRouteMatch) 
     return lines, names
 
 
-def _entry(prefix: str, entry: RouteEntry) -> list[str]:
-    acls, names = _match_acls(prefix, entry.hostnames, entry.match)
-    weighted = [b for b in entry.backends if b.weight > 0]
+def _when(*terms: str) -> str:
+    condition = " ".join(t for t in terms if t)
+    return f" if {condition}" if condition else ""
+
+
+def _header_edits(directive: str, edits: HeaderEdits, condition: str) -> list[str]:
+    return ([f"  {directive} set-header {quote(n)} {literal(v)}{condition}" for n, v in edits.set]
+            + [f"  {directive} add-header {quote(n)} {literal(v)}{condition}" for n, v in edits.add]
+            + [f"  {directive} del-header {quote(n)}{condition}" for n in edits.remove])
+
+
+def _new_path(new: NewPath, match: HTTPRouteMatch, condition: str) -> list[str]:
+    """`txn.path`: the path a rewrite or redirect gives. A prefix replaced: the rest of the path after the matched
+    prefix (`bytes`, no regular expression to escape) joins the replacement with one slash between."""
+    if not new.replace_prefix:
+        return [f"  http-request set-var-fmt(txn.path) {literal(new.value)}{condition}"]
+    stem = match.path.value.rstrip("/")
+    return [f"  http-request set-var(txn.rest) path,bytes({len(stem)}){condition}",
+            f"  http-request set-var-fmt(txn.path) {literal(new.value or '/')}{condition}",
+            f"  http-request set-var-fmt(txn.path) {literal(new.value.rstrip('/'))}%[var(txn.rest)]{condition}"
+            " { var(txn.rest) -m len 1: }"]
+
+
+def _redirect(redirect: Redirect, match: HTTPRouteMatch, listener: L7Listener, condition: str) -> list[str]:
+    scheme = redirect.scheme or listener.protocol.lower()
+    port = redirect_port(redirect, scheme, listener.port)
+    host = log_format_text(redirect.hostname) if redirect.hostname else "%[var(txn.host)]"
+    lines = [f"  http-request set-var-fmt(txn.query) ?%[query]{condition} {{ query -m found }}"]
+    if redirect.path is not None:
+        lines += _new_path(redirect.path, match, condition)
+    path = "%[var(txn.path)]" if redirect.path is not None else "%[path]"
+    location = f"{scheme}://{host}{f':{port}' if port else ''}{path}%[var(txn.query)]"
+    return [*lines, f"  http-request redirect location {quote(location)} code {redirect.status}{condition}"]
+
+
+def _ranges(backends: tuple[WeightedPool, ...]) -> list[tuple[WeightedPool, str]]:
+    """The backendRefs a request can be sent to, each with the condition on `txn.pick` that picks it."""
+    weighted = [b for b in backends if b.weight > 0]
     total = sum(b.weight for b in weighted)
-
-    def use(target: str, *terms: str) -> str:
-        condition = " ".join([*names, *terms])
-        return f"  use_backend {target}" + (f" if {condition}" if condition else "")
-
-    if total == 0:  # no backend (or all weight 0): the spec's 500
-        return [*acls, use(UNRESOLVED)]
-    uses, cumulative = [], 0
+    out, cumulative = [], 0
     for b in weighted:
+        low = cumulative * PICK_SCALE // total
         cumulative += b.weight
-        pick = [] if cumulative == total else [f"{{ var(txn.pick) -m int lt {cumulative * PICK_SCALE // total} }}"]
-        uses.append(use(b.pool or UNRESOLVED, *pick))
-    return [*acls, *uses]
+        high = cumulative * PICK_SCALE // total - 1
+        out.append((b, "" if len(weighted) == 1 else f"{{ var(txn.pick) -m int {low}:{high} }}"))
+    return out
+
+
+def _filters(filters: Filters, entry: RouteEntry, listener: L7Listener, matched: str) -> tuple[list[str], list[str]]:
+    """The http-request and http-response rules of one entry's filters, then its backendRefs' own."""
+    when = _when(matched)
+    request = _header_edits("http-request", filters.request_headers, when)
+    response = _header_edits("http-response", filters.response_headers, when)
+    if filters.rewrite is not None:
+        if filters.rewrite.hostname:
+            request.append(f"  http-request set-header host {literal(filters.rewrite.hostname)}{when}")
+        if filters.rewrite.path is not None:
+            request += _new_path(filters.rewrite.path, entry.match, when)
+            request.append(f"  http-request set-path %[var(txn.path)]{when}")
+    if filters.redirect is not None:
+        request += _redirect(filters.redirect, entry.match, listener, when)
+    for backend, picked in _ranges(entry.backends):
+        request += _header_edits("http-request", backend.filters.request_headers, _when(matched, picked))
+        response += _header_edits("http-response", backend.filters.response_headers, _when(matched, picked))
+    return request, response
 
 
 def _frontend(index: int, listener: L7Listener) -> list[str]:
     bind = f"  bind {address(listener.address, listener.port)} transparent"
     if listener.protocol == "HTTPS":
         bind += " ssl " + " ".join(f"crt {quote(c)}" for c in listener.certificates) + " alpn h2,http/1.1"
-    lines = [f"frontend l{index}_{listener.port}", bind, f"  http-request set-var(txn.pick) rand({PICK_SCALE})"]
+    acls, selects, requests, responses, uses = [], [], [], [], []
     for i, entry in enumerate(listener.entries):
-        lines += _entry(f"e{i}", entry)
-    lines.append(f"  default_backend {NOT_FOUND}")
-    return lines
+        lines, names = _match_acls(f"e{i}", entry.hostnames, entry.match)
+        acls += lines
+        unmatched = "!{ var(txn.e) -m found }" if i else ""
+        selects.append(f"  http-request set-var(txn.e) int({i}){_when(unmatched, *names)}")
+        matched = f"{{ var(txn.e) -m int {i} }}"
+        request, response = _filters(entry.filters, entry, listener, matched)
+        requests += request
+        responses += response
+        if entry.filters.redirect is not None:
+            continue  # answered by the redirect
+        picks = _ranges(entry.backends)
+        if not picks:  # no backend (or all weight 0): the spec's 500
+            uses.append(f"  use_backend {UNRESOLVED}{_when(matched)}")
+        uses += [f"  use_backend {b.pool or UNRESOLVED}{_when(matched, picked)}" for b, picked in picks]
+    return [f"frontend l{index}_{listener.port}", bind, REQUEST_HOST,
+            f"  http-request set-var(txn.pick) rand({PICK_SCALE})", *acls, *selects, *requests, *responses, *uses,
+            f"  default_backend {NOT_FOUND}"]
 
 
 def _backend(pool: Pool) -> list[str]:

@@ -26,18 +26,62 @@ class Pool:
 
 
 @dataclass(frozen=True)
+class HeaderEdits:
+    """`set` replaces a header, `add` appends a value to it, `remove` deletes it (names case-insensitive)."""
+
+    set: tuple[tuple[str, str], ...] = ()
+    add: tuple[tuple[str, str], ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NewPath:
+    value: str
+    replace_prefix: bool  # True: the matched path prefix is replaced by `value`; False: the whole path is
+
+
+@dataclass(frozen=True)
+class Redirect:
+    """Answered by HAProxy itself; what is unset keeps the request's (the port: the rules in
+    portico.dataplane.haproxy.redirect_port)."""
+
+    status: int
+    scheme: str | None = None
+    hostname: str | None = None
+    port: int | None = None
+    path: NewPath | None = None
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    hostname: str | None = None
+    path: NewPath | None = None
+
+
+@dataclass(frozen=True)
+class Filters:
+    request_headers: HeaderEdits = HeaderEdits()
+    response_headers: HeaderEdits = HeaderEdits()
+    redirect: Redirect | None = None
+    rewrite: Rewrite | None = None
+
+
+@dataclass(frozen=True)
 class WeightedPool:
     pool: str | None  # None: a backendRef that did not resolve — its share is answered 500
     weight: int
+    filters: Filters = Filters()  # a backendRef's own (header edits only), applied when it is picked
 
 
 @dataclass(frozen=True)
 class RouteEntry:
-    """One match of one route rule on one listener: the hostnames it applies to ("" = any) and where it sends."""
+    """One match of one route rule on one listener: the hostnames it applies to ("" = any), what the rule's
+    filters do to the request and response, and where it sends (nowhere when it redirects)."""
 
     hostnames: tuple[str, ...]
     match: HTTPRouteMatch
     backends: tuple[WeightedPool, ...]
+    filters: Filters = Filters()
 
 
 @dataclass(frozen=True)

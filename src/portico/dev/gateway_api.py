@@ -18,6 +18,16 @@ ECHO_BASIC_LAYOUT_TAG = "echo-basic"  # the image's tag in the build's OCI layou
 
 
 @functools.cache
+def version() -> str:
+    """The pinned release, as hack/gateway-api/go.mod requires it (its one home)."""
+    for line in (BUILD_SCRIPT.parent / "go.mod").read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["sigs.k8s.io/gateway-api/conformance"]:
+            return words[1]
+    raise LookupError("hack/gateway-api/go.mod does not require sigs.k8s.io/gateway-api/conformance")
+
+
+@functools.cache
 def build() -> Path:
     """The build's directory: conformance.test, echo-basic, oci/ (echo-basic as an image), crds/, echo-basic-tags."""
     return build_output(BUILD_SCRIPT, "the Gateway API conformance suite")

@@ -1,5 +1,24 @@
 """The Gateway API features Portico's GatewayClass claims in status.supportedFeatures (names as upstream's
 conformance suite spells them). A feature is listed here once the suite passes its tests against the lab
-(`make conformance`, docs/conformance/)."""
+(`make conformance`, docs/conformance/); tests/e2e/test_conformance.py runs the suite with exactly this list."""
 
-SUPPORTED_FEATURES: tuple[str, ...] = ("Gateway", "HTTPRoute", "ReferenceGrant")
+CORE: tuple[str, ...] = ("Gateway", "HTTPRoute", "ReferenceGrant")
+EXTENDED: tuple[str, ...] = (
+    "GatewayPort8080",
+    "HTTPRoute303RedirectStatusCode",
+    "HTTPRoute307RedirectStatusCode",
+    "HTTPRoute308RedirectStatusCode",
+    "HTTPRouteBackendRequestHeaderModification",
+    "HTTPRouteDestinationPortMatching",
+    "HTTPRouteHostRewrite",
+    "HTTPRouteMethodMatching",
+    "HTTPRouteNamedRouteRule",
+    "HTTPRouteParentRefPort",
+    "HTTPRoutePathRedirect",
+    "HTTPRoutePathRewrite",
+    "HTTPRoutePortRedirect",
+    "HTTPRouteQueryParamMatching",
+    "HTTPRouteResponseHeaderModification",
+    "HTTPRouteSchemeRedirect",
+)
+SUPPORTED_FEATURES: tuple[str, ...] = CORE + EXTENDED

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from portico.api.gateway import GROUP, GatewaySpec, ObjectKey, RouteSpec
-from portico.dataplane.l7model import Endpoint, L7Config, L7Listener, Pool, RouteEntry, WeightedPool
+from portico.dataplane.l7model import Endpoint, Filters, L7Config, L7Listener, Pool, RouteEntry, WeightedPool
 from portico.ipam.blocks import IPAddress
 from portico.l7.attachment import GatewayListeners, ParentResult, attach
 from portico.l7.backends import Backend, resolve_backend, resolved_refs
+from portico.l7.filters import BACKEND_FILTERS, model_filters
 from portico.l7.listeners import Cond, ListenerResult, judge_listeners
 from portico.l7.precedence import RankedMatch, precedence
 from portico.l7.references import Grant
@@ -71,6 +72,24 @@ def _hostname_specificity(hostname: str) -> tuple[int, int]:
     return (1, -len(hostname)) if hostname.startswith("*.") else (0, 0)
 
 
+def _filters(spec: RouteSpec) -> tuple[list[Filters], dict[tuple[int, int], Filters], Cond | None]:
+    """Each rule's filters and each backendRef's (by rule and position), and the first reason they cannot be
+    served, if any (the route is then not served at all)."""
+    refusals: list[Cond] = []
+
+    def served(f: Filters | Cond) -> Filters:
+        if isinstance(f, Cond):
+            refusals.append(f)
+            return Filters()
+        return f
+
+    rules = [served(model_filters(rule.filters, f"spec.rules[{r}].filters")) for r, rule in enumerate(spec.rules)]
+    backends = {(r, k): served(model_filters(b.filters, f"spec.rules[{r}].backendRefs[{k}].filters",
+                                             BACKEND_FILTERS))
+                for r, rule in enumerate(spec.rules) for k, b in enumerate(rule.backendRefs)}
+    return rules, backends, (refusals[0] if refusals else None)
+
+
 def translate(gateways: Iterable[GatewayInput], routes: Iterable[RouteInput], world: World,
               certificate_file: Mapping[ObjectKey, str]) -> Translation:
     """`certificate_file`: where each Secret's PEM (chain + key) is written for HAProxy."""
@@ -96,15 +115,20 @@ def translate(gateways: Iterable[GatewayInput], routes: Iterable[RouteInput], wo
         backends: list[list[Backend]] = [
             [resolve_backend("HTTPRoute", route.key.namespace, b, world.services, world.grants)
              for b in rule.backendRefs] for rule in route.spec.rules]
+        rule_filters, backend_filters, refused = _filters(route.spec)
+        if refused is not None:  # not served at all: the status says why
+            parents = [replace(p, accepted=refused, listeners=(), hostnames={}) if p.accepted.status else p
+                       for p in parents]
         statuses[route.key] = RouteStatus(tuple(parents), resolved_refs(b for rule in backends for b in rule))
         weighted = []
-        for rule_backends in backends:
+        for r, rule_backends in enumerate(backends):
             ws = []
-            for b in rule_backends:
-                if b.problem is None:
+            for k, b in enumerate(rule_backends):
+                if b.problem is None and refused is None:
                     name = pool_name(b.service, b.port)
                     pools.setdefault(name, Pool(name, world.endpoints.get((b.service, b.port), ())))
-                ws.append(WeightedPool(None if b.problem else pool_name(b.service, b.port), b.weight))
+                ws.append(WeightedPool(None if b.problem else pool_name(b.service, b.port), b.weight,
+                                       backend_filters[(r, k)]))
             weighted.append(tuple(ws))
         for parent in parents:
             for listener in parent.listeners:
@@ -113,7 +137,7 @@ def translate(gateways: Iterable[GatewayInput], routes: Iterable[RouteInput], wo
                     for i, m in enumerate(rule.matches):
                         entries[(parent.gateway, listener)].append(
                             (RankedMatch(m, route.key, route.created, r, i),
-                             RouteEntry(parent.hostnames[listener], m, weighted[r])))
+                             RouteEntry(parent.hostnames[listener], m, weighted[r], rule_filters[r])))
     listeners = []
     for key, gw in sorted(judged.items()):
         by_port: dict[int, list[tuple[tuple[tuple[int, int], tuple[object, ...]], RouteEntry]]] = defaultdict(list)
@@ -127,7 +151,7 @@ def translate(gateways: Iterable[GatewayInput], routes: Iterable[RouteInput], wo
             for ranked, entry in entries[(key, spec.name)]:
                 for host in entry.hostnames:  # one entry per hostname, each ranked by its own specificity
                     by_port[spec.port].append(((_hostname_specificity(host), precedence(ranked)),
-                                               RouteEntry((host,), entry.match, entry.backends)))
+                                               replace(entry, hostnames=(host,))))
         for address in inputs[key].addresses:
             for port in sorted(protocol):
                 ordered = tuple(e for _, e in sorted(by_port[port], key=lambda pair: pair[0]))

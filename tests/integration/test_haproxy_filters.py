@@ -1,7 +1,7 @@
 """HTTPRoute filters as HAProxy serves them (the real HAProxy in a network namespace, upstream's echo-basic
 behind it reporting the request it received): request and response header edits, redirects (host, scheme, port,
-path, status, the query kept), URL rewrites (host, full path, prefix), and a backendRef's own header edits applied
-only when it is the one picked."""
+path, status, the query kept), URL rewrites (host, full path, prefix), a backendRef's own header edits applied
+only when it is the one picked, a rule's timeout, and listeners sharing a port isolated by hostname."""
 
 from __future__ import annotations
 
@@ -61,8 +61,15 @@ CONFIG = L7Config(
             RouteEntry(("",), prefix("/canary"), (
                 WeightedPool("a", 1, Filters(request_headers=HeaderEdits(set=(("X-Picked", "a"),)))),
                 WeightedPool("b", 1, Filters(response_headers=HeaderEdits(add=(("X-Picked", "b"),)))))),
+            RouteEntry(("",), prefix("/slow"), (WeightedPool("a", 1),), response_timeout_ms=300),
         )),
         L7Listener(VIP, 8080, "HTTP", REDIRECTS[:1]),
+        L7Listener(VIP, 8081, "HTTP", (
+            RouteEntry(("abc.foo.example",), prefix("/abc"), (WeightedPool("a", 1),),
+                       listener_hostname="abc.foo.example"),
+            RouteEntry(("*.example",), prefix("/wild"), (WeightedPool("a", 1),), listener_hostname="*.example"),
+            RouteEntry(("",), prefix("/any"), (WeightedPool("a", 1),)),
+        ), listener_hostnames=("abc.foo.example", "*.example", "")),
     ),
     pools=(Pool("a", (Endpoint(LOOP, 9101),)), Pool("b", (Endpoint(LOOP, 9102),))),
 )
@@ -80,10 +87,11 @@ def haproxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield ns
 
 
-def request(ns: str, path: str, *headers: str, port: int = 80) -> tuple[int, dict[str, list[str]], Any]:
+def request(ns: str, path: str, *headers: str, port: int = 80,
+            host: str = "a.example") -> tuple[int, dict[str, list[str]], Any]:
     """Status, response headers (lower-case names), and the request echo-basic saw (None when it saw none)."""
     out = subprocess.run(["ip", "netns", "exec", ns, "curl", "-s", "--max-time", "3", "-D", "-",
-                          "-H", "Host: a.example", *(a for h in headers for a in ("-H", h)),
+                          "-H", f"Host: {host}", *(a for h in headers for a in ("-H", h)),
                           f"http://{VIP}:{port}{path}"], capture_output=True, text=True, timeout=10, check=False).stdout
     head, _, body = out.partition("\n\n")  # text mode: curl's CRLFs read as newlines
     lines = head.splitlines()
@@ -141,3 +149,23 @@ def test_a_backend_refs_own_filters_apply_only_when_it_is_picked(haproxy: str) -
         assert seen["headers"].get("X-Picked") == (["a"] if pod == "a" else None)
         assert response.get("x-picked") == (["b"] if pod == "b" else None)
     assert picked == {"a", "b"}
+
+
+def test_a_rules_timeout_answers_504_past_it(haproxy: str) -> None:
+    assert request(haproxy, "/slow?delay=50ms")[0] == 200
+    started = time.monotonic()
+    assert request(haproxy, "/slow?delay=2s")[0] == 504
+    assert time.monotonic() - started < 1.5
+
+
+@pytest.mark.parametrize(("host", "path", "status"), [
+    ("abc.foo.example", "/abc", 200),
+    ("abc.foo.example", "/wild", 404),  # the exact listener owns this host: the wildcard's routes do not apply
+    ("abc.foo.example", "/any", 404),
+    ("x.example", "/wild", 200),
+    ("x.example", "/any", 404),
+    ("elsewhere.test", "/any", 200),
+    ("elsewhere.test", "/wild", 404),
+])
+def test_listeners_sharing_a_port_are_isolated_by_hostname(haproxy: str, host: str, path: str, status: int) -> None:
+    assert request(haproxy, path, port=8081, host=host)[0] == status

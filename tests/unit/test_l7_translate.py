@@ -80,6 +80,9 @@ def test_the_more_specific_listener_hostname_is_tried_first() -> None:
               for n in ("any", "wild", "exact")]
     [lst] = translate([gateway(listeners)], routes, WORLD, {}).config.listeners
     assert [e.hostnames for e in lst.entries] == [("a.example",), ("*.example",), ("",)]
+    # Each request belongs to the most specific listener its host matches (GatewayHTTPListenerIsolation).
+    assert lst.listener_hostnames == ("a.example", "*.example", "")
+    assert [e.listener_hostname for e in lst.entries] == ["a.example", "*.example", ""]
 
 
 def test_a_more_specific_hostname_wins_over_a_better_path() -> None:

@@ -162,10 +162,18 @@ class HTTPRouteMatch(Struct, kw_only=True, frozen=True):
     method: str | None = None
 
 
+class HTTPRouteTimeouts(Struct, kw_only=True, frozen=True):
+    """Gateway API durations ("500ms", "1h30m"; "0s" disables)."""
+
+    request: str | None = None
+    backendRequest: str | None = None
+
+
 class RouteRule(Struct, kw_only=True):
     matches: list[HTTPRouteMatch] = field(default_factory=lambda: [HTTPRouteMatch()])
     filters: list[HTTPRouteFilter] = field(default_factory=list)
     backendRefs: list[BackendRef] = field(default_factory=list)
+    timeouts: HTTPRouteTimeouts | None = None
 
 
 class RouteSpec(Struct, kw_only=True):

@@ -19,7 +19,6 @@ import ipaddress
 
 from portico.api.gateway import HTTPNameValueMatch, HTTPRouteMatch
 from portico.dataplane.l7model import (
-    Filters,
     HeaderEdits,
     L7Config,
     L7Listener,
@@ -46,6 +45,8 @@ defaults
   timeout server 60s
   timeout http-keep-alive 60s
 """
+# A rule's timeout (milliseconds, set by the frontend that matched it): HAProxy sets a server timeout in a backend.
+RESPONSE_TIMEOUT = "  http-request set-timeout server var(txn.timeout) if { var(txn.timeout) -m found }"
 # The request's host without its port ("[v6]:port" keeps its brackets), lower-cased: what hostnames match.
 REQUEST_HOST = "  http-request set-var(txn.host) req.hdr(host),regsub(:[0-9]*$,),lower"
 
@@ -89,6 +90,11 @@ def redirect_port(redirect: Redirect, scheme: str, listener_port: int) -> int | 
     return None if WELL_KNOWN_PORTS.get(scheme) == port else port
 
 
+def _host_acl(name: str, hostname: str) -> str:
+    how = f"-m end {quote(hostname[1:])}" if hostname.startswith("*.") else f"-m str {quote(hostname)}"
+    return f"  acl {name} var(txn.host) {how}"
+
+
 def _value_acl(name: str, fetch: str, m: HTTPNameValueMatch) -> str:
     return f"  acl {name} {fetch}({m.name}) -m {'reg' if m.type == 'RegularExpression' else 'str'} {quote(m.value)}"
 
@@ -99,9 +105,7 @@ def _match_acls(prefix: str, hostnames: tuple[str, ...], match: HTTPRouteMatch) 
     names: list[str] = []
     hosts = [h for h in hostnames if h]
     if hosts:
-        for h in hosts:
-            how = f"-m end {quote(h[1:])}" if h.startswith("*.") else f"-m str {quote(h)}"
-            lines.append(f"  acl {prefix}_host var(txn.host) {how}")
+        lines += [_host_acl(f"{prefix}_host", h) for h in hosts]
         names.append(f"{prefix}_host")
     path = match.path
     if path.type == "Exact":
@@ -174,10 +178,12 @@ def _ranges(backends: tuple[WeightedPool, ...]) -> list[tuple[WeightedPool, str]
     return out
 
 
-def _filters(filters: Filters, entry: RouteEntry, listener: L7Listener, matched: str) -> tuple[list[str], list[str]]:
-    """The http-request and http-response rules of one entry's filters, then its backendRefs' own."""
-    when = _when(matched)
+def _filters(entry: RouteEntry, listener: L7Listener, matched: str) -> tuple[list[str], list[str]]:
+    """The http-request and http-response rules of one entry's filters and timeout, then its backendRefs' own."""
+    filters, when = entry.filters, _when(matched)
     request = _header_edits("http-request", filters.request_headers, when)
+    if entry.response_timeout_ms is not None:  # applied by the backend (RESPONSE_TIMEOUT); past it, a 504
+        request.append(f"  http-request set-var(txn.timeout) int({entry.response_timeout_ms}){when}")
     response = _header_edits("http-response", filters.response_headers, when)
     if filters.rewrite is not None:
         if filters.rewrite.hostname:
@@ -193,18 +199,35 @@ def _filters(filters: Filters, entry: RouteEntry, listener: L7Listener, matched:
     return request, response
 
 
+def _isolation(hostnames: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """Where Gateway listeners share the port: `txn.l`, the first (most specific) whose hostname the request's
+    host matches — its acl and http-request lines."""
+    if len(hostnames) < 2:
+        return [], []
+    acls = [_host_acl(f"l{k}_host", h) for k, h in enumerate(hostnames) if h]
+    selects = [f"  http-request set-var(txn.l) int({k})"
+               + _when("!{ var(txn.l) -m found }" if k else "", f"l{k}_host" if h else "")
+               for k, h in enumerate(hostnames)]
+    return acls, selects
+
+
 def _frontend(index: int, listener: L7Listener) -> list[str]:
     bind = f"  bind {address(listener.address, listener.port)} transparent"
     if listener.protocol == "HTTPS":
         bind += " ssl " + " ".join(f"crt {quote(c)}" for c in listener.certificates) + " alpn h2,http/1.1"
-    acls, selects, requests, responses, uses = [], [], [], [], []
+    acls, selects = _isolation(listener.listener_hostnames)
+    requests: list[str] = []
+    responses: list[str] = []
+    uses: list[str] = []
     for i, entry in enumerate(listener.entries):
         lines, names = _match_acls(f"e{i}", entry.hostnames, entry.match)
         acls += lines
         unmatched = "!{ var(txn.e) -m found }" if i else ""
-        selects.append(f"  http-request set-var(txn.e) int({i}){_when(unmatched, *names)}")
+        owner = (f"{{ var(txn.l) -m int {listener.listener_hostnames.index(entry.listener_hostname)} }}"
+                 if len(listener.listener_hostnames) > 1 else "")
+        selects.append(f"  http-request set-var(txn.e) int({i}){_when(unmatched, owner, *names)}")
         matched = f"{{ var(txn.e) -m int {i} }}"
-        request, response = _filters(entry.filters, entry, listener, matched)
+        request, response = _filters(entry, listener, matched)
         requests += request
         responses += response
         if entry.filters.redirect is not None:
@@ -219,7 +242,7 @@ def _frontend(index: int, listener: L7Listener) -> list[str]:
 
 
 def _backend(pool: Pool) -> list[str]:
-    lines = [f"backend {pool.name}", "  balance roundrobin"]
+    lines = [f"backend {pool.name}", "  balance roundrobin", RESPONSE_TIMEOUT]
     for i in range(slots(len(pool.endpoints))):
         if i < len(pool.endpoints):
             ep = pool.endpoints[i]

@@ -76,12 +76,14 @@ class WeightedPool:
 @dataclass(frozen=True)
 class RouteEntry:
     """One match of one route rule on one listener: the hostnames it applies to ("" = any), what the rule's
-    filters do to the request and response, and where it sends (nowhere when it redirects)."""
+    filters and timeouts do to the request and response, and where it sends (nowhere when it redirects)."""
 
     hostnames: tuple[str, ...]
     match: HTTPRouteMatch
     backends: tuple[WeightedPool, ...]
     filters: Filters = Filters()
+    response_timeout_ms: int | None = None  # how long the backend may take to answer; None: HAProxy's default
+    listener_hostname: str = ""  # of the Gateway listener it came from (L7Listener.listener_hostnames)
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,9 @@ class L7Listener:
     protocol: str  # HTTP or HTTPS
     entries: tuple[RouteEntry, ...]  # in precedence order (portico.l7.precedence)
     certificates: tuple[str, ...] = ()  # PEM files (certificate chain + key), for HTTPS: SNI picks among them
+    # The hostnames of the Gateway listeners sharing this port, most specific first ("" = none): a request
+    # belongs to the first its host matches, and only entries with that listener_hostname apply to it.
+    listener_hostnames: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

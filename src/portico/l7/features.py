@@ -4,11 +4,13 @@ conformance suite spells them). A feature is listed here once the suite passes i
 
 CORE: tuple[str, ...] = ("Gateway", "HTTPRoute", "ReferenceGrant")
 EXTENDED: tuple[str, ...] = (
+    "GatewayHTTPListenerIsolation",
     "GatewayPort8080",
     "HTTPRoute303RedirectStatusCode",
     "HTTPRoute307RedirectStatusCode",
     "HTTPRoute308RedirectStatusCode",
     "HTTPRouteBackendRequestHeaderModification",
+    "HTTPRouteBackendTimeout",
     "HTTPRouteDestinationPortMatching",
     "HTTPRouteHostRewrite",
     "HTTPRouteMethodMatching",
@@ -18,6 +20,7 @@ EXTENDED: tuple[str, ...] = (
     "HTTPRoutePathRewrite",
     "HTTPRoutePortRedirect",
     "HTTPRouteQueryParamMatching",
+    "HTTPRouteRequestTimeout",
     "HTTPRouteResponseHeaderModification",
     "HTTPRouteSchemeRedirect",
 )

@@ -15,7 +15,7 @@ from portico.dataplane.l7model import Endpoint, Filters, L7Config, L7Listener, P
 from portico.ipam.blocks import IPAddress
 from portico.l7.attachment import GatewayListeners, ParentResult, attach
 from portico.l7.backends import Backend, resolve_backend, resolved_refs
-from portico.l7.filters import BACKEND_FILTERS, model_filters
+from portico.l7.filters import BACKEND_FILTERS, model_filters, response_timeout_ms
 from portico.l7.listeners import Cond, ListenerResult, judge_listeners
 from portico.l7.precedence import RankedMatch, precedence
 from portico.l7.references import Grant
@@ -137,25 +137,30 @@ def translate(gateways: Iterable[GatewayInput], routes: Iterable[RouteInput], wo
                     for i, m in enumerate(rule.matches):
                         entries[(parent.gateway, listener)].append(
                             (RankedMatch(m, route.key, route.created, r, i),
-                             RouteEntry(parent.hostnames[listener], m, weighted[r], rule_filters[r])))
+                             RouteEntry(parent.hostnames[listener], m, weighted[r], rule_filters[r],
+                                        response_timeout_ms(rule.timeouts))))
     listeners = []
     for key, gw in sorted(judged.items()):
         by_port: dict[int, list[tuple[tuple[tuple[int, int], tuple[object, ...]], RouteEntry]]] = defaultdict(list)
         certificates: dict[int, list[str]] = defaultdict(list)
         protocol: dict[int, str] = {}
+        hostnames: dict[int, set[str]] = defaultdict(set)  # the port's listeners'
         for spec, result in zip(gw.specs, gw.results, strict=True):
             if not result.condition("Programmed").status:
                 continue
             protocol[spec.port] = spec.protocol
+            hostnames[spec.port].add(spec.hostname or "")
             certificates[spec.port] += [certificate_file[c] for c in result.certificates]
             for ranked, entry in entries[(key, spec.name)]:
                 for host in entry.hostnames:  # one entry per hostname, each ranked by its own specificity
                     by_port[spec.port].append(((_hostname_specificity(host), precedence(ranked)),
-                                               replace(entry, hostnames=(host,))))
+                                               replace(entry, hostnames=(host,),
+                                                       listener_hostname=spec.hostname or "")))
         for address in inputs[key].addresses:
             for port in sorted(protocol):
                 ordered = tuple(e for _, e in sorted(by_port[port], key=lambda pair: pair[0]))
+                isolation = tuple(sorted(hostnames[port], key=lambda h: (_hostname_specificity(h), h)))
                 listeners.append(L7Listener(address, port, protocol[port], ordered,
-                                            tuple(dict.fromkeys(certificates[port]))))
+                                            tuple(dict.fromkeys(certificates[port])), isolation))
     return Translation(L7Config(tuple(listeners), tuple(pools[n] for n in sorted(pools))),
                        {k: g.results for k, g in judged.items()}, dict(attached), statuses)

@@ -35,11 +35,11 @@ POOL = textwrap.dedent("""
     """)
 
 
-def _app(name: str) -> str:
+def _app(name: str, namespace: str = NS) -> str:
     return textwrap.dedent(f"""
         apiVersion: apps/v1
         kind: Deployment
-        metadata: {{name: {name}, namespace: {NS}}}
+        metadata: {{name: {name}, namespace: {namespace}}}
         spec:
           replicas: 1
           selector: {{matchLabels: {{app: {name}}}}}
@@ -51,7 +51,7 @@ def _app(name: str) -> str:
         ---
         apiVersion: v1
         kind: Service
-        metadata: {{name: {name}, namespace: {NS}}}
+        metadata: {{name: {name}, namespace: {namespace}}}
         spec:
           selector: {{app: {name}}}
           ports: [{{name: http, port: 8080, targetPort: http}}]

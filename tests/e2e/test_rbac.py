@@ -16,26 +16,11 @@ from lightkube.resources.core_v1 import PodStatus
 from lightkube.types import PatchType
 
 from tests.e2e.conftest import Lab
+from tests.security_doc import Grants, documented_grants
 
-DOC = Path(__file__).parents[2] / "docs" / "security.md"
 # What every authenticated identity may do (system:basic-user, system:discovery, system:public-info-viewer).
 EVERYONE = {"selfsubjectaccessreviews.authorization.k8s.io", "selfsubjectrulesreviews.authorization.k8s.io",
             "selfsubjectreviews.authentication.k8s.io"}
-Grants = dict[str, set[str]]  # resource (with group) -> verbs
-
-
-def documented() -> dict[tuple[str, str], Grants]:
-    """(component, where) -> grants, from the permissions table in docs/security.md."""
-    table = DOC.read_text().split("<!-- permissions -->")[1]
-    out: dict[tuple[str, str], Grants] = {}
-    for line in table.splitlines():
-        cells = [c.strip().replace("`", "") for c in line.strip().strip("|").split("|")]
-        if len(cells) != 4 or cells[0] in ("component", "") or set(cells[0]) <= {"-", " "}:
-            continue
-        component, resources, verbs, where = cells
-        for resource in resources.split(", "):
-            out.setdefault((component, where), {}).setdefault(resource, set()).update(verbs.split(", "))
-    return out
 
 
 def granted(lab: Lab, account: str, namespace: str) -> Grants:
@@ -55,7 +40,7 @@ def granted(lab: Lab, account: str, namespace: str) -> Grants:
 
 
 def test_each_service_account_has_exactly_the_documented_permissions(lab: Lab) -> None:
-    allowed = documented()
+    allowed = documented_grants()
     for account, component in (("portico-agent", "agent"), ("portico-controller", "controller")):
         cluster = granted(lab, account, "default")
         assert cluster == allowed[(component, "cluster")], f"{account} cluster-wide"

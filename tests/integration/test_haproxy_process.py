@@ -1,6 +1,7 @@
 """HAProxy as the agent runs it (portico.agent.haproxy), in a network namespace of its own: started from a rendered
 configuration, reloaded seamlessly (master-worker, listeners passed on) while wrk opens a connection per request —
-not one refused or failed across the reloads — and a configuration HAProxy refuses leaves the running one serving."""
+not one refused or failed across the reloads — a configuration HAProxy refuses leaves the running one serving, and
+endpoint changes are made through the runtime API, without a reload."""
 
 from __future__ import annotations
 
@@ -20,17 +21,17 @@ import pytest
 
 from portico.agent.haproxy import HAProxy, InvalidConfiguration
 from portico.api.gateway import HTTPPathMatch, HTTPRouteMatch
-from portico.dataplane.haproxy import render
+from portico.dataplane.haproxy import render, runtime_changes
 from portico.dataplane.l7model import Endpoint, L7Config, L7Listener, Pool, RouteEntry, WeightedPool
 
 VIP = ipaddress.ip_address("198.19.252.20")
 LOOP = ipaddress.ip_address("127.0.0.1")
 
 
-def config(path: str) -> L7Config:
+def config(path: str, ports: tuple[int, ...] = (9003,)) -> L7Config:
     entry = RouteEntry(("",), HTTPRouteMatch(path=HTTPPathMatch(type="PathPrefix", value=path)),
-                       (WeightedPool("p_9003", 1),))
-    return L7Config((L7Listener(VIP, 80, "HTTP", (entry,)),), (Pool("p_9003", (Endpoint(LOOP, 9003),)),))
+                       (WeightedPool("p", 1),))
+    return L7Config((L7Listener(VIP, 80, "HTTP", (entry,)),), (Pool("p", tuple(Endpoint(LOOP, p) for p in ports)),))
 
 
 @pytest.fixture(scope="module")
@@ -39,18 +40,19 @@ def netns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]
     d = tmp_path_factory.mktemp("haproxy-process")
     subprocess.run(["ip", "netns", "add", ns], check=True)
     run = ["ip", "netns", "exec", ns]
-    echo = None
+    echoes = []
     try:
         subprocess.run([*run, "ip", "link", "set", "lo", "up"], check=True)
         subprocess.run([*run, "ip", "route", "add", "local", f"{VIP}/32", "dev", "lo", "table", "local"], check=True)
-        echo = subprocess.Popen([*run, sys.executable, "-m", "portico.dev.echo", "--pod", "p", "--node", "n",
-                                 "--listen=9003/TCP"])
+        for pod, port in (("p", 9003), ("q", 9004)):
+            echoes.append(subprocess.Popen([*run, sys.executable, "-m", "portico.dev.echo", "--pod", pod, "--node",
+                                            "n", f"--listen={port}/TCP"]))
         wrapper = d / "haproxy"  # the agent's HAProxy, in this namespace
         wrapper.write_text(f"#!/bin/sh\nexec ip netns exec {ns} haproxy \"$@\"\n")
         wrapper.chmod(wrapper.stat().st_mode | stat.S_IXUSR)
         yield ns, d
     finally:
-        if echo is not None:
+        for echo in echoes:
             echo.terminate()
             echo.wait(5)
         subprocess.run(["ip", "netns", "del", ns], check=False)
@@ -97,3 +99,40 @@ def test_reloads_under_load_fail_no_request_and_a_refused_config_keeps_serving(n
     assert "Socket errors" not in out and "Non-2xx" not in out, out
     assert time.monotonic() - started < 30
     assert not haproxy.running
+
+
+def pods_answering(ns: str, n: int = 40) -> set[str]:
+    out = set()
+    for _ in range(n):
+        r = subprocess.run(["ip", "netns", "exec", ns, "curl", "-s", "--max-time", "3", f"http://{VIP}/"],
+                           capture_output=True, text=True, timeout=10, check=True)
+        out.add(json.loads(r.stdout)["pod"])
+    return out
+
+
+def test_endpoint_changes_are_runtime_api_updates_not_reloads(netns: tuple[str, Path]) -> None:
+    ns, d = netns
+    haproxy = HAProxy(str(d / "run-updates"), binary=str(d / "haproxy"))
+
+    def text(c: L7Config) -> str:
+        return render(c, runtime_socket=str(haproxy.runtime_socket))
+
+    async def scenario() -> list[set[str]]:
+        seen = []
+        try:
+            one, both, other = config("/"), config("/", (9003, 9004)), config("/", (9004,))
+            await haproxy.apply(text(one))
+            seen.append(await asyncio.to_thread(pods_answering, ns))
+            for before, after in ((one, both), (both, other)):
+                commands = runtime_changes(before, after)
+                assert commands, (before, after)
+                assert await haproxy.update(commands, text(after))
+                seen.append(await asyncio.to_thread(pods_answering, ns))
+            assert haproxy.config.read_text() == text(other)  # the file is what runs: a later reload keeps it
+            assert runtime_changes(other, config("/x", (9004,))) is None  # a route changed: only a reload does it
+            return seen
+        finally:
+            await haproxy.stop()
+
+    assert asyncio.run(scenario()) == [{"p"}, {"p", "q"}, {"q"}]
+    assert (haproxy.reloads, haproxy.updates) == (0, 2)

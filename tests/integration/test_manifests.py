@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -14,9 +15,12 @@ import pytest
 import yaml
 
 from portico.api.crds import CRD_DIR
+from portico.controller.annotations import LOAD_BALANCER_CLASS
 from portico.dev import gateway_api
 from portico.dev.controlplane import ControlPlaneConfig
-from portico.dev.helm import MANIFESTS, render_manifests
+from portico.dev.helm import CHART, MANIFESTS, NAMESPACE, RELEASE, render_manifests, run_helm
+from portico.dev.shell import LabError
+from tests.security_doc import Grants, documented_grants
 
 
 def kubectl(config: ControlPlaneConfig, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
@@ -116,3 +120,148 @@ def test_crds_install_with_plain_kubectl_apply_and_update_in_place(controlplane:
         assert again.returncode == 0 and "configured" not in again.stdout, again.stdout  # nothing left to change
     finally:
         kubectl(controlplane, "delete", "l2advertisement", name)
+
+
+# --- Ingress: the IngressClass, the shared address's Service, and the RBAC the controller and agents read it with ---
+
+INGRESS_CONTROLLER = "portico.io/ingress-controller"  # portico.l7.ingress.INGRESS_CONTROLLER
+
+
+def rendered(*values: str) -> list[dict[str, Any]]:
+    """The chart's objects with these `--set` arguments (hooks included)."""
+    out = run_helm("template", RELEASE, str(CHART), "--namespace", NAMESPACE, *values)
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def deployed() -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(MANIFESTS.read_text()) if d]
+
+
+def named(docs: list[dict[str, Any]], kind: str, name: str) -> dict[str, Any] | None:
+    return next((d for d in docs if d["kind"] == kind and d["metadata"]["name"] == name), None)
+
+
+def test_the_ingress_class_and_its_service_render_by_default() -> None:
+    docs = deployed()
+    account = named(docs, "ServiceAccount", "portico-controller")
+    assert account is not None
+    standard = account["metadata"]["labels"]  # the chart's standard labels
+    ingress_class = named(docs, "IngressClass", "portico")
+    assert ingress_class is not None
+    assert ingress_class["apiVersion"] == "networking.k8s.io/v1"
+    assert ingress_class["spec"] == {"controller": INGRESS_CONTROLLER}
+    assert "annotations" not in ingress_class["metadata"]  # not the cluster's default class unless asked
+    svc = named(docs, "Service", "portico-ingress")
+    assert svc is not None
+    meta = svc["metadata"]
+    assert meta["namespace"] == NAMESPACE  # where the controller and agents look for it
+    assert meta["labels"] == {**standard, "app.kubernetes.io/component": "ingress"}
+    assert "annotations" not in meta
+    assert svc["spec"] == {  # no selector (HAProxy on the nodes serves it), externalTrafficPolicy left default
+        "type": "LoadBalancer", "loadBalancerClass": LOAD_BALANCER_CLASS, "allocateLoadBalancerNodePorts": False,
+        "ports": [{"name": "http", "port": 80, "targetPort": 80, "protocol": "TCP"},
+                  {"name": "https", "port": 443, "targetPort": 443, "protocol": "TCP"}]}
+
+
+def test_the_ingress_values_name_the_class_make_it_the_default_and_annotate_the_service() -> None:
+    annotations = {"portico.io/load-balancer-ips": "192.0.2.250", "portico.io/ip-pool": "lan"}
+    docs = rendered("--set", "ingress.className=web", "--set", "ingress.defaultClass=true",
+                    "--set-json", f"ingress.service.annotations={json.dumps(annotations)}")
+    assert named(docs, "IngressClass", "portico") is None
+    ingress_class = named(docs, "IngressClass", "web")
+    assert ingress_class is not None and ingress_class["spec"] == {"controller": INGRESS_CONTROLLER}
+    assert ingress_class["metadata"]["annotations"] == {"ingressclass.kubernetes.io/is-default-class": "true"}
+    svc = named(docs, "Service", "portico-ingress")  # its name is fixed: the controller looks it up
+    assert svc is not None and svc["metadata"]["annotations"] == annotations
+
+
+def test_ingress_disabled_renders_neither_class_nor_service_but_keeps_the_rbac() -> None:
+    docs = rendered("--set", "ingress.enabled=false")
+    assert not [d for d in docs if d["kind"] == "IngressClass"]
+    assert named(docs, "Service", "portico-ingress") is None
+    assert not [d for d in docs if d["kind"] == "Service"]  # the chart has no other Service
+    # The components watch Ingresses whatever the values (their informers are not optional): the grants stay.
+    for role in ("portico-controller", "portico-agent"):
+        assert networking_rules(docs, role) == networking_rules(deployed(), role), role
+
+
+def test_the_ingress_values_are_checked_by_the_schema() -> None:
+    for bad, path in ((("--set", "ingress.className=Not_A_Name"), "/ingress/className"),
+                      (("--set", "ingress.enable=true"), "enable"),
+                      (("--set", "ingress.service.annotations.portico\\.io/ip-pool=1"), "/ingress/service")):
+        with pytest.raises(LabError, match=re.escape(path)):
+            rendered(*bad)
+
+
+def networking_rules(docs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+    role = named(docs, "ClusterRole", name)
+    assert role is not None, name
+    return [r for r in role["rules"] if "networking.k8s.io" in r["apiGroups"]]
+
+
+def test_the_controller_reads_ingresses_and_patches_only_their_status() -> None:
+    """Least privilege: the controller writes Ingresses' status.loadBalancer with a merge patch (no update), and
+    never an Ingress itself."""
+    assert networking_rules(deployed(), "portico-controller") == [
+        {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "ingressclasses"],
+         "verbs": ["get", "list", "watch"]},
+        {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses/status"], "verbs": ["patch"]}]
+
+
+def test_the_agents_only_read_ingresses() -> None:
+    assert networking_rules(deployed(), "portico-agent") == [
+        {"apiGroups": ["networking.k8s.io"], "resources": ["ingresses", "ingressclasses"],
+         "verbs": ["get", "list", "watch"]}]
+
+
+def role_grants(role: dict[str, Any]) -> Grants:
+    """A Role's or ClusterRole's rules, named as `kubectl auth can-i --list` names them."""
+    out: Grants = {}
+    for rule in role["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                base, _, sub = resource.partition("/")
+                full = f"{base}.{group}" if group else base
+                full += f"/{sub}" if sub else ""
+                for names in rule.get("resourceNames") or [None]:
+                    key = f"{full} ({names})" if names else full
+                    out.setdefault(key, set()).update(rule["verbs"])
+    return out
+
+
+def test_the_rendered_roles_grant_exactly_the_documented_permissions() -> None:
+    """Without a lab: the chart's roles are the allow-list of docs/security.md (tests/e2e/test_rbac.py checks the
+    same against the lab's API server)."""
+    docs, allowed = deployed(), documented_grants()
+    for component in ("agent", "controller"):
+        cluster = named(docs, "ClusterRole", f"portico-{component}")
+        local = named(docs, "Role", f"portico-{component}")
+        assert cluster is not None and local is not None, component
+        assert role_grants(cluster) == allowed[(component, "cluster")], component
+        assert role_grants(local) == allowed.get((component, NAMESPACE), {}), component
+
+
+@pytest.fixture
+def namespace(controlplane: ControlPlaneConfig) -> Iterator[str]:
+    ns = f"t-{uuid.uuid4().hex[:8]}"
+    out = kubectl(controlplane, "create", "namespace", ns)
+    assert out.returncode == 0, out.stderr
+    yield ns
+    kubectl(controlplane, "delete", "namespace", ns, "--wait=false")
+
+
+def test_the_api_server_accepts_the_ingress_class_and_service(controlplane: ControlPlaneConfig,
+                                                              namespace: str) -> None:
+    docs = deployed()
+    ingress_class, svc = named(docs, "IngressClass", "portico"), named(docs, "Service", "portico-ingress")
+    assert ingress_class is not None and svc is not None
+    svc = copy.deepcopy(svc)
+    svc["metadata"]["namespace"] = namespace
+    stored = {}
+    for obj in (ingress_class, svc):
+        out = kubectl(controlplane, "create", "--dry-run=server", "-o", "json", "-f", "-", stdin=json.dumps(obj))
+        assert out.returncode == 0, out.stderr
+        stored[obj["kind"]] = json.loads(out.stdout)
+    assert stored["Service"]["spec"]["externalTrafficPolicy"] == "Cluster"  # the API server's default
+    assert "selector" not in stored["Service"]["spec"]
+    assert stored["IngressClass"]["spec"]["controller"] == INGRESS_CONTROLLER

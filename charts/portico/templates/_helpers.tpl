@@ -15,3 +15,8 @@ helm.sh/chart: {{ .Chart.Name }}-{{ .Chart.Version }}
 {{- define "portico.agentUser" -}}
 system:serviceaccount:{{ .Release.Namespace }}:portico-agent
 {{- end }}
+
+{{/* The spec.loadBalancerClass Portico serves (portico.controller.annotations.LOAD_BALANCER_CLASS). */}}
+{{- define "portico.loadBalancerClass" -}}
+portico.io/lb
+{{- end }}

@@ -52,7 +52,7 @@ class AgentCaches:
         self.policies = Informer(client, TrafficPolicyResource, self._on_policy)
         # This node's pods only (as a kubelet watches them): those with Portico's readiness gate wait on us.
         self.pods = Informer(client, Pod, self._on_pod, fields={"spec.nodeName": node})
-        self.gateway_api = GatewayCaches(client, self._mark)
+        self.gateway_api = GatewayCaches(client, self._mark, namespace)
         self.slices_of: dict[str, set[str]] = {}  # Service key -> its EndpointSlice keys
         self.vips_of: dict[str, set[IPAddress]] = {}  # Service UID -> addresses its IPAllocations give it
         self.allocated: dict[IPAddress, VipOwners] = {}  # every allocated address -> its pool and Services

@@ -97,7 +97,7 @@ class Forwarding:
                                 f"{', '.join(unserved)} not served from this node")
             vips = {a for a in vips if a.version in served}
             ordered = sorted(vips, key=lambda a: (a.version, int(a)))
-            if caches.gateway_api.gateway_of(svc) is not None:  # HAProxy's on this node, not DNATed to pods
+            if caches.gateway_api.served_by_haproxy(svc):  # HAProxy's on this node, not DNATed to pods
                 built = gateway_frontends(svc, ordered)
             else:
                 built = service_frontends(svc, ordered, caches.slices_for(key), self.node, caches.policy_of.get(key),

@@ -19,6 +19,7 @@ from portico.announce.bgp import RUN_DIR, _set_parent_death_signal, private_dire
 log = logging.getLogger(__name__)
 
 RELOAD_TIMEOUT = 10.0
+REFUSALS = ("No such", "Unknown", "Require", "Invalid", "Permission denied")  # how the runtime API says no
 
 
 class InvalidConfiguration(Exception):
@@ -34,6 +35,7 @@ class HAProxy:
         self.runtime_socket = self.directory / "runtime.sock"
         self._process: asyncio.subprocess.Process | None = None
         self.reloads = 0
+        self.updates = 0  # changes made through the runtime API, without a reload
 
     @property
     def running(self) -> bool:
@@ -54,6 +56,18 @@ class HAProxy:
             await self._start()
         else:
             await self._reload()
+
+    async def update(self, commands: list[str], text: str) -> bool:
+        """Change the running worker through its runtime API (portico.dataplane.haproxy.runtime_changes), the
+        configuration file kept equal to what then runs. False when the worker refused a command: reload then."""
+        answers = await self.runtime(";".join(commands))
+        refused = [line for line in answers.splitlines() if line.startswith(REFUSALS)]
+        if refused:
+            log.warning("haproxy's runtime API refused %s; reloading instead", refused[0])
+            return False
+        self.config.write_text(text)
+        self.updates += 1
+        return True
 
     async def _start(self) -> None:
         for stale in (self.master_socket, self.runtime_socket):

@@ -1,4 +1,5 @@
-"""The L7 consumer: the Gateways of our classes, their routes and the pods behind them -> HAProxy on this node.
+"""The L7 consumer: the Gateways of our classes, their routes, the Ingresses of our class and the pods behind
+them -> HAProxy on this node.
 
 It runs the one translation (portico.l7.translate) on the caches, as the controller does for the statuses, with
 this node's view of the endpoints (ready, healthy, on live nodes: as at L4), writes the listeners' certificates,
@@ -13,6 +14,7 @@ import base64
 import hashlib
 import logging
 from collections.abc import Callable, Iterator, Mapping
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +23,14 @@ from portico.agent.desired import pool_endpoints
 from portico.agent.haproxy import HAProxy, InvalidConfiguration
 from portico.announce.bgp import private_directory
 from portico.api.gateway import ObjectKey
-from portico.dataplane.haproxy import render
-from portico.dataplane.l7model import Endpoint
+from portico.dataplane.haproxy import render, runtime_changes
+from portico.dataplane.l7model import Endpoint, L7Config, merge
 from portico.dataplane.local_delivery import ensure_local_delivery
 from portico.health.checks import NOBODY, ByNode
+from portico.ipam.blocks import IPAddress
 from portico.l7 import inputs
 from portico.l7.gateway_service import service_name
+from portico.l7.ingress import service_ports, translation_inputs
 from portico.l7.translate import translate
 
 log = logging.getLogger(__name__)
@@ -81,6 +85,7 @@ class L7Serving:
         self.haproxy = haproxy or HAProxy()
         self.down_for, self.dead_nodes, self.gated_for = down_for, dead_nodes, gated_for
         self.served: str | None = None  # the configuration HAProxy runs
+        self.served_config: L7Config | None = None  # ... as the model it was rendered from
         self.problem: str | None = None  # why the last one was not loaded
 
     async def run(self) -> None:
@@ -117,26 +122,43 @@ class L7Serving:
                 out[(key, port)] = endpoints
         return out
 
+    def _addresses(self, service: str) -> tuple[IPAddress, ...]:
+        svc: Any = self.caches.services.cache.get(service)
+        vips = self.caches.vips_of.get(svc.metadata.uid, set()) if svc is not None else set()
+        return tuple(sorted(vips, key=lambda a: (a.version, int(a))))
+
     async def sync_once(self) -> None:
         gw = self.caches.gateway_api
-        gateways = gw.ours()
-        if not gateways and not self.haproxy.running:
+        gateways, ingresses = gw.ours(), gw.ours_ingresses()
+        if not gateways and not ingresses and not self.haproxy.running:
             return  # nothing to serve and nothing serving: every Service and slice change wakes this, keep it cheap
         addresses = {}
         for key in gateways:
             svc: Any = self.caches.services.cache.get(f"{key.namespace}/{service_name(key.name)}")
             if svc is not None and gw.gateway_of(svc) == key:
-                vips = self.caches.vips_of.get(svc.metadata.uid, set())
-                addresses[key] = tuple(sorted(vips, key=lambda a: (a.version, int(a))))
+                addresses[key] = self._addresses(f"{key.namespace}/{service_name(key.name)}")
         routes = inputs.route_inputs(gw.routes.cache.values())
-        world = inputs.world(self.caches.services.cache.values(), self._endpoints(routes), gw.secrets.cache.values(),
-                             gw.grants.cache.values(), gw.namespaces.cache.values())
+        services = self.caches.services.cache.values()
+        world = inputs.world(services, {}, gw.secrets.cache.values(), gw.grants.cache.values(),
+                             gw.namespaces.cache.values())
+        # Ingresses: translated apart, so no HTTPRoute can attach to their address nor use their grants.
+        ingress = translation_inputs(ingresses, address=ObjectKey(*gw.ingress_service.split("/", 1)),
+                                     addresses=self._addresses(gw.ingress_service),
+                                     services=service_ports(services), secrets=world.secrets)
+        world = replace(world, endpoints=self._endpoints([*routes, *ingress.routes]))
         certificates = CertificateFiles(gw.secrets.cache, self.haproxy.directory / "certs")
-        result = translate(inputs.gateway_inputs(gateways, addresses), routes, world, certificates)
-        if not result.config.listeners and not self.haproxy.running:
+        config = merge(translate(inputs.gateway_inputs(gateways, addresses), routes, world, certificates).config,
+                       translate(ingress.gateways, ingress.routes, replace(world, grants=ingress.grants),
+                                 certificates).config)
+        if not config.listeners and not self.haproxy.running:
             return  # nothing bound (no address yet, or no valid listener): no HAProxy
-        text = render(result.config, runtime_socket=str(self.haproxy.runtime_socket))
+        text = render(config, runtime_socket=str(self.haproxy.runtime_socket))
         if text == self.served:
+            return
+        commands = runtime_changes(self.served_config, config) if self.served_config and self.haproxy.running \
+            else None
+        if commands and await self.haproxy.update(commands, text):  # endpoints only: no reload
+            self.served, self.served_config = text, config
             return
         certificates.write()
         try:
@@ -146,7 +168,7 @@ class L7Serving:
                 log.error("HAProxy refused the configuration; it keeps the last one: %s", e)
             self.problem = e.args[0]
             return
-        self.served, self.problem = text, None
+        self.served, self.served_config, self.problem = text, config, None
         certificates.prune()
-        log.info("HAProxy serves %d listeners, %d pools (reload %d)", len(result.config.listeners),
-                 len(result.config.pools), self.haproxy.reloads)
+        log.info("HAProxy serves %d listeners, %d pools (reload %d)", len(config.listeners), len(config.pools),
+                 self.haproxy.reloads)

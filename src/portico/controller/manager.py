@@ -13,6 +13,7 @@ from typing import Any
 from lightkube import AsyncClient
 from lightkube.core.exceptions import ApiError
 from lightkube.resources.core_v1 import Namespace, Node, Secret, Service
+from lightkube.resources.networking_v1 import Ingress, IngressClass
 from prometheus_client import CollectorRegistry, ProcessCollector
 
 from portico.api.resources import (
@@ -31,6 +32,7 @@ from portico.api.resources import (
 from portico.controller.allocations import allocation_from_object
 from portico.controller.gateways import GatewayReconciler
 from portico.controller.heartbeat_key import ensure_heartbeat_key
+from portico.controller.ingresses import IngressReconciler
 from portico.controller.pools import PoolReconciler
 from portico.controller.reports import BGP_ADVERTISEMENT, L2_ADVERTISEMENT, PEER, SERVICE_REPORT, ReportReconciler
 from portico.controller.requests import is_ours, service_key
@@ -50,6 +52,7 @@ log = logging.getLogger(__name__)
 COMPONENT = "portico-controller"  # the source of our Events
 SERVICE, POOL, TRAFFIC_POLICY = "service", "pool", "trafficpolicy"
 GATEWAY_API = ("gateway-api", "")  # one key: every Gateway API status is one pass (portico.controller.gateways)
+INGRESSES = ("ingresses", "")  # likewise every Ingress status (portico.controller.ingresses)
 GATEWAY_API_DELAY = 0.1  # coalesce a burst of changes into one pass
 POOL_STATUS_DELAY = 1.0  # coalesce usage updates of a pool under a burst of allocations
 ORPHAN_SWEEP_INTERVAL = 60.0
@@ -60,7 +63,8 @@ Item = tuple[str, str]
 
 
 class Controller:
-    def __init__(self, client: AsyncClient, *, default_class: bool = False, workers: int = 8) -> None:
+    def __init__(self, client: AsyncClient, *, default_class: bool = False, workers: int = 8,
+                 namespace: str = "portico-system") -> None:
         self.client = client
         self.workers = workers
         self.allocator = Allocator()
@@ -97,10 +101,15 @@ class Controller:
         self.gateways = Informer(client, GatewayResource, gateway_api, optional=True)
         self.http_routes = Informer(client, HTTPRouteResource, gateway_api, optional=True)
         self.reference_grants = Informer(client, ReferenceGrantResource, gateway_api, optional=True)
-        self.secrets = Informer(client, Secret, gateway_api, transform=kept_secret)
+        self.secrets = Informer(client, Secret, self._on_secret, transform=kept_secret)
         self.gateway_reconciler = GatewayReconciler(
             client, self.events, self.gateway_classes.cache, self.gateways.cache, self.http_routes.cache,
             self.reference_grants.cache, self.secrets.cache, self.services.cache, self.namespaces.cache)
+        self.ingresses = Informer(client, Ingress, self._on_ingress)
+        self.ingress_classes = Informer(client, IngressClass, self._on_ingress)
+        self.ingress_reconciler = IngressReconciler(client, self.events, namespace, self.ingresses.cache,
+                                                    self.ingress_classes.cache, self.services.cache,
+                                                    self.secrets.cache)
         self._default_class = default_class
         self._parked_reports: set[str] = set()  # Service reports put off while addresses are being written
         self._due_reports: set[str] = set()  # put off for long enough: reconciled even while the queue is busy
@@ -110,11 +119,20 @@ class Controller:
         if self.gateways.cache or self.http_routes.cache or isinstance(new or old, GatewayClassResource):
             self.queue.add_after(GATEWAY_API, GATEWAY_API_DELAY)
 
+    def _on_ingress(self, old: Any, new: Any) -> None:
+        if self.ingresses.cache:
+            self.queue.add_after(INGRESSES, GATEWAY_API_DELAY)
+
+    def _on_secret(self, old: Any, new: Any) -> None:
+        self._on_gateway_api(old, new)
+        self._on_ingress(old, new)
+
     def _on_service(self, old: Any, new: Any) -> None:
         key = object_key(new or old)
         self.queue.add((SERVICE, key))
         self.queue.add((SERVICE_REPORT, key))
         self._on_gateway_api(old, new)  # backendRefs, and Gateways' addresses
+        self._on_ingress(old, new)  # backends, and the Ingress address
         for policy in self.policy_reconciler.naming(key):
             self.queue.add((TRAFFIC_POLICY, policy))
 
@@ -229,7 +247,7 @@ class Controller:
     def _informers(self) -> list[Informer[Any]]:
         return [self.namespaces, self.pools, self.allocations, self.services, self.nodes, self.reports, self.peers,
                 self.l2_advertisements, self.bgp_advertisements, self.policies, self.gateway_classes, self.gateways,
-                self.http_routes, self.reference_grants, self.secrets]
+                self.http_routes, self.reference_grants, self.secrets, self.ingresses, self.ingress_classes]
 
     async def _reconcile(self) -> None:
         await asyncio.gather(*(self._worker() for _ in range(self.workers)), self._sweep_orphans_forever(),
@@ -264,6 +282,8 @@ class Controller:
                     await self.policy_reconciler.reconcile(key)
                 elif item == GATEWAY_API:
                     await self.gateway_reconciler.reconcile()
+                elif item == INGRESSES:
+                    await self.ingress_reconciler.reconcile()
                 elif kind == SERVICE_REPORT and len(self.queue) and key not in self._due_reports:
                     # Addresses first: under a burst, what the nodes report about a Service waits until the
                     # queue has drained (as Events do), so it costs the allocations nothing.
@@ -347,7 +367,7 @@ async def run_controller(client: AsyncClient, *, default_class: bool, leader_ele
                          workers: int = 8, probe_address: tuple[str, int] | None = None) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)
     key = asyncio.create_task(ensure_heartbeat_key(client, namespace))  # in the background: it retries until made
-    controller = Controller(client, default_class=default_class, workers=workers)
+    controller = Controller(client, default_class=default_class, workers=workers, namespace=namespace)
     if probe_address is not None:
         registry = CollectorRegistry()
         ProcessCollector(registry=registry)

@@ -262,3 +262,32 @@ def render(config: L7Config, *, runtime_socket: str) -> str:
     out.append(f"backend {NOT_FOUND}\n  http-request return status 404\n")
     out.append(f"backend {UNRESOLVED}\n  http-request return status 500\n")
     return "\n".join(out)
+
+
+def runtime_changes(old: L7Config, new: L7Config) -> list[str] | None:
+    """The runtime-API commands that take a HAProxy running `old` to `new` without a reload, or None when only a
+    reload can: anything but pools' endpoints changed, or a pool needs another number of slots."""
+    if old.listeners != new.listeners:
+        return None
+    before = {p.name: p.endpoints for p in old.pools}
+    after = {p.name: p.endpoints for p in new.pools}
+    if before.keys() != after.keys():
+        return None
+    commands = []
+    for name, endpoints in sorted(after.items()):
+        was = before[name]
+        if was == endpoints:
+            continue
+        if slots(len(was)) != slots(len(endpoints)):
+            return None
+        for i in range(slots(len(endpoints))):
+            old_ep, new_ep = (was[i] if i < len(was) else None), (endpoints[i] if i < len(endpoints) else None)
+            if old_ep == new_ep:
+                continue
+            if new_ep is None:
+                commands.append(f"set server {name}/s{i} state maint")
+                continue
+            commands.append(f"set server {name}/s{i} addr {new_ep.address} port {new_ep.port}")
+            if old_ep is None:
+                commands.append(f"set server {name}/s{i} state ready")
+    return commands

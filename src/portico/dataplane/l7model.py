@@ -102,3 +102,10 @@ class L7Listener:
 class L7Config:
     listeners: tuple[L7Listener, ...]
     pools: tuple[Pool, ...]
+
+
+def merge(*configs: L7Config) -> L7Config:
+    """Configurations translated apart, served together: their listeners side by side (on distinct addresses),
+    their pools once each (a pool's name says which Service port it is, so the same name is the same pool)."""
+    pools = {p.name: p for c in configs for p in c.pools}
+    return L7Config(tuple(lst for c in configs for lst in c.listeners), tuple(pools[n] for n in sorted(pools)))

@@ -5,6 +5,7 @@ lab creates (plus one veth end in the host namespace, which carries the API serv
 
     198.18.0.0/24      fd00:198:18::/64        the lab LAN: API server .1, router .2, nodes .11-.99, client .100
     198.18.1.0/24      fd00:198:18:1::/64      the client's own segment behind the router: router .1, client .100
+    198.18.0.216/29                            the Ingress address: pool `ingress`, made by portico.dev.install
     198.18.0.224/27    fd00:198:18::f00/120    layer-2 VIPs: on the LAN, announced by ARP/NDP (examples/pool.yaml)
     198.18.100.0/24    fd00:198:18:f00::/120   VIPs off the LAN; tests use 198.18.100.0/25 unannounced (static
                                                routes) and 198.18.101-191.x (API only)
@@ -35,6 +36,7 @@ CLIENT_NET_V6 = ipaddress.IPv6Network("fd00:198:18:1::/64")
 NODE_HOST_INDEX_BASE = 10  # node-N is 198.18.0.(10+N)
 MAX_NODES = 89  # node addresses stay below the client's
 L2_VIPS_V4 = ipaddress.IPv4Network("198.18.0.224/27")  # on the LAN: reachable once a node answers ARP
+INGRESS_VIPS_V4 = ipaddress.IPv4Network("198.18.0.216/29")  # on the LAN too: the lab's Ingress address pool
 L2_VIPS_V6 = ipaddress.IPv6Network("fd00:198:18::f00/120")
 BGP_VIPS_V4 = ipaddress.IPv4Network("198.18.100.128/25")  # off the LAN: reachable once the router learns them
 BGP_VIPS_V6 = ipaddress.IPv6Network("fd00:198:18:f00::80/121")

@@ -88,7 +88,7 @@ class Agent:
                                      self._node_report, watched=[self.l2.changed, self.caches.own_report_changed])
         self.metrics = AgentMetrics(self.forwarding.syncer.nft, service_of=self.forwarding.service_of,
                                     problems=lambda: dict(self.forwarding.problems), l2=self.l2, bgp=self.bgp,
-                                    health=self.health, liveness=self.liveness)
+                                    health=self.health, liveness=self.liveness, haproxy=self.l7.haproxy)
 
     def _on_drift(self, what: str) -> None:
         """Someone else changed our table: lay it again from the desired state (a full sync)."""

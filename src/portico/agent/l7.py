@@ -127,11 +127,11 @@ class L7Serving:
         vips = self.caches.vips_of.get(svc.metadata.uid, set()) if svc is not None else set()
         return tuple(sorted(vips, key=lambda a: (a.version, int(a))))
 
-    async def sync_once(self) -> None:
+    def desired(self, certificates: CertificateFiles) -> L7Config:
+        """What HAProxy should serve: our Gateways' and our Ingresses', each translated on its own (so no HTTPRoute
+        can attach to the Ingress address nor use the grants made for its certificates)."""
         gw = self.caches.gateway_api
-        gateways, ingresses = gw.ours(), gw.ours_ingresses()
-        if not gateways and not ingresses and not self.haproxy.running:
-            return  # nothing to serve and nothing serving: every Service and slice change wakes this, keep it cheap
+        gateways = gw.ours()
         addresses = {}
         for key in gateways:
             svc: Any = self.caches.services.cache.get(f"{key.namespace}/{service_name(key.name)}")
@@ -141,25 +141,30 @@ class L7Serving:
         services = self.caches.services.cache.values()
         world = inputs.world(services, {}, gw.secrets.cache.values(), gw.grants.cache.values(),
                              gw.namespaces.cache.values())
-        # Ingresses: translated apart, so no HTTPRoute can attach to their address nor use their grants.
-        ingress = translation_inputs(ingresses, address=ObjectKey(*gw.ingress_service.split("/", 1)),
+        ingress = translation_inputs(gw.ours_ingresses(), address=ObjectKey(*gw.ingress_service.split("/", 1)),
                                      addresses=self._addresses(gw.ingress_service),
                                      services=service_ports(services), secrets=world.secrets)
         world = replace(world, endpoints=self._endpoints([*routes, *ingress.routes]))
+        return merge(translate(inputs.gateway_inputs(gateways, addresses), routes, world, certificates).config,
+                     translate(ingress.gateways, ingress.routes, replace(world, grants=ingress.grants),
+                               certificates).config)
+
+    async def sync_once(self) -> None:
+        gw = self.caches.gateway_api
+        if not gw.ours() and not gw.ours_ingresses() and not self.haproxy.running:
+            return  # nothing to serve and nothing serving: every Service and slice change wakes this, keep it cheap
         certificates = CertificateFiles(gw.secrets.cache, self.haproxy.directory / "certs")
-        config = merge(translate(inputs.gateway_inputs(gateways, addresses), routes, world, certificates).config,
-                       translate(ingress.gateways, ingress.routes, replace(world, grants=ingress.grants),
-                                 certificates).config)
+        config = self.desired(certificates)
         if not config.listeners and not self.haproxy.running:
             return  # nothing bound (no address yet, or no valid listener): no HAProxy
         text = render(config, runtime_socket=str(self.haproxy.runtime_socket))
         if text == self.served:
             return
-        commands = runtime_changes(self.served_config, config) if self.served_config and self.haproxy.running \
-            else None
-        if commands and await self.haproxy.update(commands, text):  # endpoints only: no reload
-            self.served, self.served_config = text, config
-            return
+        if self.served_config is not None and self.haproxy.running:
+            commands = runtime_changes(self.served_config, config)
+            if commands and await self.haproxy.update(commands, text):  # endpoints only: no reload
+                self.served, self.served_config = text, config
+                return
         certificates.write()
         try:
             await self.haproxy.apply(text)

@@ -21,6 +21,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from portico.agent.bgp import BgpAnnouncements
+from portico.agent.haproxy import HAProxy
 from portico.agent.health import AgentHealth
 from portico.agent.liveness import NodeLiveness
 from portico.announce.announcer import L2Announcer
@@ -48,7 +49,7 @@ MAX_BACKEND_SERIES = 1000  # portico_backend_up series per node; beyond, counted
 class AgentMetrics:
     def __init__(self, nft: Nft, *, service_of: Callable[[Frontend], str | None],
                  problems: Callable[[], Mapping[str, list[str]]], l2: L2Announcer, bgp: BgpAnnouncements,
-                 health: AgentHealth, liveness: NodeLiveness) -> None:
+                 health: AgentHealth, liveness: NodeLiveness, haproxy: HAProxy) -> None:
         self.registry = CollectorRegistry()
         # Per check type, not per endpoint: observed at every probe (10,000 a second), it must stay cheap.
         self.probe_seconds = Histogram(
@@ -74,7 +75,8 @@ class AgentMetrics:
                                      registry=self.registry)
         self.bridge = LoopBridge()  # the collectors read the event loop's state on the loop
         self.registry.register(_KernelCounters(nft, service_of, self.bridge.call))
-        for collector in (_Problems(problems), _Announcements(l2), _Bgp(bgp), _Health(health, liveness)):
+        for collector in (_Problems(problems), _Announcements(l2), _Bgp(bgp), _Health(health, liveness),
+                          _HAProxy(haproxy)):
             self.registry.register(_OnLoop(collector, self.bridge.call))
 
 
@@ -151,6 +153,20 @@ class _Problems(Collector):
                 gauge.add_metric([service], len(items))
         yield gauge
 
+
+class _HAProxy(Collector):
+    """How the node's HAProxy took its changes: reloads (routes, listeners, certificates) and runtime-API updates
+    (endpoints), so an operator sees that endpoint churn costs no reload."""
+
+    def __init__(self, haproxy: HAProxy) -> None:
+        self.haproxy = haproxy
+
+    def collect(self) -> Iterator[Metric]:
+        yield CounterMetricFamily("portico_haproxy_reloads", "Seamless reloads of the node's HAProxy",
+                                  value=self.haproxy.reloads)
+        yield CounterMetricFamily("portico_haproxy_runtime_updates",
+                                  "Changes made through HAProxy's runtime API, without a reload",
+                                  value=self.haproxy.updates)
 
 
 def _per_vip(name: str, documentation: str, services: Mapping[IPAddress, Iterable[str]]) -> GaugeMetricFamily:

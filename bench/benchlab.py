@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -59,3 +60,58 @@ def lab_of_its_own(nodes: int = 2, kube_proxy: str | None = None) -> Iterator[La
             yield lab
         finally:
             lab.run(PORTICO, "dev", "down", check=False)
+
+
+# One `portico.dev/static` pod (HAProxy answering 200 by itself, so the backend is not the bottleneck) on node-1,
+# behind a LoadBalancer Service `static`: what the data-path benchmarks measure paths to.
+STATIC_APP = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: static, namespace: default}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: static}}
+  template:
+    metadata: {labels: {app: static}}
+    spec:
+      nodeSelector: {kubernetes.io/hostname: node-1}
+      containers:
+        - name: static
+          image: portico.dev/static
+          ports: [{name: http, containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: static, namespace: default}
+spec:
+  type: LoadBalancer
+  allocateLoadBalancerNodePorts: false
+  selector: {app: static}
+  ports: [{name: http, port: 80, targetPort: http}]
+"""
+
+
+def static_pod_ip(lab: Lab) -> str | None:
+    for pod in lab.get("pods", "-l", "app=static")["items"]:
+        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
+        if ready and pod["status"].get("podIP"):
+            return str(pod["status"]["podIP"])
+    return None
+
+
+def static_vip(lab: Lab) -> str | None:
+    ingress = lab.get("service", "static").get("status", {}).get("loadBalancer", {}).get("ingress") or []
+    return str(ingress[0]["ip"]) if ingress else None
+
+
+def answers(lab: Lab, url: str) -> bool:
+    """The static pod's answer ("ok"), reached from the client (certificates not verified)."""
+    return lab.run(PORTICO, "dev", "exec", "client", "--", "curl", "-skf", "--max-time", "2", url,
+                   check=False) == "ok"
+
+
+def wrk_rate(out: str) -> tuple[float, float]:
+    """Requests/s and p99 latency (ms) from `wrk --latency`'s report."""
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
+    return rps, float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]

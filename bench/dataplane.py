@@ -22,13 +22,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import re
 import statistics
 import subprocess
 import textwrap
 import time
 
-from benchlab import PORTICO, Lab, lab_of_its_own, wait_for
+from benchlab import STATIC_APP, Lab, answers, lab_of_its_own, static_pod_ip, static_vip, wait_for, wrk_rate
 
 POOL = "198.18.100.240/28"
 NODE1_LAN = "198.18.0.11"  # portico.dev.addressing: node-1 on the lab LAN
@@ -44,30 +43,7 @@ MANIFESTS = textwrap.dedent(f"""
     metadata: {{name: bench-dataplane}}
     spec: {{addresses: [{POOL}]}}
     ---
-    apiVersion: apps/v1
-    kind: Deployment
-    metadata: {{name: static, namespace: default}}
-    spec:
-      replicas: 1
-      selector: {{matchLabels: {{app: static}}}}
-      template:
-        metadata: {{labels: {{app: static}}}}
-        spec:
-          nodeSelector: {{kubernetes.io/hostname: node-1}}
-          containers:
-            - name: static
-              image: portico.dev/static
-              ports: [{{name: http, containerPort: 8080}}]
-    ---
-    apiVersion: v1
-    kind: Service
-    metadata: {{name: static, namespace: default}}
-    spec:
-      type: LoadBalancer
-      allocateLoadBalancerNodePorts: false
-      selector: {{app: static}}
-      ports: [{{name: http, port: 80, targetPort: http}}]
-""")
+    """) + STATIC_APP
 PROXY_CONFIG = """global
   maxconn 4000
 defaults
@@ -81,32 +57,12 @@ listen bench
 """
 
 
-def pod_ip(lab: Lab) -> str | None:
-    for pod in lab.get("pods", "-l", "app=static")["items"]:
-        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
-        if ready and pod["status"].get("podIP"):
-            return str(pod["status"]["podIP"])
-    return None
-
-
-def vip(lab: Lab) -> str | None:
-    ingress = lab.get("service", "static").get("status", {}).get("loadBalancer", {}).get("ingress") or []
-    return str(ingress[0]["ip"]) if ingress else None
-
-
-def answers(lab: Lab, url: str) -> bool:
-    return lab.run(PORTICO, "dev", "exec", "client", "--", "curl", "-sf", "--max-time", "2", url, check=False) == "ok"
-
-
 def wrk(lab: Lab, url: str, args: argparse.Namespace) -> tuple[float, float]:
     """Requests/s and p99 latency (ms) of one wrk run from the client host."""
     extra = ["-H", "Connection: close"] if args.close else []
     pin = ["taskset", "-c", str(CLIENT_CPU)] if args.pin else []
-    out = lab.exec_in("client", *pin, "wrk", "-t", str(args.threads), "-c", str(args.connections), "-d",
-                      f"{args.duration}s", "--latency", *extra, url)
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
-    return rps, float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    return wrk_rate(lab.exec_in("client", *pin, "wrk", "-t", str(args.threads), "-c", str(args.connections), "-d",
+                                f"{args.duration}s", "--latency", *extra, url))
 
 
 def main() -> None:
@@ -125,8 +81,8 @@ def main() -> None:
         proxy: subprocess.Popen[bytes] | None = None
         try:
             lab.kubectl("apply", "-f", "-", stdin=MANIFESTS)
-            pod = wait_for("the static pod", lambda: pod_ip(lab))
-            address = wait_for("the Service's address", lambda: vip(lab))
+            pod = wait_for("the static pod", lambda: static_pod_ip(lab))
+            address = wait_for("the Service's address", lambda: static_vip(lab))
             for target in (pod, address):
                 lab.exec_in("client", "ip", "route", "replace", f"{target}/32", "via", NODE1_LAN)
             config = lab.state_dir / "proxy.cfg"

@@ -10,9 +10,11 @@ client host; every path goes through node-1 (a route on the client pins it):
   (c) Gateway   client -> the Gateway's VIP -> node-1's HAProxy (the agent's, from the rendered configuration)
                 -> pod
   (d) Gateway over TLS, a new connection per request: TLS handshakes/s (each with one request)
+  (e) bare HAProxy  client -> a HAProxy on node-1 with the least HTTP configuration (one frontend, one server)
+                -> pod: the engine without Portico's configuration, so c/e is what that configuration costs
 Keep-alive rounds are interleaved (--rounds, the median counts); then one round of a connection per request per
 path (ordered so no two runs share a pod-side conntrack tuple within TIME_WAIT). Prints requests/s and p99 per
-path and the ratio c/a at keep-alive (goal >= 0.5).
+path, the ratio c/a at keep-alive (goal >= 0.5) and c/e.
 
 CPU placement (2 cores), as bench/dataplane.py: wrk pinned to CPU 0 (the client machine), node-1's serving
 processes — the backend pod and the agent's HAProxy — to CPU 1 (the node). --no-pin lets everything share.
@@ -24,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import re
 import statistics
 import subprocess
 import tempfile
@@ -32,42 +33,33 @@ import textwrap
 import time
 from pathlib import Path
 
-from benchlab import PORTICO, Lab, lab_of_its_own, wait_for
+from benchlab import STATIC_APP, Lab, answers, lab_of_its_own, static_pod_ip, static_vip, wait_for, wrk_rate
 
 POOL = "198.18.100.240/28"  # off the LAN, unannounced: the client's routes send everything through node-1
 GATEWAY_VIP = "198.18.100.250"
 NODE1_LAN = "198.18.0.11"  # portico.dev.addressing: node-1 on the lab LAN
 CLIENT_CPU, NODE_CPU = 0, 1
 TIME_WAIT = 121  # node-1's conntrack keeps closed flows 120 s (see bench/dataplane.py)
+BARE_PORT = 8081
+BARE_CONFIG = """global
+  maxconn 4000
+defaults
+  mode http
+  option http-keep-alive
+  timeout client 30s
+  timeout server 30s
+  timeout connect 5s
+frontend bare
+  bind {node}:{port}
+  default_backend pod
+backend pod
+  server pod {pod}:8080
+"""
 MANIFESTS = textwrap.dedent(f"""
     apiVersion: portico.io/v1alpha1
     kind: IPPool
     metadata: {{name: bench-l7}}
     spec: {{addresses: [{POOL}]}}
-    ---
-    apiVersion: apps/v1
-    kind: Deployment
-    metadata: {{name: static, namespace: default}}
-    spec:
-      replicas: 1
-      selector: {{matchLabels: {{app: static}}}}
-      template:
-        metadata: {{labels: {{app: static}}}}
-        spec:
-          nodeSelector: {{kubernetes.io/hostname: node-1}}
-          containers:
-            - name: static
-              image: portico.dev/static
-              ports: [{{name: http, containerPort: 8080}}]
-    ---
-    apiVersion: v1
-    kind: Service
-    metadata: {{name: static, namespace: default}}
-    spec:
-      type: LoadBalancer
-      allocateLoadBalancerNodePorts: false
-      selector: {{app: static}}
-      ports: [{{name: http, port: 80, targetPort: http}}]
     ---
     apiVersion: gateway.networking.k8s.io/v1
     kind: GatewayClass
@@ -90,25 +82,8 @@ MANIFESTS = textwrap.dedent(f"""
     spec:
       parentRefs: [{{name: bench}}]
       rules: [{{backendRefs: [{{name: static, port: 80}}]}}]
-""")
-
-
-def pod_ip(lab: Lab) -> str | None:
-    for pod in lab.get("pods", "-l", "app=static")["items"]:
-        ready = any(c["type"] == "Ready" and c["status"] == "True" for c in pod["status"].get("conditions", []))
-        if ready and pod["status"].get("podIP"):
-            return str(pod["status"]["podIP"])
-    return None
-
-
-def vip(lab: Lab) -> str | None:
-    ingress = lab.get("service", "static").get("status", {}).get("loadBalancer", {}).get("ingress") or []
-    return str(ingress[0]["ip"]) if ingress else None
-
-
-def answers(lab: Lab, url: str) -> bool:
-    return lab.run(PORTICO, "dev", "exec", "client", "--", "curl", "-skf", "--max-time", "2", url,
-                   check=False) == "ok"
+    ---
+""") + STATIC_APP
 
 
 def wrk(lab: Lab, url: str, args: argparse.Namespace, close: bool) -> tuple[float, float]:
@@ -119,13 +94,12 @@ def wrk(lab: Lab, url: str, args: argparse.Namespace, close: bool) -> tuple[floa
                       f"{args.duration}s", "--latency", *extra, url)
     if "Socket errors" in out or "Non-2xx" in out:
         print(f"warning: {url} had errors:\n{out}")
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
-    value, unit = re.search(r"99%\s+([\d.]+)(us|ms|s)", out).groups()  # type: ignore[union-attr]
-    return rps, float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+    return wrk_rate(out)
 
 
 def pin_node1(lab: Lab) -> None:
-    """The backend pod's HAProxy and node-1's agent HAProxy (every thread) onto NODE_CPU."""
+    """The backend pod's HAProxy, node-1's agent HAProxy and the bare one (every thread) onto NODE_CPU. The agent's
+    and the bare one are started unpinned, so both run a thread per CPU the machine has, as on a real node."""
     for pid in lab.run("pgrep", "haproxy").split():
         netns = lab.run("ip", "netns", "identify", pid, check=False).strip()
         command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -153,28 +127,39 @@ def main() -> None:
     with lab_of_its_own() as lab:
         certificate(lab)
         lab.kubectl("apply", "-f", "-", stdin=MANIFESTS)
-        pod = wait_for("the static pod", lambda: pod_ip(lab))
-        address = wait_for("the Service's address", lambda: vip(lab))
+        pod = wait_for("the static pod", lambda: static_pod_ip(lab))
+        address = wait_for("the Service's address", lambda: static_vip(lab))
         for target in (pod, address, GATEWAY_VIP):
             lab.exec_in("client", "ip", "route", "replace", f"{target}/32", "via", NODE1_LAN)
-        paths = {"(a) direct to the pod": f"http://{pod}:8080/", "(b) L4 VIP": f"http://{address}/",
-                 "(c) Gateway (HAProxy)": f"http://{GATEWAY_VIP}/"}
-        tls = f"https://{GATEWAY_VIP}/"
-        for url in [*paths.values(), tls]:  # every path answers before anything is timed
-            wait_for(url, functools.partial(answers, lab, url), 60)
-        if args.pin:
-            pin_node1(lab)
-        kept: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
-        for name, url in [p for _ in range(args.rounds) for p in paths.items()]:
-            kept[name].append(wrk(lab, url, args, close=False))
-        # A connection per request: the Gateway's (HAProxy's own connections to the pod) and TLS first, then
-        # direct, then — TIME_WAIT after it, as the two share pod-side tuples — the VIP.
-        closed = {"(c) Gateway (HAProxy)": wrk(lab, paths["(c) Gateway (HAProxy)"], args, close=True),
-                  "(d) Gateway over TLS": wrk(lab, tls, args, close=True),
-                  "(a) direct to the pod": wrk(lab, paths["(a) direct to the pod"], args, close=True)}
-        time.sleep(TIME_WAIT)
-        closed["(b) L4 VIP"] = wrk(lab, paths["(b) L4 VIP"], args, close=True)
-        report(kept, closed, args)
+        config = lab.state_dir / "bare.cfg"
+        config.write_text(BARE_CONFIG.format(node=NODE1_LAN, port=BARE_PORT, pod=pod))
+        bare = subprocess.Popen(["ip", "netns", "exec", "portico-node-1", "haproxy", "-db", "-q", "-f", str(config)])
+        try:
+            measure(lab, args, {"(a) direct to the pod": f"http://{pod}:8080/", "(b) L4 VIP": f"http://{address}/",
+                                "(c) Gateway (HAProxy)": f"http://{GATEWAY_VIP}/",
+                                "(e) bare HAProxy (HTTP)": f"http://{NODE1_LAN}:{BARE_PORT}/"},
+                    f"https://{GATEWAY_VIP}/")
+        finally:
+            bare.terminate()
+            bare.wait()
+
+
+def measure(lab: Lab, args: argparse.Namespace, paths: dict[str, str], tls: str) -> None:
+    for url in [*paths.values(), tls]:  # every path answers before anything is timed
+        wait_for(url, functools.partial(answers, lab, url), 60)
+    if args.pin:
+        pin_node1(lab)
+    kept: dict[str, list[tuple[float, float]]] = {name: [] for name in paths}
+    for name, url in [p for _ in range(args.rounds) for p in paths.items()]:
+        kept[name].append(wrk(lab, url, args, close=False))
+    # A connection per request: those whose pod-side flows are HAProxy's own first, then direct, then — TIME_WAIT
+    # after it, as the two share pod-side tuples — the VIP.
+    closed = {name: wrk(lab, url, args, close=True) for name, url in [
+        *((n, u) for n, u in paths.items() if "HAProxy" in n), ("(d) Gateway over TLS", tls),
+        ("(a) direct to the pod", paths["(a) direct to the pod"])]}
+    time.sleep(TIME_WAIT)
+    closed["(b) L4 VIP"] = wrk(lab, paths["(b) L4 VIP"], args, close=True)
+    report(kept, closed, args)
 
 
 def report(kept: dict[str, list[tuple[float, float]]], closed: dict[str, tuple[float, float]],
@@ -192,8 +177,9 @@ def report(kept: dict[str, list[tuple[float, float]]], closed: dict[str, tuple[f
     for name in sorted(closed):
         rps, p99 = closed[name]
         print(f"{name:<26} {rps:>11.0f} {p99:>8.2f}" + ("   (TLS handshakes/s)" if "TLS" in name else ""))
-    a, b, c = medians.values()
-    print(f"\nc/a = {c / a:.2f} at keep-alive (goal >= 0.5: {'met' if c / a >= 0.5 else 'NOT met'}); c/b = {c / b:.2f}")
+    a, b, c, e = medians.values()
+    print(f"\nc/a = {c / a:.2f} at keep-alive (goal >= 0.5: {'met' if c / a >= 0.5 else 'NOT met'}); "
+          f"c/b = {c / b:.2f}; c/e = {c / e:.2f} (Portico's configuration against the least one)")
 
 
 if __name__ == "__main__":

@@ -102,8 +102,12 @@ def pod_ips(lab: Lab) -> Iterator[list[str]]:
         ips = wait_for(three, 90, "three web pods ready")
         lab.kubectl("apply", "-f", "-", stdin=slice_of(ips))
         wait_for(lambda: is_true(lab.get("gateway", "gw", "-n", NS), "Programmed"), 60, "the Gateway Programmed")
-        wait_for(lambda: client_curl("-H", "Host: main.example", f"http://{ADDRESS}/").stdout.startswith("{"), 30,
-                 "the main route served")
+        try:
+            wait_for(lambda: client_curl("-H", "Host: main.example", f"http://{ADDRESS}/").stdout.startswith("{"),
+                     60, "the main route served")
+        except AssertionError:
+            print(diagnosis(lab))
+            raise
         yield ips
     finally:
         lab.kubectl("delete", "namespace", NS, "--wait=true", "--timeout=60s")
@@ -117,6 +121,16 @@ def haproxy_counts(node: int) -> tuple[float, float]:
     values = {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
               if line.startswith("portico_haproxy_")}
     return values["portico_haproxy_reloads_total"], values["portico_haproxy_runtime_updates_total"]
+
+
+def diagnosis(lab: Lab) -> str:
+    """What to read when the Gateway does not answer: the request, the objects' statuses, the agents' logs."""
+    agents = [p["metadata"]["name"] for p in lab.get("pods", "-n", "portico-system", "-l",
+                                                    "app.kubernetes.io/name=portico-agent")["items"]]
+    parts = [client_curl("-v", "-H", "Host: main.example", f"http://{ADDRESS}/").stderr,
+             lab.kubectl("get", "gateway,httproute,service,endpointslice", "-n", NS, "-o", "yaml")]
+    parts += [lab.portico("dev", "logs", f"pod/portico-system/{a}", check=False).stdout[-3000:] for a in agents]
+    return "\n---\n".join(parts)
 
 
 def route_changes(lab: Lab) -> list[float]:

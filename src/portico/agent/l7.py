@@ -151,7 +151,7 @@ class L7Serving:
 
     async def sync_once(self) -> None:
         gw = self.caches.gateway_api
-        if not gw.ours() and not gw.ours_ingresses() and not self.haproxy.running:
+        if not gw.gateways.cache and not gw.ingresses.cache and not self.haproxy.running:
             return  # nothing to serve and nothing serving: every Service and slice change wakes this, keep it cheap
         certificates = CertificateFiles(gw.secrets.cache, self.haproxy.directory / "certs")
         config = self.desired(certificates)

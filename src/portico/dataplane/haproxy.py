@@ -183,7 +183,8 @@ def _ranges(backends: tuple[WeightedPool, ...]) -> list[tuple[WeightedPool, str]
     return out
 
 
-def _filters(entry: RouteEntry, listener: L7Listener, matched: str) -> tuple[list[str], list[str]]:
+def _filters(entry: RouteEntry, listener: L7Listener, matched: str,
+             picks: list[tuple[WeightedPool, str]]) -> tuple[list[str], list[str]]:
     """The http-request and http-response rules of one entry's filters and timeout, then its backendRefs' own."""
     filters, when = entry.filters, _when(matched)
     request = _header_edits("http-request", filters.request_headers, when)
@@ -198,7 +199,7 @@ def _filters(entry: RouteEntry, listener: L7Listener, matched: str) -> tuple[lis
             request.append(f"  http-request set-path %[var(txn.path)]{when}")
     if filters.redirect is not None:
         request += _redirect(filters.redirect, entry.match, listener, when)
-    for backend, picked in _ranges(entry.backends):
+    for backend, picked in picks:
         request += _header_edits("http-request", backend.filters.request_headers, _when(matched, picked))
         response += _header_edits("http-response", backend.filters.response_headers, _when(matched, picked))
     return request, response
@@ -232,12 +233,12 @@ def _frontend(index: int, listener: L7Listener) -> list[str]:
                  if len(listener.listener_hostnames) > 1 else "")
         selects.append(f"  http-request set-var(txn.e) int({i}){_when(unmatched, owner, *names)}")
         matched = f"{{ var(txn.e) -m int {i} }}"
-        request, response = _filters(entry, listener, matched)
+        picks = _ranges(entry.backends)
+        request, response = _filters(entry, listener, matched, picks)
         requests += request
         responses += response
         if entry.filters.redirect is not None:
             continue  # answered by the redirect
-        picks = _ranges(entry.backends)
         if not picks:  # no backend (or all weight 0): the spec's 500
             uses.append(f"  use_backend {UNRESOLVED}{_when(matched)}")
         uses += [f"  use_backend {b.pool or UNRESOLVED}{_when(matched, picked)}" for b, picked in picks]

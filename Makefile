@@ -13,7 +13,7 @@ image: deps
 
 # Everything CI runs: lint, type check, the image, then every test tier (unit, integration, e2e); then the data-path and
 # announcement e2e tests again with the real kube-proxy on the lab's nodes, in each of its modes; then node failure
-# in a lab of three nodes; then the Gateway churn test in a lab of its own (tests/e2e/conftest.py says why).
+# in a lab of three nodes.
 KUBE_PROXY_E2E = tests/e2e/test_dataplane_lab.py tests/e2e/test_announce_l2.py tests/e2e/test_announce_bgp.py \
                  tests/e2e/test_kube_proxy.py
 test: deps lint typecheck image
@@ -21,7 +21,6 @@ test: deps lint typecheck image
 	.venv/bin/pytest $(KUBE_PROXY_E2E) --kube-proxy=nftables
 	.venv/bin/pytest $(KUBE_PROXY_E2E) --kube-proxy=iptables
 	.venv/bin/pytest tests/e2e/test_node_failure.py --lab-nodes=3
-	.venv/bin/pytest tests/e2e/test_gateway_churn.py
 
 lint:
 	.venv/bin/ruff check src tests bench

@@ -50,19 +50,14 @@ class Lab:
 
 
 THREE_NODE_MODULES = ("test_node_failure.py",)  # run with `--lab-nodes=3`, in a lab of their own (Makefile)
-# Run only when named on the command line, in a lab of their own (Makefile): the churn test fails in a lab where
-# other Gateways were served and removed before it (non-2xx answers under churn, not yet explained: issue 17's note).
-OWN_LAB_MODULES = ("test_gateway_churn.py",)
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
     """Tests of coexistence with kube-proxy need a lab that runs it (`--kube-proxy=MODE`); tests of node failure
-    need pods on three nodes (`--lab-nodes=3`); OWN_LAB_MODULES run only when named."""
+    need pods on three nodes (`--lab-nodes=3`)."""
     if collection_path.name == "test_kube_proxy.py" and not config.getoption("--kube-proxy"):
         return True
     if collection_path.name in THREE_NODE_MODULES and config.getoption("--lab-nodes") < 3:
-        return True
-    if collection_path.name in OWN_LAB_MODULES and collection_path.name not in {Path(a).name for a in config.args}:
         return True
     return None
 

@@ -2,7 +2,7 @@
 configuration, reloaded seamlessly (master-worker, listeners passed on) while wrk opens a connection per request and
 another wrk keeps its connections alive — not one request refused or failed across the reloads — a configuration
 HAProxy refuses leaves the running one serving, and endpoint changes are made through the runtime API, without a
-reload."""
+reload — reaching the worker that serves new connections, not an old one that still accepts."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -107,8 +108,19 @@ def pods_answering(ns: str, n: int = 40) -> set[str]:
     for _ in range(n):
         r = subprocess.run(["ip", "netns", "exec", ns, "curl", "-s", "--max-time", "3", f"http://{VIP}/"],
                            capture_output=True, text=True, timeout=10, check=True)
+        assert r.stdout.startswith("{"), (r.stdout, r.stderr)
         out.add(json.loads(r.stdout)["pod"])
     return out
+
+
+async def current_worker_serves(haproxy: HAProxy, pool: str) -> set[int]:
+    """The ports of the pool's servers in service on the worker `show proc` calls current, asked by its pid."""
+    show_proc = await haproxy.master("show proc")
+    pid = re.search(r"^(\d+)\s+worker", show_proc.split("# workers")[1], re.MULTILINE)
+    assert pid is not None, show_proc
+    state = await haproxy.master(f"@!{pid.group(1)} show servers state {pool}")
+    rows = [line.split() for line in state.splitlines()[2:] if line.strip()]
+    return {int(r[18]) for r in rows if not int(r[6]) & 1}  # srv_admin_state without forced maintenance
 
 
 def test_endpoint_changes_are_runtime_api_updates_not_reloads(netns: tuple[str, Path]) -> None:
@@ -125,9 +137,14 @@ def test_endpoint_changes_are_runtime_api_updates_not_reloads(netns: tuple[str, 
             await haproxy.apply(text(one))
             seen.append(await asyncio.to_thread(pods_answering, ns))
             for before, after in ((one, both), (both, other)):
+                # A reload just before: its old worker still accepts, on the runtime socket too, for its `grace`.
+                await haproxy.apply(text(replace(before, listeners=config("/x").listeners)))
+                await haproxy.apply(text(before))
                 commands = runtime_changes(before, after)
                 assert commands, (before, after)
                 assert await haproxy.update(commands, text(after))
+                assert await current_worker_serves(haproxy, "p") == {e.port for e in after.pools[0].endpoints}
+                await asyncio.sleep(1.2)  # past the old worker's `grace`: every new connection is the current one's
                 seen.append(await asyncio.to_thread(pods_answering, ns))
             assert haproxy.config.read_text() == text(other)  # the file is what runs: a later reload keeps it
             assert runtime_changes(other, config("/x", (9004,))) is None  # a route changed: only a reload does it
@@ -136,4 +153,4 @@ def test_endpoint_changes_are_runtime_api_updates_not_reloads(netns: tuple[str, 
             await haproxy.stop()
 
     assert asyncio.run(scenario()) == [{"p"}, {"p", "q"}, {"q"}]
-    assert (haproxy.reloads, haproxy.updates) == (0, 2)
+    assert (haproxy.reloads, haproxy.updates) == (4, 2)

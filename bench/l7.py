@@ -11,7 +11,10 @@ client host; every path goes through node-1 (a route on the client pins it):
                 -> pod
   (d) Gateway over TLS, a new connection per request: TLS handshakes/s (each with one request)
   (e) bare HAProxy  client -> a HAProxy on node-1 with the least HTTP configuration (one frontend, one server)
-                -> pod: the engine without Portico's configuration, so c/e is what that configuration costs
+                -> pod: the engine without Portico's configuration
+  (f) bare HAProxy + access log: (e) logging each request to a file as the agent's HAProxy does by default (on
+                its stdout), so f/e is what the access log costs and c/f what the rest of Portico's configuration
+                does
 Keep-alive rounds are interleaved (--rounds, the median counts); then one round of a connection per request per
 path (ordered so no two runs share a pod-side conntrack tuple within TIME_WAIT). Prints requests/s and p99 per
 path, the ratio c/a at keep-alive (goal >= 0.5) and c/e.
@@ -35,17 +38,21 @@ from pathlib import Path
 
 from benchlab import STATIC_APP, Lab, answers, lab_of_its_own, static_pod_ip, static_vip, wait_for, wrk_rate
 
+from portico.dataplane.haproxy import ACCESS_LOG, ACCESS_LOG_DEFAULTS
+
 POOL = "198.18.100.240/28"  # off the LAN, unannounced: the client's routes send everything through node-1
 GATEWAY_VIP = "198.18.100.250"
 NODE1_LAN = "198.18.0.11"  # portico.dev.addressing: node-1 on the lab LAN
 CLIENT_CPU, NODE_CPU = 0, 1
 TIME_WAIT = 121  # node-1's conntrack keeps closed flows 120 s (see bench/dataplane.py)
-BARE_PORT = 8081
+BARE_PORT, LOGGING_PORT = 8081, 8082
 BARE_CONFIG = """global
   maxconn 4000
+{log}
 defaults
   mode http
   option http-keep-alive
+{log_defaults}
   timeout client 30s
   timeout server 30s
   timeout connect 5s
@@ -131,17 +138,24 @@ def main() -> None:
         address = wait_for("the Service's address", lambda: static_vip(lab))
         for target in (pod, address, GATEWAY_VIP):
             lab.exec_in("client", "ip", "route", "replace", f"{target}/32", "via", NODE1_LAN)
-        config = lab.state_dir / "bare.cfg"
-        config.write_text(BARE_CONFIG.format(node=NODE1_LAN, port=BARE_PORT, pod=pod))
-        bare = subprocess.Popen(["ip", "netns", "exec", "portico-node-1", "haproxy", "-db", "-q", "-f", str(config)])
+        bares = []
+        for port, log in ((BARE_PORT, False), (LOGGING_PORT, True)):
+            config = lab.state_dir / f"bare-{port}.cfg"
+            config.write_text(BARE_CONFIG.format(node=NODE1_LAN, port=port, pod=pod, log=ACCESS_LOG if log else "",
+                                                 log_defaults=ACCESS_LOG_DEFAULTS if log else ""))
+            with (lab.state_dir / f"bare-{port}.log").open("wb") as out:
+                bares.append(subprocess.Popen(["ip", "netns", "exec", "portico-node-1", "haproxy", "-db", "-q", "-f",
+                                               str(config)], stdout=out))
         try:
             measure(lab, args, {"(a) direct to the pod": f"http://{pod}:8080/", "(b) L4 VIP": f"http://{address}/",
                                 "(c) Gateway (HAProxy)": f"http://{GATEWAY_VIP}/",
-                                "(e) bare HAProxy (HTTP)": f"http://{NODE1_LAN}:{BARE_PORT}/"},
+                                "(e) bare HAProxy (HTTP)": f"http://{NODE1_LAN}:{BARE_PORT}/",
+                                "(f) bare + access log": f"http://{NODE1_LAN}:{LOGGING_PORT}/"},
                     f"https://{GATEWAY_VIP}/")
         finally:
-            bare.terminate()
-            bare.wait()
+            for bare in bares:
+                bare.terminate()
+                bare.wait()
 
 
 def measure(lab: Lab, args: argparse.Namespace, paths: dict[str, str], tls: str) -> None:
@@ -177,9 +191,10 @@ def report(kept: dict[str, list[tuple[float, float]]], closed: dict[str, tuple[f
     for name in sorted(closed):
         rps, p99 = closed[name]
         print(f"{name:<26} {rps:>11.0f} {p99:>8.2f}" + ("   (TLS handshakes/s)" if "TLS" in name else ""))
-    a, b, c, e = medians.values()
+    a, b, c, e, f = medians.values()
     print(f"\nc/a = {c / a:.2f} at keep-alive (goal >= 0.5: {'met' if c / a >= 0.5 else 'NOT met'}); "
-          f"c/b = {c / b:.2f}; c/e = {c / e:.2f} (Portico's configuration against the least one)")
+          f"c/b = {c / b:.2f}; c/e = {c / e:.2f} (Portico's configuration against the least one); "
+          f"f/e = {f / e:.2f} (the access log); c/f = {c / f:.2f} (the rest of Portico's configuration)")
 
 
 if __name__ == "__main__":

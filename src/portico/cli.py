@@ -89,6 +89,10 @@ def _agent_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     agent.add_argument("--node-liveness", choices=["on", "off"], default=os.environ.get("PORTICO_NODE_LIVENESS", "on"),
                        help="take a node's endpoints out of rotation the moment its heartbeats stop (default "
                             "$PORTICO_NODE_LIVENESS or on; off: only when Kubernetes marks them not ready)")
+    agent.add_argument("--http-access-log", choices=["on", "off"],
+                       default=os.environ.get("PORTICO_HTTP_ACCESS_LOG", "on"),
+                       help="a line per HTTP request served by a Gateway or Ingress, on stdout (default "
+                            "$PORTICO_HTTP_ACCESS_LOG or on)")
     agent.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
 
@@ -111,7 +115,7 @@ def _run_agent(args: argparse.Namespace) -> int:
     logging.getLogger("httpx2").setLevel(logging.WARNING)
     client = async_client(args.kubeconfig, field_manager="portico-agent")
     agent = Agent(client, args.node_name, namespace=args.namespace, heartbeat_port=args.heartbeat_port,
-                  node_liveness=args.node_liveness == "on")
+                  node_liveness=args.node_liveness == "on", http_access_log=args.http_access_log == "on")
     node_ip = os.environ.get("NODE_IP")  # status.hostIP, from the DaemonSet
     if args.metrics_address is None:
         args.metrics_address = f"{_host(node_ip) if node_ip else '127.0.0.1'}:{args.metrics_port}"

@@ -51,8 +51,8 @@ def service(lab: Lab) -> Iterator[tuple[str, dict[str, str]]]:
             lab.exec_in("node-2", "ip", "route", "del", POOL_CIDR)
 
 
-def signal_pod(lab: Lab, pod: str, signum: int) -> None:
-    uid = lab.get("pod", pod)["metadata"]["uid"]
+def signal_pod(lab: Lab, pod: str, signum: int, namespace: str = "default") -> None:
+    uid = lab.get("pod", pod, "-n", namespace)["metadata"]["uid"]
     pids = subprocess.run(["ip", "netns", "pids", addressing.pod_netns(uid)], capture_output=True, text=True,
                           check=True).stdout.split()
     assert pids, f"no process in {pod}'s namespace"

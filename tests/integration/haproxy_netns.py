@@ -20,8 +20,9 @@ LOOP = ipaddress.ip_address("127.0.0.1")
 
 @contextlib.contextmanager
 def serving(config: L7Config, directory: Path, backends: Sequence[tuple[list[str], dict[str, str]]],
-            name: str) -> Iterator[str]:
-    """Yields the namespace. `backends`: each a command and the environment it adds."""
+            name: str, *, access_log: bool = False) -> Iterator[str]:
+    """Yields the namespace. `backends`: each a command and the environment it adds. HAProxy's stdout (its access
+    log) goes to `directory`/stdout."""
     ns = f"pt-{name}-{os.getpid()}"
     subprocess.run(["ip", "netns", "add", ns], check=True)
     procs: list[subprocess.Popen[bytes]] = []
@@ -32,10 +33,11 @@ def serving(config: L7Config, directory: Path, backends: Sequence[tuple[list[str
         for command, env in backends:
             procs.append(subprocess.Popen([*run, *command], env={**os.environ, **env}))
         cfg = directory / "haproxy.cfg"
-        cfg.write_text(render(config, runtime_socket=str(directory / "runtime.sock")))
+        cfg.write_text(render(config, runtime_socket=str(directory / "runtime.sock"), access_log=access_log))
         check = subprocess.run([*run, "haproxy", "-c", "-f", str(cfg)], capture_output=True, text=True, check=False)
         assert check.returncode == 0, check.stdout + check.stderr
-        procs.append(subprocess.Popen([*run, "haproxy", "-W", "-db", "-f", str(cfg)]))
+        with (directory / "stdout").open("wb") as stdout:
+            procs.append(subprocess.Popen([*run, "haproxy", "-W", "-db", "-f", str(cfg)], stdout=stdout))
         deadline = time.monotonic() + 10
         while not (directory / "runtime.sock").exists() and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -56,6 +56,14 @@ def policy(namespace: str, spec: dict[str, Any], name: str | None = None) -> Any
     ({"targetRefs": TARGET, "limits": {"bandwidth": "10Mbps"}}, "spec.limits.bandwidth", "should match"),
     ({"targetRefs": TARGET, "limits": {"connectionRatePerClient": {"burst": 5}}},
      "spec.limits.connectionRatePerClient.perSecond", "Required value"),
+    ({"targetRefs": TARGET, "limits": {"requestRatePerClient": {"perSecond": 0}}},
+     "spec.limits.requestRatePerClient.perSecond", "should be greater than or equal to 1"),
+    ({"targetRefs": TARGET, "persistence": {"idleTimeout": "5m"}}, "spec.persistence.type",
+     "sessionName, absoluteTimeout, idleTimeout and cookieConfig apply to type Cookie only"),
+    ({"targetRefs": TARGET, "persistence": {"type": "Cookie", "cookieConfig": {"lifetimeType": "Permanent"}}},
+     "spec.persistence.cookieConfig.lifetimeType", "lifetimeType Permanent needs absoluteTimeout"),
+    ({"targetRefs": TARGET, "persistence": {"type": "Cookie", "sessionName": "a;b"}},
+     "spec.persistence.sessionName", "should match"),
 ])
 async def test_a_bad_policy_is_refused_naming_the_field(client: AsyncClient, spec: dict[str, Any], field: str,
                                                         message: str) -> None:

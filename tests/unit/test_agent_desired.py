@@ -169,6 +169,16 @@ def test_a_policy_replaces_the_annotations_and_session_affinity() -> None:
     assert kept.frontends[Frontend(VIP4, "tcp", 80)].affinity_timeout == 10800
 
 
+def test_layer_7_only_sections_are_ignored_at_layer_4_and_said_so() -> None:
+    slices = [eps(ep("198.19.1.2"), ep("198.19.1.3"))]
+    governed = policy(loadBalancing={"algorithm": "least-connections"},
+                      persistence={"type": "Cookie", "sessionName": "shop"})
+    out = service_frontends(svc(), [VIP4], slices, "node-1", governed)
+    web = out.frontends[Frontend(VIP4, "tcp", 80)]
+    assert web.algorithm == Algorithm.RANDOM and web.affinity_timeout is None
+    assert len(out.problems) == 2 and all("HTTP backends" in p for p in out.problems), out.problems
+
+
 def test_down_endpoints_take_no_new_flows_and_withdraw_when_none_is_left() -> None:
     slices = [eps(ep("198.19.1.2"), ep("198.19.1.3"), ep("198.19.1.4"))]
     checked = policy(healthCheck={"type": "HTTP", "whenNoneHealthy": "Withdraw"})

@@ -65,7 +65,8 @@ class Retired(Exception):
 
 class Agent:
     def __init__(self, client: AsyncClient, node: str, nft: Nft | None = None, *, namespace: str = "portico-system",
-                 heartbeat_port: int = HEARTBEAT_PORT, node_liveness: bool = True) -> None:
+                 heartbeat_port: int = HEARTBEAT_PORT, node_liveness: bool = True,
+                 http_access_log: bool = True) -> None:
         self.node, self.client, self.namespace = node, client, namespace
         self.events = EventRecorder(client, component=COMPONENT, host=node)
         self.caches = AgentCaches(client, node, namespace)
@@ -79,7 +80,7 @@ class Agent:
         self.forwarding = Forwarding(node, nft or Nft(), self.events, down_for=self.l2.mesh.down_for,
                                      dead_nodes=lambda: self.liveness.out, gated_for=self.l2.mesh.gated_for)
         self.l7 = L7Serving(node, self.caches, down_for=self.l2.mesh.down_for, dead_nodes=lambda: self.liveness.out,
-                            gated_for=self.l2.mesh.gated_for)
+                            gated_for=self.l2.mesh.gated_for, access_log=http_access_log)
         self.table_watch = TableWatch(self.forwarding.syncer.nft, self._on_drift)
         self.heartbeat_keys = HeartbeatKeys(client, namespace, self.l2.set_keys)
         self.bgp = BgpAnnouncements(node, self._record)

@@ -50,6 +50,10 @@ class ServiceFrontends:
 
 
 def _algorithm(svc: Service, lb: api.LoadBalancing | None, problems: list[str]) -> Algorithm:
+    if lb is not None and lb.algorithm == "least-connections":
+        problems.append("TrafficPolicy loadBalancing.algorithm least-connections applies to HTTP backends of "
+                        "Gateways and Ingresses only; at layer 4 new flows pick at random")
+        return Algorithm.RANDOM
     if lb is not None:
         return Algorithm(algorithm_name(lb))
     value = ((svc.metadata.annotations if svc.metadata else None) or {}).get(LB_ALGORITHM)
@@ -119,8 +123,13 @@ def _source_ranges(ranges: Iterable[str], problems: list[str]) -> tuple[IPNetwor
     return tuple(out)
 
 
-def _persistence(spec: ServiceSpec, persistence: api.Persistence | None) -> tuple[int | None, dict[int, int]]:
+def _persistence(spec: ServiceSpec, persistence: api.Persistence | None,
+                 problems: list[str]) -> tuple[int | None, dict[int, int]]:
     """Seconds a client stays with its backend (None: not pinned), and the client prefix length per family."""
+    if persistence is not None and persistence.type == "Cookie":
+        problems.append("TrafficPolicy persistence type Cookie applies to HTTP backends of Gateways and Ingresses "
+                        "only; at layer 4 clients are not pinned")
+        return None, {}
     if persistence is not None:
         return persistence_timeout(persistence), {4: persistence.ipv4PrefixLength, 6: persistence.ipv6PrefixLength}
     if spec.sessionAffinity != "ClientIP":
@@ -147,7 +156,7 @@ def service_frontends(svc: Service, vips: Iterable[IPAddress], slices: Iterable[
     ranges = _source_ranges(spec.loadBalancerSourceRanges or [], result.problems)
     if any(r.prefixlen == 0 for r in ranges):
         ranges = ()  # one that allows everyone: no filtering
-    affinity, prefix = _persistence(spec, policy.persistence if policy is not None else None)
+    affinity, prefix = _persistence(spec, policy.persistence if policy is not None else None, result.problems)
     local_only = spec.externalTrafficPolicy == "Local"
     check = policy.healthCheck if policy is not None else None
     limits = limits_of(policy.limits) if policy is not None and policy.limits is not None else None

@@ -29,6 +29,7 @@ from portico.dataplane.local_delivery import ensure_local_delivery
 from portico.health.checks import NOBODY, ByNode
 from portico.ipam.blocks import IPAddress
 from portico.l7 import inputs
+from portico.l7.backend_policy import pool_policy
 from portico.l7.gateway_service import service_name
 from portico.l7.ingress import service_ports, translation_inputs
 from portico.l7.translate import translate
@@ -80,8 +81,8 @@ class L7Serving:
     def __init__(self, node: str, caches: AgentCaches, haproxy: HAProxy | None = None, *,
                  down_for: Callable[[str], ByNode] = lambda service: NOBODY,
                  dead_nodes: Callable[[], frozenset[str]] = frozenset,
-                 gated_for: Callable[[str], ByNode] = lambda service: NOBODY) -> None:
-        self.node, self.caches = node, caches
+                 gated_for: Callable[[str], ByNode] = lambda service: NOBODY, access_log: bool = True) -> None:
+        self.node, self.caches, self.access_log = node, caches, access_log
         self.haproxy = haproxy or HAProxy()
         self.down_for, self.dead_nodes, self.gated_for = down_for, dead_nodes, gated_for
         self.served: str | None = None  # the configuration HAProxy runs
@@ -144,7 +145,9 @@ class L7Serving:
         ingress = translation_inputs(gw.ours_ingresses(), address=ObjectKey(*gw.ingress_service.split("/", 1)),
                                      addresses=self._addresses(gw.ingress_service),
                                      services=service_ports(services), secrets=world.secrets)
-        world = replace(world, endpoints=self._endpoints([*routes, *ingress.routes]))
+        world = replace(world, endpoints=self._endpoints([*routes, *ingress.routes]),
+                        pool_policies={ObjectKey(*key.split("/", 1)): pool_policy(spec)
+                                       for key, spec in self.caches.policy_of.items()})
         return merge(translate(inputs.gateway_inputs(gateways, addresses), routes, world, certificates).config,
                      translate(ingress.gateways, ingress.routes, replace(world, grants=ingress.grants),
                                certificates).config)
@@ -157,7 +160,7 @@ class L7Serving:
         config = self.desired(certificates)
         if not config.listeners and not self.haproxy.running:
             return  # nothing bound (no address yet, or no valid listener): no HAProxy
-        text = render(config, runtime_socket=str(self.haproxy.runtime_socket))
+        text = render(config, runtime_socket=str(self.haproxy.runtime_socket), access_log=self.access_log)
         if text == self.served:
             return
         if self.served_config is not None and self.haproxy.running:

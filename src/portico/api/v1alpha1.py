@@ -354,9 +354,11 @@ class EndpointWeight(Struct, omit_defaults=True):
 
 
 class LoadBalancing(Struct, omit_defaults=True):
-    algorithm: Annotated[Literal["random", "round-robin", "maglev"], Meta(description=(
+    algorithm: Annotated[Literal["random", "round-robin", "maglev", "least-connections"], Meta(description=(
         "How a new flow picks its backend: random; round-robin (per node); maglev, a consistent hash that sends "
-        "a client to the same backend from every node and moves few clients when backends change."))] = "random"
+        "a client to the same backend from every node and moves few clients when backends change; "
+        "least-connections (HTTP backends of Gateways and Ingresses only: HAProxy counts connections, the "
+        "kernel does not, so at layer 4 it is random)."))] = "random"
     hashKey: Annotated[Literal["ClientAddress", "FiveTuple"], Meta(description=(
         "What maglev hashes: the client address (a client keeps its backend) or the whole flow."))] = "ClientAddress"
     weights: Annotated[list[EndpointWeight], Meta(max_length=64, description=(
@@ -365,14 +367,32 @@ class LoadBalancing(Struct, omit_defaults=True):
     defaultWeight: Annotated[int, Meta(ge=0, le=100)] = 1
 
 
-class Persistence(Struct, omit_defaults=True):
-    """Client-address persistence in the kernel: a client's new flows follow its first one for `timeout`.
-    A prefix length below the address length makes a whole network of clients one client (a persistence mask)."""
+class CookieConfig(Struct, omit_defaults=True):
+    """Gateway API SessionPersistence's cookieConfig."""
 
-    type: Literal["ClientAddress"] = "ClientAddress"
+    lifetimeType: Annotated[Literal["Session", "Permanent"], Meta(description=(
+        "Session: the cookie lasts as long as the browser session; Permanent: it carries Max-Age = "
+        "absoluteTimeout (which it then needs)."))] = "Session"
+
+
+class Persistence(Struct, omit_defaults=True):
+    """ClientAddress: in the kernel (and in HAProxy for HTTP backends), a client's new flows follow its first one for
+    `timeout`; a prefix length below the address length makes a whole network of clients one client (a
+    persistence mask). Cookie (HTTP backends only; the Gateway API SessionPersistence shape): HAProxy sets a cookie
+    naming the backend, and a request carrying it goes there while that backend is in rotation."""
+
+    type: Literal["ClientAddress", "Cookie"] = "ClientAddress"
     timeout: Duration = "3h"
     ipv4PrefixLength: Annotated[int, Meta(ge=1, le=32)] = 32
     ipv6PrefixLength: Annotated[int, Meta(ge=1, le=128)] = 128
+    sessionName: Annotated[str, Meta(min_length=1, max_length=128, pattern=r"^[!#-'*+.0-9A-Z^-z|~-]+$",
+                                     description="The cookie's name (an RFC 6265 token); default "
+                                                 "PORTICO_SESSION.")] | None = None
+    absoluteTimeout: Annotated[Duration, Meta(description="How long after it was set a cookie stops pinning.")] | \
+        None = None
+    idleTimeout: Annotated[Duration, Meta(description="How long without a request a cookie stops pinning.")] | \
+        None = None
+    cookieConfig: CookieConfig | None = None
 
 
 class HTTPHealthCheck(Struct, omit_defaults=True):
@@ -425,6 +445,15 @@ TRAFFIC_POLICY_RULES = [
     {"rule": "!has(self.loadBalancing) || self.loadBalancing.hashKey == 'ClientAddress' || "
              "self.loadBalancing.algorithm == 'maglev'", "message": "hashKey applies to algorithm maglev only",
      "fieldPath": ".loadBalancing.hashKey"},
+    {"rule": "!has(self.persistence) || self.persistence.type == 'Cookie' || (!has(self.persistence.sessionName) && "
+             "!has(self.persistence.absoluteTimeout) && !has(self.persistence.idleTimeout) && "
+             "!has(self.persistence.cookieConfig))",
+     "message": "sessionName, absoluteTimeout, idleTimeout and cookieConfig apply to type Cookie only",
+     "fieldPath": ".persistence.type"},
+    {"rule": "!has(self.persistence) || !has(self.persistence.cookieConfig) || "
+             "self.persistence.cookieConfig.lifetimeType != 'Permanent' || has(self.persistence.absoluteTimeout)",
+     "message": "lifetimeType Permanent needs absoluteTimeout (the cookie's Max-Age)",
+     "fieldPath": ".persistence.cookieConfig.lifetimeType"},
     _when_checked("duration(self.healthCheck.timeout) <= duration(self.healthCheck.interval)",
                   "must not be longer than interval", ".timeout"),
     _when_checked("!has(self.healthCheck.http) || self.healthCheck.type in ['HTTP', 'HTTPS']",
@@ -441,6 +470,11 @@ class ConnectionRate(Struct, omit_defaults=True):
     burst: Annotated[int, Meta(ge=0, le=1_000_000, description="New connections allowed above the rate at once.")] = 0
 
 
+class RequestRate(Struct, omit_defaults=True):
+    perSecond: Annotated[int, Meta(ge=1, le=1_000_000)]
+    burst: Annotated[int, Meta(ge=0, le=1_000_000, description="Requests allowed above the rate at once.")] = 0
+
+
 Bandwidth = Annotated[str, Meta(max_length=12, pattern=r"^[1-9][0-9]{0,8}(k|M|G)?$", description=(
     "Bits per second, with an optional SI suffix (10M = 10,000,000 bit/s), as kubernetes.io/egress-bandwidth."))]
 
@@ -453,6 +487,9 @@ class Limits(Struct, omit_defaults=True):
     maxConnectionsPerClient: Annotated[int, Meta(ge=1, le=1_000_000, description="Concurrent connections per "
                                                                                  "client address.")] | None = None
     connectionRatePerClient: ConnectionRate | None = None
+    requestRatePerClient: Annotated[RequestRate, Meta(description=(
+        "HTTP backends of Gateways and Ingresses only: requests per second per client address, counted by HAProxy "
+        "over a sliding second (refused ones too); those over perSecond + burst are answered 429."))] | None = None
     bandwidth: Annotated[Bandwidth, Meta(description="Per frontend and direction.")] | None = None
 
 

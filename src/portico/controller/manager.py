@@ -44,7 +44,9 @@ from portico.kube.events import EventRecorder
 from portico.kube.informer import Informer, object_key, run_synced
 from portico.kube.leader import LeaderElector
 from portico.kube.workqueue import WorkQueue
-from portico.l7.inputs import kept_secret
+from portico.l7.backend_policy import http_backends
+from portico.l7.ingress import ingress_inputs, our_ingress_classes, our_ingresses
+from portico.l7.inputs import kept_secret, our_classes, our_gateways, route_inputs
 from portico.serving import LoopBridge, serve
 
 log = logging.getLogger(__name__)
@@ -90,23 +92,23 @@ class Controller:
         self.policies = Informer(client, TrafficPolicyResource, self._on_policy)
         self.policy_reconciler = TrafficPolicyReconciler(
             client, self.events, self.policies.cache, self.services.cache,
-            lambda svc: is_ours(svc, default_class=default_class), self.reports.cache)
+            lambda svc: is_ours(svc, default_class=default_class), self.reports.cache, self._http_backends)
         self.report_reconciler = ReportReconciler(
             client, self.events, self.services.cache, self.reports.cache, self.nodes.cache, self.peers.cache,
             self.l2_advertisements.cache, self.bgp_advertisements.cache, self._vips_of,
             self.policy_reconciler.withdrawn)
         # Gateway API: classes, Gateways, routes and what they refer to (the CRDs may not be installed).
         gateway_api = self._on_gateway_api
-        self.gateway_classes = Informer(client, GatewayClassResource, gateway_api, optional=True)
-        self.gateways = Informer(client, GatewayResource, gateway_api, optional=True)
-        self.http_routes = Informer(client, HTTPRouteResource, gateway_api, optional=True)
+        self.gateway_classes = Informer(client, GatewayClassResource, self._on_http_frontend, optional=True)
+        self.gateways = Informer(client, GatewayResource, self._on_http_frontend, optional=True)
+        self.http_routes = Informer(client, HTTPRouteResource, self._on_http_frontend, optional=True)
         self.reference_grants = Informer(client, ReferenceGrantResource, gateway_api, optional=True)
         self.secrets = Informer(client, Secret, self._on_secret, transform=kept_secret)
         self.gateway_reconciler = GatewayReconciler(
             client, self.events, self.gateway_classes.cache, self.gateways.cache, self.http_routes.cache,
             self.reference_grants.cache, self.secrets.cache, self.services.cache, self.namespaces.cache)
-        self.ingresses = Informer(client, Ingress, self._on_ingress)
-        self.ingress_classes = Informer(client, IngressClass, self._on_ingress)
+        self.ingresses = Informer(client, Ingress, self._on_http_frontend)
+        self.ingress_classes = Informer(client, IngressClass, self._on_http_frontend)
         self.ingress_reconciler = IngressReconciler(client, self.events, namespace, self.ingresses.cache,
                                                     self.ingress_classes.cache, self.services.cache,
                                                     self.secrets.cache)
@@ -122,6 +124,22 @@ class Controller:
     def _on_ingress(self, old: Any, new: Any) -> None:
         if self.ingresses.cache:
             self.queue.add_after(INGRESSES, GATEWAY_API_DELAY)
+
+    def _on_http_frontend(self, old: Any, new: Any) -> None:
+        """A Gateway API object or an Ingress changed: which Services are HTTP backends (what a TrafficPolicy may
+        govern) may have too."""
+        if isinstance(new or old, (Ingress, IngressClass)):
+            self._on_ingress(old, new)
+        else:
+            self._on_gateway_api(old, new)
+        for obj in self.policies.cache.values():
+            self.queue.add((TRAFFIC_POLICY, object_key(obj)))
+
+    def _http_backends(self) -> set[str]:
+        gateways = our_gateways(self.gateways.cache.values(), our_classes(self.gateway_classes.cache.values()))
+        ingresses = our_ingresses(ingress_inputs(self.ingresses.cache.values()),
+                                  our_ingress_classes(self.ingress_classes.cache.values()))
+        return http_backends(route_inputs(self.http_routes.cache.values()), gateways.keys(), ingresses)
 
     def _on_secret(self, old: Any, new: Any) -> None:
         self._on_gateway_api(old, new)

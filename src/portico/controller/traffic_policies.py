@@ -44,6 +44,8 @@ class TrafficPolicyReconciler:
     services: Mapping[str, Any]
     is_ours: Callable[[Any], bool]
     reports: Mapping[str, Any]  # PorticoNodes: each node's health counts
+    # The Services our Gateways' HTTPRoutes and our Ingresses send to (portico.l7.backend_policy.http_backends)
+    http_backends: Callable[[], set[str]] = set
     _overrides: dict[str, list[str]] = field(default_factory=dict)  # Service key -> what was last said
     # Policy key -> (resourceVersion, decoded): Service events ask which policies name them, and must not decode
     # every policy of the namespace each time.
@@ -69,9 +71,9 @@ class TrafficPolicyReconciler:
         namespace, _, name = service_key.partition("/")
         return [p.key for p in self.in_namespace(namespace) if name in p.targets]
 
-    def _served(self, key: str) -> bool | None:
+    def _served(self, key: str, http_backends: set[str]) -> bool | None:
         svc = self.services.get(key)
-        return None if svc is None else self.is_ours(svc)
+        return None if svc is None else self.is_ours(svc) or key in http_backends
 
     async def reconcile(self, key: str) -> None:
         obj = self.policies.get(key)
@@ -79,7 +81,8 @@ class TrafficPolicyReconciler:
             return
         policy, spec = self._policy(obj)
         winners = governing(self.in_namespace(policy.namespace))
-        found = standings(policy, winners, self._served)
+        backends = self.http_backends()
+        found = standings(policy, winners, lambda key: self._served(key, backends))
         current: dict[str, Any] = dict(obj.status or {})
         old = {a["ancestorRef"]["name"]: a.get("conditions", []) for a in current.get("ancestors", [])}
         generation = obj.metadata.generation

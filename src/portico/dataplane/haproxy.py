@@ -19,6 +19,8 @@ import ipaddress
 
 from portico.api.gateway import HTTPNameValueMatch, HTTPRouteMatch
 from portico.dataplane.l7model import (
+    ClientPersistence,
+    CookiePersistence,
     HeaderEdits,
     L7Config,
     L7Listener,
@@ -31,21 +33,25 @@ from portico.dataplane.l7model import (
 
 PICK_SCALE = 1_000_000
 MIN_SLOTS = 8
+TABLE_SIZE = "100k"  # client addresses a stick table holds (persistence, request rates); the oldest go first
 NOT_FOUND, UNRESOLVED = "portico_404", "portico_500"
 WELL_KNOWN_PORTS = {"http": 80, "https": 443}
 # `grace`: a reload's old worker goes on serving its keep-alive connections for a second before it stops, closing
 # each after a response rather than while idle; without it, HAProxy 2.6 closes idle keep-alive connections at once
 # and a request a client sent at that moment fails (measured: 11-12 of ~290k requests over 10 reloads; none with
 # it). HAProxy 2.7+ has `idle-close-on-response` for this.
+# `forwardfor`: the backend learns the client's address from X-Forwarded-For (and its scheme from X-Forwarded-Proto,
+# set in each frontend), as every ingress controller tells it.
 GLOBAL = """global
   stats socket {runtime_socket} mode 600 level admin expose-fd listeners
   grace 1s
   hard-stop-after 30s
-
+{log}
 defaults
   mode http
   option http-keep-alive
-  timeout connect 5s
+  option forwardfor
+{log_defaults}  timeout connect 5s
   timeout client 60s
   timeout server 60s
   timeout http-keep-alive 60s
@@ -54,6 +60,11 @@ defaults
 RESPONSE_TIMEOUT = "  http-request set-timeout server var(txn.timeout) if { var(txn.timeout) -m found }"
 # The request's host without its port ("[v6]:port" keeps its brackets), lower-cased: what hostnames match.
 REQUEST_HOST = "  http-request set-var(txn.host) req.hdr(host),regsub(:[0-9]*$,),lower"
+FORWARDED_PROTO = "  http-request set-header X-Forwarded-Proto %[ssl_fc,iif(https,http)]"
+# Access logs: one line per request in HAProxy's HTTP format, on the worker's stdout, which is the agent's (so
+# `kubectl logs` shows them): a writev() per line; one that cannot be written is dropped (counted in `show info`'s
+# DroppedLogs), never waited for.
+ACCESS_LOG, ACCESS_LOG_DEFAULTS = "  log stdout format raw daemon\n", "  log global\n  option httplog\n"
 
 
 def quote(value: str) -> str:
@@ -242,13 +253,43 @@ def _frontend(index: int, listener: L7Listener) -> list[str]:
         if not picks:  # no backend (or all weight 0): the spec's 500
             uses.append(f"  use_backend {UNRESOLVED}{_when(matched)}")
         uses += [f"  use_backend {b.pool or UNRESOLVED}{_when(matched, picked)}" for b, picked in picks]
-    return [f"frontend l{index}_{listener.port}", bind, REQUEST_HOST,
+    return [f"frontend l{index}_{listener.port}", bind, REQUEST_HOST, FORWARDED_PROTO,
             f"  http-request set-var(txn.pick) rand({PICK_SCALE})", *acls, *selects, *requests, *responses, *uses,
             f"  default_backend {NOT_FOUND}"]
 
 
+def _persistence(pool: Pool) -> list[str]:
+    """A cookie computed from the server's address (`dynamic`: it follows a runtime-API `set server addr`, and is
+    the same on every node, whose key is the pool's name — it picks a pod, it authenticates nothing); or a stick
+    table of client addresses."""
+    p = pool.policy.persistence
+    if isinstance(p, CookiePersistence):
+        cookie = f"  cookie {p.name} insert indirect nocache httponly dynamic"
+        cookie += f" maxidle {p.idle_seconds}s" if p.idle_seconds else ""
+        cookie += f" maxlife {p.absolute_seconds}s" if p.absolute_seconds else ""
+        cookie += f" attr {quote(f'Max-Age={p.absolute_seconds}')}" if p.permanent and p.absolute_seconds else ""
+        return [cookie, f"  dynamic-cookie-key {quote(pool.name)}"]
+    if isinstance(p, ClientPersistence):
+        return [f"  stick-table type ipv6 size {TABLE_SIZE} expire {p.seconds}s",
+                f"  stick on src,ipmask({p.ipv4_prefix},{p.ipv6_prefix})"]
+    return []
+
+
+def _request_rate(pool: Pool) -> list[str]:
+    """Requests per client address over the last second, counted in a table of their own (`rate_<pool>`)."""
+    if pool.policy.request_rate is None:
+        return []
+    per_second, burst = pool.policy.request_rate
+    table = f"rate_{pool.name}"
+    return [f"  http-request track-sc1 src table {table}",
+            f"  http-request deny deny_status 429 if {{ sc_http_req_rate(1,{table}) gt {per_second + burst} }}"]
+
+
 def _backend(pool: Pool) -> list[str]:
-    lines = [f"backend {pool.name}", "  balance roundrobin", RESPONSE_TIMEOUT]
+    balance = pool.policy.balance
+    lines = [f"backend {pool.name}", f"  balance {balance}",
+             *(["  hash-type consistent"] if balance == "source" else []),
+             RESPONSE_TIMEOUT, *_request_rate(pool), *_persistence(pool)]
     for i in range(slots(len(pool.endpoints))):
         if i < len(pool.endpoints):
             ep = pool.endpoints[i]
@@ -258,13 +299,17 @@ def _backend(pool: Pool) -> list[str]:
     return lines
 
 
-def render(config: L7Config, *, runtime_socket: str) -> str:
+def render(config: L7Config, *, runtime_socket: str, access_log: bool = False) -> str:
     """The whole configuration. No global maxconn: HAProxy sizes it from the process's file-descriptor limit."""
-    out = [GLOBAL.format(runtime_socket=runtime_socket)]
+    out = [GLOBAL.format(runtime_socket=runtime_socket, log=ACCESS_LOG if access_log else "",
+                         log_defaults=ACCESS_LOG_DEFAULTS if access_log else "")]
     for i, listener in enumerate(config.listeners):
         out.append("\n".join(_frontend(i, listener)) + "\n")
     for pool in config.pools:
         out.append("\n".join(_backend(pool)) + "\n")
+        if pool.policy.request_rate is not None:
+            out.append(f"backend rate_{pool.name}\n  stick-table type ipv6 size {TABLE_SIZE} expire 10s "
+                       "store http_req_rate(1s)\n")
     out.append(f"backend {NOT_FOUND}\n  http-request return status 404\n")
     out.append(f"backend {UNRESOLVED}\n  http-request return status 500\n")
     return "\n".join(out)
@@ -272,13 +317,12 @@ def render(config: L7Config, *, runtime_socket: str) -> str:
 
 def runtime_changes(old: L7Config, new: L7Config) -> list[str] | None:
     """The runtime-API commands that take a HAProxy running `old` to `new` without a reload, or None when only a
-    reload can: anything but pools' endpoints changed, or a pool needs another number of slots."""
-    if old.listeners != new.listeners:
+    reload can: anything but pools' endpoints changed (listeners, pools or their policies), or a pool needs another
+    number of slots."""
+    if old.listeners != new.listeners or {p.name: p.policy for p in old.pools} != {p.name: p.policy for p in new.pools}:
         return None
     before = {p.name: p.endpoints for p in old.pools}
     after = {p.name: p.endpoints for p in new.pools}
-    if before.keys() != after.keys():
-        return None
     commands = []
     for name, endpoints in sorted(after.items()):
         was = before[name]

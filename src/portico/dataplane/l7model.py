@@ -17,12 +17,41 @@ class Endpoint:
 
 
 @dataclass(frozen=True)
+class CookiePersistence:
+    """A cookie naming the endpoint, set by HAProxy; seconds are None where unbounded."""
+
+    name: str
+    idle_seconds: int | None = None
+    absolute_seconds: int | None = None
+    permanent: bool = False  # the cookie carries Max-Age = absolute_seconds (else it lasts the browser session)
+
+
+@dataclass(frozen=True)
+class ClientPersistence:
+    """A client address (masked to the prefix lengths) keeps its endpoint for `seconds` after its last request."""
+
+    seconds: int
+    ipv4_prefix: int = 32
+    ipv6_prefix: int = 128
+
+
+@dataclass(frozen=True)
+class PoolPolicy:
+    """How a pool's requests pick and reach endpoints: what a TrafficPolicy on the Service says at layer 7."""
+
+    balance: str = "roundrobin"  # HAProxy's algorithm: roundrobin, random, leastconn, source
+    persistence: CookiePersistence | ClientPersistence | None = None
+    request_rate: tuple[int, int] | None = None  # (per second, burst) per client address; over it: 429
+
+
+@dataclass(frozen=True)
 class Pool:
     """A Service port's ready endpoints. Its name is stable (namespace, Service, port), so endpoint changes are
     runtime-API updates of the same HAProxy backend, never a reload."""
 
     name: str
     endpoints: tuple[Endpoint, ...]
+    policy: PoolPolicy = PoolPolicy()
 
 
 @dataclass(frozen=True)

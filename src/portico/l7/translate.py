@@ -11,7 +11,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from portico.api.gateway import GROUP, GatewaySpec, ObjectKey, RouteSpec
-from portico.dataplane.l7model import Endpoint, Filters, L7Config, L7Listener, Pool, RouteEntry, WeightedPool
+from portico.dataplane.l7model import (
+    Endpoint,
+    Filters,
+    L7Config,
+    L7Listener,
+    Pool,
+    PoolPolicy,
+    RouteEntry,
+    WeightedPool,
+)
 from portico.ipam.blocks import IPAddress
 from portico.l7.attachment import GatewayListeners, ParentResult, attach
 from portico.l7.backends import Backend, resolve_backend, resolved_refs
@@ -44,6 +53,7 @@ class World:
     secrets: Mapping[ObjectKey, str | None]  # Secret → why it is no certificate (None: it is one)
     grants: tuple[Grant, ...] = ()
     namespace_labels: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    pool_policies: Mapping[ObjectKey, PoolPolicy] = field(default_factory=dict)  # Service → its TrafficPolicy's
 
 
 @dataclass(frozen=True)
@@ -126,7 +136,8 @@ def translate(gateways: Iterable[GatewayInput], routes: Iterable[RouteInput], wo
             for k, b in enumerate(rule_backends):
                 if b.problem is None and refused is None:
                     name = pool_name(b.service, b.port)
-                    pools.setdefault(name, Pool(name, world.endpoints.get((b.service, b.port), ())))
+                    pools.setdefault(name, Pool(name, world.endpoints.get((b.service, b.port), ()),
+                                               world.pool_policies.get(b.service, PoolPolicy())))
                 ws.append(WeightedPool(None if b.problem else pool_name(b.service, b.port), b.weight,
                                        backend_filters[(r, k)]))
             weighted.append(tuple(ws))

@@ -68,7 +68,7 @@ class TargetStanding:
 def standings(policy: PolicyEntry, winners: dict[str, PolicyEntry],
               served: Callable[[str], bool | None]) -> list[TargetStanding]:
     """The policy's standing at each of its targets. `served(service_key)`: None if there is no such Service,
-    else whether Portico serves it (a LoadBalancer Service of its class)."""
+    else whether Portico serves it (a LoadBalancer Service of its class, or an HTTP backend of its routes)."""
     out: list[TargetStanding] = []
     for target in policy.targets:
         key = f"{policy.namespace}/{target}"
@@ -81,8 +81,9 @@ def standings(policy: PolicyEntry, winners: dict[str, PolicyEntry],
             out.append(TargetStanding(target, Standing.TARGET_NOT_FOUND, f"no Service {target} in namespace "
                                       f"{policy.namespace}"))
         elif not is_served:
-            out.append(TargetStanding(target, Standing.INVALID, f"Service {target} is not a LoadBalancer Service "
-                                      "that Portico serves"))
+            out.append(TargetStanding(target, Standing.INVALID, f"Service {target} is neither a LoadBalancer "
+                                      "Service that Portico serves nor a backend of a Portico Gateway's HTTPRoute "
+                                      "or of a Portico Ingress"))
         else:
             out.append(TargetStanding(target, Standing.ACCEPTED, f"governs Service {target}"))
     return out

@@ -275,12 +275,17 @@ def _persistence(pool: Pool) -> list[str]:
     return []
 
 
+def _rate_table(pool: Pool) -> str:
+    """The backend holding only the stick table that counts a pool's requests per client address."""
+    return f"rate_{pool.name}"
+
+
 def _request_rate(pool: Pool) -> list[str]:
-    """Requests per client address over the last second, counted in a table of their own (`rate_<pool>`)."""
+    """Requests per client address over the last second, counted in the pool's rate table."""
     if pool.policy.request_rate is None:
         return []
     per_second, burst = pool.policy.request_rate
-    table = f"rate_{pool.name}"
+    table = _rate_table(pool)
     return [f"  http-request track-sc1 src table {table}",
             f"  http-request deny deny_status 429 if {{ sc_http_req_rate(1,{table}) gt {per_second + burst} }}"]
 
@@ -308,7 +313,7 @@ def render(config: L7Config, *, runtime_socket: str, access_log: bool = False) -
     for pool in config.pools:
         out.append("\n".join(_backend(pool)) + "\n")
         if pool.policy.request_rate is not None:
-            out.append(f"backend rate_{pool.name}\n  stick-table type ipv6 size {TABLE_SIZE} expire 10s "
+            out.append(f"backend {_rate_table(pool)}\n  stick-table type ipv6 size {TABLE_SIZE} expire 10s "
                        "store http_req_rate(1s)\n")
     out.append(f"backend {NOT_FOUND}\n  http-request return status 404\n")
     out.append(f"backend {UNRESOLVED}\n  http-request return status 500\n")

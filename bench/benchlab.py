@@ -64,7 +64,11 @@ def lab_of_its_own(nodes: int = 2, kube_proxy: str | None = None) -> Iterator[La
 
 # One `portico.dev/static` pod (HAProxy answering 200 by itself, so the backend is not the bottleneck) on node-1,
 # behind a LoadBalancer Service `static`: what the data-path benchmarks measure paths to.
-STATIC_APP = """
+def static_app(threads: int | None = None) -> str:
+    """The `portico.dev/static` Deployment on node-1 and its LoadBalancer Service; `threads`: its HAProxy's nbthread
+    (default one per CPU)."""
+    args = f"\n          args: [--threads={threads}]" if threads else ""
+    return """
 apiVersion: apps/v1
 kind: Deployment
 metadata: {name: static, namespace: default}
@@ -77,7 +81,7 @@ spec:
       nodeSelector: {kubernetes.io/hostname: node-1}
       containers:
         - name: static
-          image: portico.dev/static
+          image: portico.dev/static@ARGS@
           ports: [{name: http, containerPort: 8080}]
 ---
 apiVersion: v1
@@ -88,7 +92,10 @@ spec:
   allocateLoadBalancerNodePorts: false
   selector: {app: static}
   ports: [{name: http, port: 80, targetPort: http}]
-"""
+""".replace("@ARGS@", args)
+
+
+STATIC_APP = static_app()
 
 
 def static_pod_ip(lab: Lab) -> str | None:

@@ -20,7 +20,10 @@ path (ordered so no two runs share a pod-side conntrack tuple within TIME_WAIT).
 path, the ratio c/a at keep-alive (goal >= 0.5) and c/e.
 
 CPU placement (2 cores), as bench/dataplane.py: wrk pinned to CPU 0 (the client machine), node-1's serving
-processes — the backend pod and the agent's HAProxy — to CPU 1 (the node). --no-pin lets everything share.
+processes — the backend pod, the agent (so the HAProxy it starts) and the bare HAProxies — to CPU 1 (the node), each
+HAProxy with one thread, as HAProxy runs on a one-core node (it starts a thread per CPU it may run on; started
+unpinned and pinned after, two threads would share the one core). --no-pin lets everything share, with a thread
+per CPU.
 
     .venv/bin/python bench/l7.py [--duration 10] [--connections 32] [--rounds 3] [--no-pin]
 """
@@ -36,7 +39,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from benchlab import STATIC_APP, Lab, answers, lab_of_its_own, static_pod_ip, static_vip, wait_for, wrk_rate
+from benchlab import Lab, answers, lab_of_its_own, static_app, static_pod_ip, static_vip, wait_for, wrk_rate
 
 from portico.dataplane.haproxy import ACCESS_LOG, ACCESS_LOG_DEFAULTS
 
@@ -62,7 +65,7 @@ frontend bare
 backend pod
   server pod {pod}:8080
 """
-MANIFESTS = textwrap.dedent(f"""
+GATEWAY = textwrap.dedent(f"""
     apiVersion: portico.io/v1alpha1
     kind: IPPool
     metadata: {{name: bench-l7}}
@@ -90,7 +93,7 @@ MANIFESTS = textwrap.dedent(f"""
       parentRefs: [{{name: bench}}]
       rules: [{{backendRefs: [{{name: static, port: 80}}]}}]
     ---
-""") + STATIC_APP
+""")
 
 
 def wrk(lab: Lab, url: str, args: argparse.Namespace, close: bool) -> tuple[float, float]:
@@ -104,9 +107,15 @@ def wrk(lab: Lab, url: str, args: argparse.Namespace, close: bool) -> tuple[floa
     return wrk_rate(out)
 
 
+def pin_node1_agent(lab: Lab) -> None:
+    """node-1's agent (every thread) onto NODE_CPU, before it starts HAProxy: HAProxy then runs one thread."""
+    for pid in lab.run("pgrep", "-f", "portico agent").split():
+        if lab.run("ip", "netns", "identify", pid, check=False).strip() == "portico-node-1":
+            lab.run("taskset", "-a", "-cp", str(NODE_CPU), pid)
+
+
 def pin_node1(lab: Lab) -> None:
-    """The backend pod's HAProxy, node-1's agent HAProxy and the bare one (every thread) onto NODE_CPU. The agent's
-    and the bare one are started unpinned, so both run a thread per CPU the machine has, as on a real node."""
+    """The backend pod's HAProxy, node-1's agent HAProxy and the bare ones (every thread) onto NODE_CPU."""
     for pid in lab.run("pgrep", "haproxy").split():
         netns = lab.run("ip", "netns", "identify", pid, check=False).strip()
         command = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
@@ -133,7 +142,9 @@ def main() -> None:
 
     with lab_of_its_own() as lab:
         certificate(lab)
-        lab.kubectl("apply", "-f", "-", stdin=MANIFESTS)
+        if args.pin:
+            pin_node1_agent(lab)
+        lab.kubectl("apply", "-f", "-", stdin=GATEWAY + static_app(1 if args.pin else None))
         pod = wait_for("the static pod", lambda: static_pod_ip(lab))
         address = wait_for("the Service's address", lambda: static_vip(lab))
         for target in (pod, address, GATEWAY_VIP):
@@ -144,8 +155,9 @@ def main() -> None:
             config.write_text(BARE_CONFIG.format(node=NODE1_LAN, port=port, pod=pod, log=ACCESS_LOG if log else "",
                                                  log_defaults=ACCESS_LOG_DEFAULTS if log else ""))
             with (lab.state_dir / f"bare-{port}.log").open("wb") as out:
-                bares.append(subprocess.Popen(["ip", "netns", "exec", "portico-node-1", "haproxy", "-db", "-q", "-f",
-                                               str(config)], stdout=out))
+                pin = ["taskset", "-c", str(NODE_CPU)] if args.pin else []
+                bares.append(subprocess.Popen(["ip", "netns", "exec", "portico-node-1", *pin, "haproxy", "-db", "-q",
+                                               "-f", str(config)], stdout=out))
         try:
             measure(lab, args, {"(a) direct to the pod": f"http://{pod}:8080/", "(b) L4 VIP": f"http://{address}/",
                                 "(c) Gateway (HAProxy)": f"http://{GATEWAY_VIP}/",

@@ -34,6 +34,9 @@ def test_static_image_is_haproxy_answering_on_the_declared_tcp_ports() -> None:
     argv = container_argv(Container(name="c", image="portico.dev/static", ports=ports), pod="p", node="n")
     assert argv is not None and argv[:2] == ["sh", "-c"] and "haproxy" in argv[2]
     assert "bind :::80 v4v6" in argv[2] and ":::53" not in argv[2]
+    assert "nbthread" not in argv[2]  # a thread per CPU, HAProxy's default
+    one = container_argv(Container(name="c", image="portico.dev/static", args=["--threads=1"]), pod="p", node="n")
+    assert one is not None and "  nbthread 1\n" in one[2]
 
 
 @pytest.mark.parametrize(("reference", "source"), [

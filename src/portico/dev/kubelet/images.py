@@ -14,9 +14,10 @@ COREDNS_IMAGE = "registry.k8s.io/coredns/coredns"
 BUILTIN_IMAGES = (ECHO_IMAGE, STATIC_IMAGE, COREDNS_IMAGE)
 DEFAULT_ECHO_PORT = "8080/TCP"
 # `portico.dev/static`: HTTP 200 "ok" at C speed (HAProxy answering by itself), so benchmarks measure the
-# path to the pod, not a Python server.
+# path to the pod, not a Python server. Its args: `--threads=N` sets HAProxy's nbthread (default: one per CPU).
 STATIC_CONFIG = """global
   maxconn 4000
+{threads}
 defaults
   mode http
   timeout client 30s
@@ -46,7 +47,9 @@ def container_argv(container: Container, *, pod: str, node: str) -> list[str] | 
                     *(f"--listen={p}" for p in ports or [DEFAULT_ECHO_PORT]), *(container.args or [])]
         case "portico.dev/static":
             tcp = [p.containerPort for p in container.ports or [] if (p.protocol or "TCP") == "TCP"] or [8080]
-            config = STATIC_CONFIG.format(binds="\n".join(f"  bind :::{p} v4v6" for p in tcp))
+            threads = [a.removeprefix("--threads=") for a in container.args or [] if a.startswith("--threads=")]
+            config = STATIC_CONFIG.format(binds="\n".join(f"  bind :::{p} v4v6" for p in tcp),
+                                          threads=f"  nbthread {int(threads[-1])}" if threads else "")
             return ["sh", "-c", f"exec haproxy -db -f /dev/stdin <<'EOF'\n{config}EOF\n"]
         case "registry.k8s.io/coredns/coredns":
             return [sys.executable, "-m", "portico.dev.dns", *(container.args or [])]

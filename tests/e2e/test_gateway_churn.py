@@ -2,7 +2,8 @@
 connection per request, one on keep-alive connections — and in the same run 100 HTTPRoute changes (each a seamless
 HAProxy reload, timed from the API write to the client being served the change: p50/p99 printed) and 100 endpoint
 changes (an EndpointSlice's endpoints swapped, each a runtime-API update on the nodes, not a reload). Not one
-request of either wrk may fail (keep-alive ones survive reloads by the `grace` in portico.dataplane.haproxy)."""
+request of either wrk may fail (keep-alive ones survive reloads by `idle-close-on-response` in
+portico.dataplane.haproxy)."""
 
 from __future__ import annotations
 

@@ -93,7 +93,7 @@ def test_reloads_under_load_fail_no_request_and_a_refused_config_keeps_serving(n
     started = time.monotonic()
     outs = asyncio.run(scenario())
     assert haproxy.reloads == 10
-    for out in outs:  # keep-alive connections survive reloads too (the configuration's `grace`)
+    for out in outs:  # keep-alive connections survive reloads too (the configuration's `idle-close-on-response`)
         print(out)
         found = re.search(r"(\d+) requests in", out)
         assert found is not None, out
@@ -137,14 +137,14 @@ def test_endpoint_changes_are_runtime_api_updates_not_reloads(netns: tuple[str, 
             await haproxy.apply(text(one))
             seen.append(await asyncio.to_thread(pods_answering, ns))
             for before, after in ((one, both), (both, other)):
-                # A reload just before: its old worker still accepts, on the runtime socket too, for its `grace`.
+                # A reload just before: its old worker may still accept for a moment, on the runtime socket too.
                 await haproxy.apply(text(replace(before, listeners=config("/x").listeners)))
                 await haproxy.apply(text(before))
                 commands = runtime_changes(before, after)
                 assert commands, (before, after)
                 assert await haproxy.update(commands, text(after))
                 assert await current_worker_serves(haproxy, "p") == {e.port for e in after.pools[0].endpoints}
-                await asyncio.sleep(1.2)  # past the old worker's `grace`: every new connection is the current one's
+                await asyncio.sleep(1.2)  # the old worker has stopped accepting: new connections are the current one's
                 seen.append(await asyncio.to_thread(pods_answering, ns))
             assert haproxy.config.read_text() == text(other)  # the file is what runs: a later reload keeps it
             assert runtime_changes(other, config("/x", (9004,))) is None  # a route changed: only a reload does it

@@ -4,9 +4,10 @@ the runtime socket's `expose-fd listeners`, and the old worker finishes its conn
 refused or cut by a change. Both of its sockets live in the agent's private directory.
 
 Runtime-API commands go through the master CLI to the current worker by its pid (`@!PID`), never to the runtime
-socket itself: every worker accepts on that socket, a reload's old one too during its `grace` second (measured: 23 of
-30 commands sent right after a reload were answered by the old worker), and a change the old worker takes is lost
-to the one serving from then on (a pool left with no server in service: 503s until the next reload)."""
+socket itself: every worker accepts on that socket, a reload's old one too until it has stopped listening
+(measured with `grace 1s`: 23 of 30 commands sent right after a reload were answered by the old worker), and a
+change the old worker takes is lost to the one serving from then on (a pool left with no server in service: 503s
+until the next reload)."""
 
 from __future__ import annotations
 

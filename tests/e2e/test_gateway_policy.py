@@ -5,9 +5,7 @@ request in the agents' access log."""
 
 from __future__ import annotations
 
-import json
 import signal
-import subprocess
 import textwrap
 import time
 from collections.abc import Iterator
@@ -15,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from portico.dev.addressing import host_netns
+from tests.curl import curl_json
 from tests.e2e.conftest import Lab, wait_for
 from tests.e2e.test_gateway import _app, is_true
 from tests.e2e.test_health import signal_pod
@@ -70,14 +69,7 @@ SETUP = textwrap.dedent(f"""
 
 
 def curl(*args: str) -> tuple[int, dict[str, str], dict[str, str] | None]:
-    out = subprocess.run(["ip", "netns", "exec", host_netns("client"), "curl", "-s", "--max-time", "2", "-D", "-",
-                          "-H", "Host: shop.example", *args, f"http://{ADDRESS}/"],
-                         capture_output=True, text=True, timeout=10, check=False).stdout
-    head, _, body = out.partition("\n\n")
-    lines = head.splitlines()
-    status = int(lines[0].split()[1]) if lines and lines[0].startswith("HTTP/") else 0
-    headers = {n.strip().lower(): v.strip() for n, _, v in (line.partition(":") for line in lines[1:])}
-    return status, headers, json.loads(body) if body.startswith("{") else None
+    return curl_json(host_netns("client"), f"http://{ADDRESS}/", "-H", "Host: shop.example", *args, timeout=2)
 
 
 def served_pods(*args: str, n: int = 12) -> list[str]:

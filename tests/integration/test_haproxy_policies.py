@@ -6,7 +6,6 @@ least-connections; and what every pool gets: X-Forwarded-For/-Proto and an acces
 from __future__ import annotations
 
 import ipaddress
-import json
 import socket
 import subprocess
 import time
@@ -29,6 +28,7 @@ from portico.dataplane.l7model import (
     WeightedPool,
 )
 from portico.dev.gateway_api import build
+from tests.curl import curl_json
 from tests.integration.haproxy_netns import LOOP, VIP, serving
 
 PODS = {"a": 9111, "b": 9112, "c": 9113}
@@ -66,15 +66,8 @@ def haproxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Pat
 
 
 def get(ns: str, pool: str, *headers: str) -> tuple[int, dict[str, str], dict[str, object] | None]:
-    """Status, response headers (lower-case names; the last of each), and what echo-basic saw."""
-    out = subprocess.run(["ip", "netns", "exec", ns, "curl", "-s", "--max-time", "3", "-D", "-",
-                          "-H", f"Host: {pool}.example", *(a for h in headers for a in ("-H", h)), f"http://{VIP}/"],
-                         capture_output=True, text=True, timeout=10, check=False).stdout
-    head, _, body = out.partition("\n\n")
-    lines = head.splitlines()
-    status = int(lines[0].split()[1]) if lines and lines[0].startswith("HTTP/") else 0
-    response = {n.strip().lower(): v.strip() for n, _, v in (line.partition(":") for line in lines[1:])}
-    return status, response, json.loads(body) if body.startswith("{") else None
+    """Status, response headers, and what echo-basic saw."""
+    return curl_json(ns, f"http://{VIP}/", "-H", f"Host: {pool}.example", *(a for h in headers for a in ("-H", h)))
 
 
 def pods(ns: str, pool: str, *headers: str, n: int = 15) -> list[str]:

@@ -73,9 +73,21 @@ def measure(lab: Lab, vip: str, family: int, failure: Callable[[], None], durati
     return probe_during(vip, CLIENT[family], failure, duration=duration)
 
 
+def agent_gauges(lab: Lab, node: str) -> dict[str, float]:
+    """The agent's announcement gauges, read from the client as a scraper would (empty while it is not up)."""
+    text = lab.exec_in("client", "curl", "-s", "--max-time", "2",
+                       f"http://{lab_node_address(node)}:9470/metrics").stdout
+    return {line.split()[0]: float(line.split()[1]) for line in text.splitlines()
+            if line.startswith(("portico_announce_peers_alive ", "portico_l2_eligible_vips "))}
+
+
 def settled(lab: Lab, family: int, vips: dict[int, str]) -> str:
-    """The announcer of the family's VIP, with both agents running (after a previous test's failure)."""
+    """The announcer of the family's VIP, once both agents run, hear each other and may answer for both VIPs (a
+    previous test's failure restarted one: until it has heard its peer, it cannot know whom it takes over from)."""
     wait_for(lambda: agent_pid("node-1") and agent_pid("node-2"), 60, "both agents running")
+    wait_for(lambda: all(agent_gauges(lab, n).get("portico_announce_peers_alive", 0) >= 1
+                         and agent_gauges(lab, n).get("portico_l2_eligible_vips", 0) >= len(vips) for n in NODES),
+             60, "both agents hearing each other, each eligible for the VIPs")
     time.sleep(1.5)  # a returning agent listens before it claims; let any failback happen first
     return str(wait_for(lambda: announcers(lab).get(vips[family]), 60, "an announcer"))
 

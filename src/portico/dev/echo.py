@@ -30,6 +30,7 @@ import signal
 import socket
 import ssl
 import tempfile
+import time
 from pathlib import Path
 from typing import cast
 
@@ -187,13 +188,14 @@ class Echo:
         self.open = []
 
     async def be(self, state: str) -> None:
+        began = time.time()  # logged: tests time a sick backend's removal from this moment, not from the signal's
         self.health.sick = state == "sick"
         _ignore_pings(state == "sick")
         if state == "refusing":
             self.close()
         elif not self.open:
             await self.listen()
-        print(f"echo {self.pod}: {state}", flush=True)
+        print(f"echo {self.pod}: {state} since {began:.3f}", flush=True)
 
 
 def _ignore_pings(ignore: bool) -> None:

@@ -2,7 +2,8 @@
 # Installs what Portico's lab and tests need on a fresh Debian machine, and nothing twice:
 #   Debian packages (only the missing ones), uv (pinned), the project's virtualenv (uv.lock),
 #   and, built from pinned upstream Go modules and cached: the control plane (hack/k8s/build.sh), helm
-#   (hack/helm/build.sh) and the Gateway API conformance suite with its echo-basic image (hack/gateway-api/build.sh).
+#   (hack/helm/build.sh), the Gateway API conformance suite with its echo-basic image (hack/gateway-api/build.sh)
+#   and Prometheus (hack/prometheus/build.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,6 +19,8 @@ declare -A PACKAGES=(
   [mmdebstrap]=mmdebstrap [buildah]=buildah  # make image: the root filesystem, then the Containerfile (no daemon)
   [docker-registry]=docker-registry [skopeo]=skopeo  # the lab's registry; copying images to and from it
   [umoci]=umoci [runc]=runc  # unpacking the image and running it under a real OCI runtime (docs/image.md: not crun)
+  [promtool]=prometheus  # checks the chart's alert rules (the lab's Prometheus itself is built: hack/prometheus)
+  [chromium]=chromium [chromedriver]=chromium-driver  # the dashboard's tests: a real headless browser
 )
 missing=()
 for cmd in "${!PACKAGES[@]}"; do
@@ -44,3 +47,4 @@ fi
 hack/k8s/build.sh >/dev/null
 hack/helm/build.sh >/dev/null
 hack/gateway-api/build.sh >/dev/null
+hack/prometheus/build.sh >/dev/null

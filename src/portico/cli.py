@@ -172,6 +172,97 @@ def _run_uninstall(args: argparse.Namespace) -> int:
     return 1 if left else 0
 
 
+def _status_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    st = sub.add_parser("status", help="every VIP (or node, or pool) Portico serves, in one table")
+    st.add_argument("what", nargs="?", choices=["vips", "nodes", "pools"], default="vips")
+    st.add_argument("-n", "--namespace", help="only VIPs of this namespace")
+    st.add_argument("--pool", help="only VIPs from this IPPool")
+    st.add_argument("-o", "--output", choices=["wide", "json", "yaml"], default="")
+    st.add_argument("--kubeconfig", type=Path, help="default: $KUBECONFIG, ~/.kube/config")
+    ex = sub.add_parser("explain", help="walk a Service's or Gateway's path to its first broken step")
+    ex.add_argument("target", help="service/NAME or gateway/NAME (svc/, gw/ too)")
+    ex.add_argument("-n", "--namespace", default="default")
+    ex.add_argument("--kubeconfig", type=Path, help="default: $KUBECONFIG, ~/.kube/config")
+
+
+def _dashboard_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dash = sub.add_parser("dashboard", help="a live, read-only web page of every VIP, pool and node, served from "
+                                            "this machine with your kubeconfig")
+    dash.add_argument("--address", default="127.0.0.1", help="where to listen (default 127.0.0.1: only you)")
+    dash.add_argument("--port", type=int, default=9480)
+    dash.add_argument("--prometheus", default=os.environ.get("PORTICO_PROMETHEUS_URL"),
+                      help="Prometheus's URL, for traffic, health and alerts (default $PORTICO_PROMETHEUS_URL)")
+    dash.add_argument("--kubeconfig", type=Path, help="default: $KUBECONFIG, ~/.kube/config")
+
+
+def _run_dashboard(args: argparse.Namespace) -> int:
+    import asyncio
+    import contextlib
+
+    from portico.kube.client import async_client
+    from portico.ops.dashboard.server import serve
+
+    client = async_client(args.kubeconfig, field_manager="portico-dashboard")
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(client, args.prometheus, args.address, args.port))
+    return 0
+
+
+def _snapshot(args: argparse.Namespace, events_in: str | None = None) -> Any:
+    import asyncio
+
+    from lightkube.core.exceptions import ApiError, ConfigError
+
+    from portico.kube.client import async_client, error_text
+    from portico.ops.snapshot import read
+
+    async def once() -> Any:
+        client = async_client(args.kubeconfig, field_manager="portico-cli")
+        try:
+            return await read(client, events_in=events_in)
+        finally:
+            await client.close()
+
+    try:
+        return asyncio.run(once())
+    except (ConfigError, ApiError, OSError) as e:
+        print(f"portico: error: cannot read the cluster: {error_text(e)}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _run_status(args: argparse.Namespace) -> int:
+    from portico.ops import render, status
+
+    snap = _snapshot(args)
+    rows: Any
+    kind: type[Any]
+    match args.what:
+        case "nodes":
+            rows, kind = status.nodes(snap), status.NodeRow
+        case "pools":
+            rows, kind = status.pools(snap), status.PoolRow
+        case _:
+            rows, kind = status.vips(snap, namespace=args.namespace, pool=args.pool), status.VipRow
+    print(render.output(rows, kind, args.output))
+    return 0
+
+
+KINDS = {"service": "service", "services": "service", "svc": "service", "gateway": "gateway", "gateways": "gateway",
+         "gw": "gateway"}
+
+
+def _run_explain(args: argparse.Namespace) -> int:
+    from portico.ops.explain import explain, render
+
+    kind, _, name = args.target.partition("/")
+    if kind.lower() not in KINDS or not name:
+        print(f"portico: error: {args.target!r}: expected service/NAME or gateway/NAME", file=sys.stderr)
+        return 2
+    explanation = explain(_snapshot(args, events_in=args.namespace), KINDS[kind.lower()], args.namespace, name)
+    print(render(explanation))
+    return 1 if explanation.broken else 0
+
+
 def _gen_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gen = sub.add_parser("gen", help="regenerate files derived from the code")
     gen_sub = gen.add_subparsers(dest="gen_command", required=True)
@@ -231,8 +322,18 @@ def _run_dev(args: argparse.Namespace) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="portico", description=__doc__)
+def kubectl_plugin() -> None:
+    """`kubectl portico status|explain …` (kubectl runs `kubectl-portico` from the PATH, by its plugin convention)."""
+    argv = sys.argv[1:]
+    if not argv or argv[0] not in ("status", "explain"):
+        print("usage: kubectl portico status [vips|nodes|pools] … | kubectl portico explain service/NAME …",
+              file=sys.stderr)
+        sys.exit(2)
+    main(argv, prog="kubectl portico")
+
+
+def main(argv: list[str] | None = None, prog: str = "portico") -> None:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__)
     parser.add_argument("--version", action="version", version=f"portico {metadata.version('portico')}")
     sub = parser.add_subparsers(dest="command", required=True)
     _dev_parser(sub)
@@ -240,9 +341,12 @@ def main(argv: list[str] | None = None) -> None:
     _controller_parser(sub)
     _agent_parser(sub)
     _uninstall_parser(sub)
+    _status_parser(sub)
+    _dashboard_parser(sub)
     args = parser.parse_args(argv)
     commands = {"dev": _run_dev, "gen": _run_gen, "controller": _run_controller, "agent": _run_agent,
-                "uninstall": _run_uninstall}
+                "uninstall": _run_uninstall, "status": _run_status, "explain": _run_explain,
+                "dashboard": _run_dashboard}
     try:
         code = commands[args.command](args)
     except LabError as e:

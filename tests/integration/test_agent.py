@@ -211,6 +211,7 @@ async def test_metrics_for_syncs_and_network_programming_latency(client: AsyncCl
     assert _histogram_count(text, 'portico_agent_sync_duration_seconds', 'kind="full"') >= 1
     assert _histogram_count(text, 'portico_agent_sync_duration_seconds', 'kind="partial"') >= 1
     assert 'portico_refused_packets_total{family="IPv4"} 0.0' in text
+    assert f'portico_frontend_backends{{port="80",protocol="tcp",service="{s.ns}/web",vip="{vip}"}} 1.0' in text
 
 
 async def test_scrapes_never_see_the_loops_state_mid_change(agent: tuple[Agent, str]) -> None:

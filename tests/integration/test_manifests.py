@@ -265,3 +265,27 @@ def test_the_api_server_accepts_the_ingress_class_and_service(controlplane: Cont
     assert stored["Service"]["spec"]["externalTrafficPolicy"] == "Cluster"  # the API server's default
     assert "selector" not in stored["Service"]["spec"]
     assert stored["IngressClass"]["spec"]["controller"] == INGRESS_CONTROLLER
+
+
+def test_monitoring_renders_service_monitors_the_alert_rules_and_grafana_only_when_asked() -> None:
+    assert not [d for d in deployed() if d["apiVersion"].startswith("monitoring.coreos.com/")]
+    docs = rendered(*(f"--set=monitoring.{value}" for value in (
+        "serviceMonitor.enabled=true", "prometheusRule.enabled=true", "grafanaDashboard.enabled=true",
+        "serviceMonitor.labels.release=prom")))
+    for name, port in (("portico-agent", "metrics"), ("portico-controller", "probes")):
+        monitor = named(docs, "ServiceMonitor", name)
+        assert monitor is not None and monitor["metadata"]["labels"]["release"] == "prom"
+        assert monitor["spec"]["endpoints"][0]["port"] == port
+        svc = named(docs, "Service", f"{name}-metrics")
+        workload_kind = "DaemonSet" if name == "portico-agent" else "Deployment"
+        pods = named(docs, workload_kind, name)
+        assert svc is not None and pods is not None
+        assert svc["spec"]["selector"].items() <= pods["spec"]["template"]["metadata"]["labels"].items()
+        container_ports = {p["name"] for c in pods["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
+        assert port in container_ports
+    rule = named(docs, "PrometheusRule", "portico")
+    assert rule is not None
+    assert rule["spec"] == yaml.safe_load((CHART / "files" / "prometheus-rules.yaml").read_text())
+    grafana = named(docs, "ConfigMap", "portico-grafana-dashboard")
+    assert grafana is not None and json.loads(grafana["data"]["portico.json"]) == json.loads(
+        (CHART / "files" / "grafana-dashboard.json").read_text())

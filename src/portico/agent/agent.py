@@ -88,6 +88,7 @@ class Agent:
         self.reporter = NodeReporter(client, node, self.caches.reports.cache, self.caches.nodes.cache,
                                      self._node_report, watched=[self.l2.changed, self.caches.own_report_changed])
         self.metrics = AgentMetrics(self.forwarding.syncer.nft, service_of=self.forwarding.service_of,
+                                    applied=self.forwarding.applied,
                                     problems=lambda: dict(self.forwarding.problems), l2=self.l2, bgp=self.bgp,
                                     health=self.health, liveness=self.liveness, haproxy=self.l7.haproxy)
 

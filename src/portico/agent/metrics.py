@@ -26,7 +26,7 @@ from portico.agent.health import AgentHealth
 from portico.agent.liveness import NodeLiveness
 from portico.announce.announcer import L2Announcer
 from portico.api.v1alpha1 import CHECK_TYPES
-from portico.dataplane.model import Frontend
+from portico.dataplane.model import Frontend, FrontendPolicy
 from portico.dataplane.nft import Counters, Nft
 from portico.dataplane.nftables import (
     FRONTEND_COUNTERS,
@@ -48,6 +48,7 @@ MAX_BACKEND_SERIES = 1000  # portico_backend_up series per node; beyond, counted
 
 class AgentMetrics:
     def __init__(self, nft: Nft, *, service_of: Callable[[Frontend], str | None],
+                 applied: Mapping[Frontend, tuple[str, FrontendPolicy]],
                  problems: Callable[[], Mapping[str, list[str]]], l2: L2Announcer, bgp: BgpAnnouncements,
                  health: AgentHealth, liveness: NodeLiveness, haproxy: HAProxy) -> None:
         self.registry = CollectorRegistry()
@@ -66,17 +67,17 @@ class AgentMetrics:
             "portico_agent_network_programming_duration_seconds",
             "From an EndpointSlice change (its last-change-trigger-time) to this node's rules applied",
             registry=self.registry, buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
-        self.sync_failures = Counter("portico_agent_sync_failures_total",
+        self.sync_failures = Counter("portico_agent_sync_failures",
                                      "Transactions nft refused (each is followed by a full sync)",
                                      registry=self.registry)
-        self.table_repairs = Counter("portico_agent_table_repairs_total",
+        self.table_repairs = Counter("portico_agent_table_repairs",
                                      "Full syncs after someone else changed the table (nft flush ruleset, a "
                                      "firewall reload, an edit), or after the watch on it restarted",
                                      registry=self.registry)
         self.bridge = LoopBridge()  # the collectors read the event loop's state on the loop
         self.registry.register(_KernelCounters(nft, service_of, self.bridge.call))
-        for collector in (_Problems(problems), _Announcements(l2), _Bgp(bgp), _Health(health, liveness),
-                          _HAProxy(haproxy)):
+        for collector in (_Backends(applied), _Problems(problems), _Announcements(l2), _Bgp(bgp),
+                          _Health(health, liveness), _HAProxy(haproxy)):
             self.registry.register(_OnLoop(collector, self.bridge.call))
 
 
@@ -138,6 +139,23 @@ class _OnLoop(Collector):
 
     def collect(self) -> Iterator[Metric]:
         yield from self.on_loop(lambda: list(self.inner.collect()))
+
+
+class _Backends(Collector):
+    """Per frontend, the backends this node's rules send new flows to (ready, and healthy where monitored): 0 on
+    every node is a VIP that refuses everyone (the "no backend" alert). A Gateway's frontends are left out: HAProxy
+    serves them, its pools are its routes' backends."""
+
+    def __init__(self, applied: Mapping[Frontend, tuple[str, FrontendPolicy]]) -> None:
+        self.applied = applied
+
+    def collect(self) -> Iterator[Metric]:
+        gauge = GaugeMetricFamily("portico_frontend_backends", "Backends a frontend's rules send new flows to on "
+                                  "this node", labels=FRONTEND_LABELS)
+        for fe, (service, policy) in sorted(self.applied.items(), key=lambda item: _labels(item[0], item[1][0])):
+            if not policy.deliver_local:
+                gauge.add_metric(_labels(fe, service), len(policy.backends))
+        yield gauge
 
 
 class _Problems(Collector):

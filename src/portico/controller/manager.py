@@ -33,6 +33,7 @@ from portico.controller.allocations import allocation_from_object
 from portico.controller.gateways import GatewayReconciler
 from portico.controller.heartbeat_key import ensure_heartbeat_key
 from portico.controller.ingresses import IngressReconciler
+from portico.controller.metrics import ControllerState, ReconcileMetrics
 from portico.controller.pools import PoolReconciler
 from portico.controller.reports import BGP_ADVERTISEMENT, L2_ADVERTISEMENT, PEER, SERVICE_REPORT, ReportReconciler
 from portico.controller.requests import is_ours, service_key
@@ -71,6 +72,9 @@ class Controller:
         self.workers = workers
         self.allocator = Allocator()
         self.queue: WorkQueue[Item] = WorkQueue()
+        self.registry = CollectorRegistry()  # served by run_controller; a test reads it directly
+        self.metrics = ReconcileMetrics(self.registry)
+        self.elector: LeaderElector | None = None  # none: it leads alone (--no-leader-elect)
         self.services = Informer(client, Service, self._on_service)
         self.allocations = Informer(client, IPAllocationResource, self._on_allocation)
         self.pools = Informer(client, IPPoolResource, self._on_pool)
@@ -115,6 +119,9 @@ class Controller:
         self._default_class = default_class
         self._parked_reports: set[str] = set()  # Service reports put off while addresses are being written
         self._due_reports: set[str] = set()  # put off for long enough: reconciled even while the queue is busy
+        self.registry.register(ControllerState(lambda: len(self.queue),
+                                               lambda: self.elector is None or self.elector.is_leader,
+                                               self.allocations.cache, self.pools.cache))
 
     # -- informer callbacks: update the mirror, enqueue keys; never block ---------------------------------
     def _on_gateway_api(self, old: Any, new: Any) -> None:
@@ -291,39 +298,42 @@ class Controller:
         while True:
             item = await self.queue.get()
             kind, key = item
-            try:
-                if kind == SERVICE:
-                    await self.service_reconciler.reconcile(key)
-                elif kind == POOL:
-                    await self.pool_reconciler.reconcile(key)
-                elif kind == TRAFFIC_POLICY:
-                    await self.policy_reconciler.reconcile(key)
-                elif item == GATEWAY_API:
-                    await self.gateway_reconciler.reconcile()
-                elif item == INGRESSES:
-                    await self.ingress_reconciler.reconcile()
-                elif kind == SERVICE_REPORT and len(self.queue) and key not in self._due_reports:
-                    # Addresses first: under a burst, what the nodes report about a Service waits until the
-                    # queue has drained (as Events do), so it costs the allocations nothing.
-                    self._parked_reports.add(key)
-                else:
-                    self._due_reports.discard(key)
-                    await self.report_reconciler.reconcile(kind, key)
-                self.queue.forget(item)
-            except Conflict as e:
-                # Optimistic concurrency losing a race (another controller, or our cache behind): the next try
-                # reads afresh, so it is contention, not failure — back off, but never for long. (Uncapped, 30
-                # Services leaving one shared address under two controllers reached the 60 s cap.)
-                log.debug("%s %s: %s; retrying", kind, key, e)
-                self.queue.retry(item, max_delay=CONFLICT_RETRY_MAX)
-            except ApiError as e:
-                delay = self.queue.retry(item)
-                log.warning("%s %s: %s (retry in %.2fs)", kind, key, e.status.message, delay)
-            except Exception:
-                delay = self.queue.retry(item)
-                log.exception("%s %s failed (retry in %.2fs)", kind, key, delay)
-            finally:
-                self.queue.done(item)
+            with self.metrics.timed(kind):
+                try:
+                    if kind == SERVICE:
+                        await self.service_reconciler.reconcile(key)
+                    elif kind == POOL:
+                        await self.pool_reconciler.reconcile(key)
+                    elif kind == TRAFFIC_POLICY:
+                        await self.policy_reconciler.reconcile(key)
+                    elif item == GATEWAY_API:
+                        await self.gateway_reconciler.reconcile()
+                    elif item == INGRESSES:
+                        await self.ingress_reconciler.reconcile()
+                    elif kind == SERVICE_REPORT and len(self.queue) and key not in self._due_reports:
+                        # Addresses first: under a burst, what the nodes report about a Service waits until the
+                        # queue has drained (as Events do), so it costs the allocations nothing.
+                        self._parked_reports.add(key)
+                    else:
+                        self._due_reports.discard(key)
+                        await self.report_reconciler.reconcile(kind, key)
+                    self.queue.forget(item)
+                except Conflict as e:
+                    # Optimistic concurrency losing a race (another controller, or our cache behind): the next try
+                    # reads afresh, so it is contention, not failure — back off, but never for long. (Uncapped, 30
+                    # Services leaving one shared address under two controllers reached the 60 s cap.)
+                    log.debug("%s %s: %s; retrying", kind, key, e)
+                    self.queue.retry(item, max_delay=CONFLICT_RETRY_MAX)
+                except ApiError as e:
+                    self.metrics.errors.labels(kind).inc()
+                    delay = self.queue.retry(item)
+                    log.warning("%s %s: %s (retry in %.2fs)", kind, key, e.status.message, delay)
+                except Exception:
+                    self.metrics.errors.labels(kind).inc()
+                    delay = self.queue.retry(item)
+                    log.exception("%s %s failed (retry in %.2fs)", kind, key, delay)
+                finally:
+                    self.queue.done(item)
 
     async def _sweep_orphans_forever(self) -> None:
         while True:
@@ -387,17 +397,17 @@ async def run_controller(client: AsyncClient, *, default_class: bool, leader_ele
     key = asyncio.create_task(ensure_heartbeat_key(client, namespace))  # in the background: it retries until made
     controller = Controller(client, default_class=default_class, workers=workers, namespace=namespace)
     if probe_address is not None:
-        registry = CollectorRegistry()
-        ProcessCollector(registry=registry)
+        ProcessCollector(registry=controller.registry)
         bridge = LoopBridge()
         bridge.loop = asyncio.get_running_loop()
-        serve(*probe_address, registry, bridge, controller.readiness)
+        serve(*probe_address, controller.registry, bridge, controller.readiness)
     try:
         if not leader_elect:
             await controller.run()
             return
         identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}_{os.getpid()}"
         elector = LeaderElector(client, namespace=namespace, name="portico-controller", identity=identity)
+        controller.elector = elector
         await controller.run(elector.run)
     finally:
         key.cancel()

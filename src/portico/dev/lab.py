@@ -11,10 +11,11 @@ from pathlib import Path
 import httpx2 as httpx
 
 from portico.announce.bgp import RUN_DIR as BGP_RUN_DIR
-from portico.dev import netns, registry
+from portico.dev import netns, prometheus, registry
 from portico.dev.addressing import host_netns
 from portico.dev.controlplane import ControlPlane, build_binaries
 from portico.dev.daemons import Daemons
+from portico.dev.helm import NAMESPACE as PORTICO_NAMESPACE
 from portico.dev.install import install_portico
 from portico.dev.kube_proxy import daemon_name, kube_proxy_argv
 from portico.dev.kubelet import runtime
@@ -94,6 +95,8 @@ def _start(state: LabState, timeout: float) -> None:
                 daemons.start(daemon_name(node.name), kube_proxy_argv(bin_dir, node.name, state.kube_proxy,
                                                                       state.kube_proxy_kubeconfig))
     install_portico(state.kubeconfig, image, deadline)
+    prometheus.start(state.directory, daemons, kubeconfig=state.kubeconfig, api_url=state.controlplane.api_url,
+                     ca=state.controlplane.pki.ca, namespace=PORTICO_NAMESPACE, deadline=deadline)
 
 
 def _start_registry(state_dir: Path, daemons: Daemons, deadline: float) -> str:

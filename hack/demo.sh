@@ -25,6 +25,12 @@ done
 printf '  UDP:  '
 $portico dev exec client -- python3 -c "$udp_probe" "$vip"
 echo
+echo "Every VIP as an operator sees it (portico status; 'portico explain service/echo' walks one, 'portico dashboard' shows them live):"
+export PORTICO_PROMETHEUS_URL=$(.venv/bin/python -c 'from portico.dev import prometheus; print(prometheus.url())')
+sleep 6  # the lab's Prometheus scrapes every 5 s: the packets above, per second
+$portico status
+echo
 echo "The lab keeps running. Try: KUBECONFIG=$KUBECONFIG kubectl get endpointslices"
 echo "                            .venv/bin/portico dev exec node-1 -- nft list table inet portico"
+echo "                            PORTICO_PROMETHEUS_URL=$PORTICO_PROMETHEUS_URL .venv/bin/portico dashboard"
 echo "Stop it with:               .venv/bin/portico dev down"

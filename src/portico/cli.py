@@ -178,6 +178,8 @@ def _status_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     st.add_argument("-n", "--namespace", help="only VIPs of this namespace")
     st.add_argument("--pool", help="only VIPs from this IPPool")
     st.add_argument("-o", "--output", choices=["wide", "json", "yaml"], default="")
+    st.add_argument("--prometheus", default=os.environ.get("PORTICO_PROMETHEUS_URL"),
+                    help="Prometheus's URL, for each VIP's packets/s (default $PORTICO_PROMETHEUS_URL)")
     st.add_argument("--kubeconfig", type=Path, help="default: $KUBECONFIG, ~/.kube/config")
     ex = sub.add_parser("explain", help="walk a Service's or Gateway's path to its first broken step")
     ex.add_argument("target", help="service/NAME or gateway/NAME (svc/, gw/ too)")
@@ -242,9 +244,30 @@ def _run_status(args: argparse.Namespace) -> int:
         case "pools":
             rows, kind = status.pools(snap), status.PoolRow
         case _:
-            rows, kind = status.vips(snap, namespace=args.namespace, pool=args.pool), status.VipRow
+            rows = status.vips(snap, namespace=args.namespace, pool=args.pool,
+                               packets_per_second=_packet_rates(args.prometheus) if args.prometheus else None)
+            kind = status.VipRow
     print(render.output(rows, kind, args.output))
     return 0
+
+
+def _packet_rates(url: str) -> dict[str, float]:
+    import asyncio
+
+    from portico.ops.prometheus import Prometheus
+
+    async def ask() -> dict[str, float]:
+        prometheus = Prometheus(url)
+        try:
+            samples = await prometheus.query("sum by (service) (rate(portico_frontend_packets_total[1m]))")
+        finally:
+            await prometheus.close()
+        return {s.labels.get("service", ""): s.value for s in samples}
+    try:
+        return asyncio.run(ask())
+    except Exception as e:
+        print(f"portico: error: cannot ask Prometheus at {url}: {e}", file=sys.stderr)
+        sys.exit(2)
 
 
 KINDS = {"service": "service", "services": "service", "svc": "service", "gateway": "gateway", "gateways": "gateway",
@@ -291,7 +314,7 @@ def _run_dev(args: argparse.Namespace) -> int:
 
         print(json.dumps(whoami(), indent=2))
         return 0
-    from portico.dev import lab
+    from portico.dev import lab, prometheus
     from portico.dev.state import LabState, default_state_dir
 
     state_dir = default_state_dir()
@@ -300,6 +323,8 @@ def _run_dev(args: argparse.Namespace) -> int:
             state = lab.up(state_dir, args.nodes, kube_proxy=args.kube_proxy)
             print(f"lab is up: {state.node_count} nodes, API {state.controlplane.api_url}", file=sys.stderr)
             print(f"  export KUBECONFIG={state.kubeconfig}", file=sys.stderr)
+            print(f"  Prometheus: {prometheus.url()}   (portico dashboard --prometheus {prometheus.url()})",
+                  file=sys.stderr)
             print(state.kubeconfig)
         case "down":
             lab.down(state_dir)

@@ -20,6 +20,7 @@ from selenium.webdriver.remote.webdriver import WebDriver
 
 from portico.dev import prometheus
 from tests.e2e.conftest import PORTICO, Lab, wait_for
+from tests.e2e.manifests import documents, echo_deployment, lb_service
 from tests.e2e.test_health import signal_pod
 
 NS = "dash-e2e"
@@ -37,49 +38,15 @@ SETUP = textwrap.dedent(f"""
     metadata: {{name: dash}}
     spec: {{ipPools: [dash]}}
     ---
-    apiVersion: apps/v1
-    kind: Deployment
-    metadata: {{name: web, namespace: {NS}}}
-    spec:
-      replicas: 2
-      selector: {{matchLabels: {{app: web}}}}
-      template:
-        metadata: {{labels: {{app: web}}}}
-        spec:
-          containers:
-            - {{name: echo, image: portico.dev/echo, ports: [{{name: http, containerPort: 8080}}]}}
-    ---
-    apiVersion: v1
-    kind: Service
-    metadata:
-      name: web
-      namespace: {NS}
-      annotations: {{portico.io/ip-pool: dash}}
-    spec:
-      type: LoadBalancer
-      loadBalancerClass: portico.io/lb
-      selector: {{app: web}}
-      ports: [{{name: http, port: 80, targetPort: 8080}}]
-    ---
-    apiVersion: v1
-    kind: Service
-    metadata:
-      name: stray
-      namespace: {NS}
-      annotations: {{portico.io/load-balancer-ips: 198.18.202.1}}
-    spec:
-      type: LoadBalancer
-      loadBalancerClass: portico.io/lb
-      selector: {{app: web}}
-      ports: [{{name: http, port: 80, targetPort: 8080}}]
-    ---
     apiVersion: portico.io/v1alpha1
     kind: TrafficPolicy
     metadata: {{name: web, namespace: {NS}}}
     spec:
       targetRefs: [{{kind: Service, name: web}}]
       healthCheck: {{type: HTTP, interval: 500ms, timeout: 250ms, http: {{path: /healthz}}}}
-    """)
+    """) + documents(echo_deployment("web", NS, replicas=2),
+                     lb_service("web", NS, "web", {"portico.io/ip-pool": "dash"}),
+                     lb_service("stray", NS, "web", {"portico.io/load-balancer-ips": "198.18.202.1"}))
 
 
 @pytest.fixture(scope="module")

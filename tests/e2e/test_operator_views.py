@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import PORTICO, Lab, wait_for
+from tests.e2e.manifests import documents, echo_deployment, lb_service
 
 NS = "views-e2e"
 SETUP = textwrap.dedent(f"""
@@ -44,25 +45,13 @@ SETUP = textwrap.dedent(f"""
     metadata: {{name: views-noif}}
     spec: {{ipPools: [views-noif], interfaces: [eth9]}}
     ---
-    apiVersion: apps/v1
-    kind: Deployment
-    metadata: {{name: echo, namespace: {NS}}}
-    spec:
-      replicas: 2
-      selector: {{matchLabels: {{app: echo}}}}
-      template:
-        metadata: {{labels: {{app: echo}}}}
-        spec:
-          containers:
-            - {{name: echo, image: portico.dev/echo, ports: [{{name: http, containerPort: 8080}}]}}
-    ---
     apiVersion: portico.io/v1alpha1
     kind: TrafficPolicy
     metadata: {{name: sick, namespace: {NS}}}
     spec:
       targetRefs: [{{kind: Service, name: sick}}]
       healthCheck: {{type: TCP, port: 9, interval: 500ms, timeout: 250ms}}
-    """)
+    """) + documents(echo_deployment("echo", NS, replicas=2))
 SERVICES = {  # name -> (pool annotation or requested address, selector)
     "ok": ({"portico.io/ip-pool": "views"}, "echo"),
     "full-a": ({"portico.io/ip-pool": "views-full"}, "echo"),
@@ -72,13 +61,6 @@ SERVICES = {  # name -> (pool annotation or requested address, selector)
     "noif": ({"portico.io/ip-pool": "views-noif"}, "echo"),
     "sick": ({"portico.io/ip-pool": "views"}, "echo"),
 }
-
-
-def service(name: str, annotations: dict[str, str], app: str) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": name, "namespace": NS, "annotations": annotations},
-            "spec": {"type": "LoadBalancer", "loadBalancerClass": "portico.io/lb", "selector": {"app": app},
-                     "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}
 
 
 def run(lab: Lab, *argv: str) -> subprocess.CompletedProcess[str]:
@@ -103,7 +85,7 @@ def views(lab: Lab) -> Iterator[None]:
     for name, (wanted, app) in SERVICES.items():
         if name == "full-b":  # after full-a holds the pool's only address
             wait_for(lambda: vip_rows(lab).get("full-a", {}).get("addresses"), 60, "full-a's address")
-        lab.kubectl("apply", "-f", "-", stdin=json.dumps(service(name, wanted, app)))
+        lab.kubectl("apply", "-f", "-", stdin=lb_service(name, NS, app, wanted))
     try:
         wait_for(lambda: vip_rows(lab).get("ok", {}).get("state") == "Serving", 90, "the ok Service serving")
         yield

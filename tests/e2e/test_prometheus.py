@@ -1,9 +1,11 @@
 """The lab's real Prometheus: it finds every agent and the controllers through the API server and scrapes them,
-and the chart's alert rules fire — a VIP whose last backend goes raises PorticoVIPNoBackend, and it clears when
-one comes back."""
+and the chart's alert rules fire — a VIP whose last healthy backend fails its health check raises
+PorticoVIPNoBackend, and it clears when the backend is well again."""
 
 from __future__ import annotations
 
+import json
+import signal
 import textwrap
 from collections.abc import Iterator
 from typing import Any
@@ -13,38 +15,21 @@ import pytest
 
 from portico.dev import prometheus
 from tests.e2e.conftest import Lab, wait_for
+from tests.e2e.manifests import documents, echo_deployment, lb_service
+from tests.e2e.test_health import signal_pod
 
 NS = "prom-e2e"
-SETUP = textwrap.dedent(f"""
+SETUP = textwrap.dedent("""
     apiVersion: portico.io/v1alpha1
     kind: IPPool
-    metadata: {{name: prom}}
-    spec: {{addresses: [198.18.0.164/30], autoAssign: false}}
-    ---
-    apiVersion: apps/v1
-    kind: Deployment
-    metadata: {{name: echo, namespace: {NS}}}
-    spec:
-      replicas: 1
-      selector: {{matchLabels: {{app: echo}}}}
-      template:
-        metadata: {{labels: {{app: echo}}}}
-        spec:
-          containers:
-            - {{name: echo, image: portico.dev/echo, ports: [{{name: http, containerPort: 8080}}]}}
-    ---
-    apiVersion: v1
-    kind: Service
-    metadata:
-      name: echo
-      namespace: {NS}
-      annotations: {{portico.io/ip-pool: prom}}
-    spec:
-      type: LoadBalancer
-      loadBalancerClass: portico.io/lb
-      selector: {{app: echo}}
-      ports: [{{name: http, port: 80, targetPort: 8080}}]
-    """)
+    metadata: {name: prom}
+    spec: {addresses: [198.18.0.164/30], autoAssign: false}
+    """) + documents(echo_deployment("echo", NS), lb_service("echo", NS, "echo", {"portico.io/ip-pool": "prom"}),
+                     json.dumps({"apiVersion": "portico.io/v1alpha1", "kind": "TrafficPolicy",
+                                 "metadata": {"name": "echo", "namespace": NS},
+                                 "spec": {"targetRefs": [{"kind": "Service", "name": "echo"}], "healthCheck": {
+                                     "type": "HTTP", "interval": "500ms", "timeout": "250ms",
+                                     "http": {"path": "/healthz"}}}}))
 
 
 def api(path: str, **params: str) -> Any:
@@ -89,18 +74,22 @@ def test_prometheus_scrapes_every_agent_and_controller(lab: Lab) -> None:
     assert {"PorticoVIPNoBackend", "PorticoPoolNearlyFull", "PorticoBGPSessionDown"} <= set(rules)
 
 
-def test_a_vip_losing_its_last_backend_fires_the_alert_and_clears_when_one_returns(lab: Lab, echo: None) -> None:
+def test_a_vip_losing_its_last_healthy_backend_fires_the_alert_and_clears_when_it_is_well(lab: Lab,
+                                                                                         echo: None) -> None:
     def backends() -> float | None:
         result = api("query", query=f'max(portico_frontend_backends{{service="{NS}/echo"}})')["result"]
         return float(result[0]["value"][1]) if result else None
     wait_for(lambda: backends() == 1, 90, "the echo VIP's backend scraped", interval=1)
     assert alerts("PorticoVIPNoBackend") == []
+    rows = json.loads(lab.portico("status", "-n", NS, "--prometheus", prometheus.url(), "-o", "json").stdout)
+    assert [(r["name"], type(r["packets_per_second"])) for r in rows["items"]] == [("echo", float)]
 
-    lab.kubectl("scale", "deployment", "echo", "-n", NS, "--replicas=0")
+    pod = lab.get("pods", "-n", NS, "-l", "app=echo")["items"][0]["metadata"]["name"]
+    signal_pod(lab, pod, signal.SIGUSR1, namespace=NS)  # sick: HTTP 503, still Ready for Kubernetes
     firing = wait_for(lambda: [a for a in alerts("PorticoVIPNoBackend") if a["state"] == "firing"], 90,
                       "PorticoVIPNoBackend firing", interval=1)
     assert firing[0]["labels"]["severity"] == "critical"
     assert firing[0]["annotations"]["summary"].startswith(f"{NS}/echo: no backend for 198.18.0.16")
 
-    lab.kubectl("scale", "deployment", "echo", "-n", NS, "--replicas=1")
+    signal_pod(lab, pod, signal.SIGHUP, namespace=NS)  # well again
     wait_for(lambda: not alerts("PorticoVIPNoBackend"), 90, "the alert cleared", interval=1)

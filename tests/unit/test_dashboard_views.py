@@ -13,7 +13,7 @@ def test_the_overview_counts_vips_by_state_and_shows_pool_use_and_alerts() -> No
         {"labels": {"alertname": "PorticoVIPNoBackend", "severity": "critical"}, "state": "firing",
          "annotations": {"summary": "default/x: no backend"}}])
     assert {s["state"]: s["count"] for s in doc["states"]} == {
-        "Serving": 1, "Degraded": 0, "NoBackends": 0, "NotAnnounced": 0, "Pending": 1}
+        "Serving": 1, "Idle": 0, "Degraded": 0, "NoBackends": 0, "NotAnnounced": 0, "Pending": 1}
     assert doc["pools"] == [{"name": "lan", "addresses": ["198.18.0.240/30"], "ready": "Ready",
                              "usage": [{"family": "ipv4", "used": 1, "total": 4, "percent": 25.0}]}]
     assert doc["alerts"] == [{"name": "PorticoVIPNoBackend", "state": "firing", "severity": "critical",

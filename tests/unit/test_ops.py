@@ -83,8 +83,11 @@ def test_a_serving_service_is_one_row_with_its_pool_mode_announcer_and_backends(
     assert [(r.name, r.addresses, r.pool, r.mode, r.announcers, r.healthy, r.ready, r.total, r.state)
             for r in rows] == [("web", [VIP], "lan", "L2", ["node-1"], None, 2, 3, "Serving")]
     text = render.output(rows, status.VipRow, "")
-    assert text.splitlines()[1].split() == ["default", "web", "Service", VIP, "lan", "L2", "node-1", "-/2/3",
+    assert text.splitlines()[1].split() == ["default", "web", "Service", VIP, "lan", "L2", "node-1", "-/2/3", "-",
                                             "Serving"]
+    rated = status.vips(lab(service(), slices=(READY3,)), packets_per_second={"default/web": 12.4})
+    assert rated[0].packets_per_second == 12.4
+    assert render.output(rated, status.VipRow, "").splitlines()[1].split()[8] == "12"
     assert "PROBLEM" not in text and "PROBLEM" in render.output(rows, status.VipRow, "wide")
     assert json.loads(render.output(rows, status.VipRow, "json"))["items"][0]["ready"] == 2
 
@@ -225,9 +228,9 @@ def test_a_gateway_is_shown_and_explained_through_its_address_service() -> None:
                  {"type": "Accepted", "status": "True"}, {"type": "ResolvedRefs", "status": "True"}]}]}}
     echo = endpoint_slice("echo", ("198.19.1.7", "node-1", True))
     snap = lab(address, slices=(echo,), gateways=[gateway], gateway_classes=[gateway_class], http_routes=[route])
-    rows = status.vips(snap)
-    assert [(r.kind, r.name, r.addresses, r.ready, r.total, r.state) for r in rows] == [
-        ("Gateway", "web", [VIP], 1, 1, "Serving")]
+    rows = status.vips(snap, packets_per_second={"default/portico-gw-web": 3.0})
+    assert [(r.kind, r.name, r.addresses, r.ready, r.total, r.state, r.packets_per_second) for r in rows] == [
+        ("Gateway", "web", [VIP], 1, 1, "Serving", 3.0)]  # a Gateway's traffic is its address Service's
     assert [(name, verdict) for name, (verdict, _) in steps(snap, "gateway").items()] == [
         ("class", OK), ("accepted", OK), ("address service", OK), ("address", OK), ("announced", OK), ("rules", OK),
         ("programmed", OK), ("routes", OK), ("endpoints", OK), ("health", OK)]
@@ -265,6 +268,7 @@ def test_the_ingress_address_counts_the_ingresses_backends() -> None:
     rows = status.vips(snap)
     assert [(r.kind, r.name, r.ready, r.total, r.state) for r in rows] == [
         ("Ingress", "portico-ingress", 1, 1, "Serving")]
-    explanation = explain(lab(address, ingresses=[other], ingress_classes=[ingress_class]), "service",
-                          "portico-system", "portico-ingress")
+    unused = lab(address, ingresses=[other], ingress_classes=[ingress_class])
+    assert [(r.state, r.problem) for r in status.vips(unused)] == [("Idle", "no route sends requests through it yet")]
+    explanation = explain(unused, "service", "portico-system", "portico-ingress")
     assert explanation.broken is not None and explanation.broken.says == "no route sends requests to a Service yet"

@@ -27,7 +27,9 @@ VIP_COLUMNS: list[Column] = [
     ("KIND", lambda r: r.kind, False), ("ADDRESS", lambda r: _listed(r.addresses), False),
     ("POOL", lambda r: r.pool or "-", False), ("MODE", lambda r: r.mode, False),
     ("ANNOUNCED-BY", lambda r: _listed(r.announcers), False),
-    ("BACKENDS(HEALTHY/READY/TOTAL)", _backends, False), ("STATE", lambda r: r.state, False),
+    ("BACKENDS(HEALTHY/READY/TOTAL)", _backends, False),
+    ("PKTS/S", lambda r: "-" if r.packets_per_second is None else f"{r.packets_per_second:.0f}", False),
+    ("STATE", lambda r: r.state, False),
     ("PROBLEM", lambda r: r.problem or "-", True),
 ]
 NODE_COLUMNS: list[Column] = [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,8 +24,9 @@ class VipRow:
     healthy: int | None  # None: no health monitor covers its backends
     ready: int
     total: int
-    state: str  # Serving, Degraded, NoBackends, NotAnnounced, Pending
+    state: str  # Serving, Idle, Degraded, NoBackends, NotAnnounced, Pending
     problem: str  # why it is not Serving ('' when it is)
+    packets_per_second: float | None = None  # clients' packets to its frontends, over every node (from Prometheus)
 
 
 @dataclass(frozen=True)
@@ -50,32 +52,55 @@ class PoolRow:
     ready: str  # the Ready condition's reason
 
 
-def vips(snap: Snapshot, *, namespace: str | None = None, pool: str | None = None) -> list[VipRow]:
+def vips(snap: Snapshot, *, namespace: str | None = None, pool: str | None = None,
+         packets_per_second: dict[str, float] | None = None) -> list[VipRow]:
+    """`packets_per_second`: per Service (namespace/name), its frontends' rate — a Gateway's is its address
+    Service's (none given: the column stays empty)."""
     rows = [_service_row(snap, svc) for svc in snap.services
             if facts.claimed(svc) and not facts.is_gateway_address(svc)]
     classes = facts.our_gateway_classes(snap)
     rows += [_gateway_row(snap, gw) for gw in snap.gateways if (gw.get("spec") or {}).get("gatewayClassName")
              in classes]
+    if packets_per_second is not None:
+        rows = [dataclasses.replace(r, packets_per_second=packets_per_second.get(_traffic_key(snap, r), 0.0))
+                for r in rows]
     return sorted((r for r in rows if (namespace is None or r.namespace == namespace)
                    and (pool is None or r.pool == pool)), key=lambda r: (r.namespace, r.name, r.kind))
+
+
+def _traffic_key(snap: Snapshot, row: VipRow) -> str:
+    """The Service whose frontends carry the row's traffic (a Gateway's: its address Service)."""
+    if row.kind == "Gateway" and (gw := facts.find(snap.gateways, row.namespace, row.name)) and (
+            svc := facts.gateway_address_service(snap, gw)):
+        return facts.key(svc)
+    return f"{row.namespace}/{row.name}"
 
 
 def _service_row(snap: Snapshot, svc: Obj) -> VipRow:
     ns, name = svc["metadata"]["namespace"], svc["metadata"]["name"]
     l7 = facts.l7_backends(snap, svc)  # the Ingress address: HAProxy serves it, from the Ingresses' Services
     kind = "Ingress" if facts.is_ingress_address(svc) else "Service"
-    return _row(snap, kind, svc, ns, name, **_backends(snap, sorted(l7) if l7 is not None else [(ns, name)]))
+    row = _row(snap, kind, svc, ns, name, **_backends(snap, sorted(l7) if l7 is not None else [(ns, name)]))
+    return _idle(row) if l7 == set() else row
+
+
+def _idle(row: VipRow) -> VipRow:
+    """An address for routes (a Gateway's, the Ingress one) that no route uses yet: nothing to serve, nothing wrong."""
+    if row.state != "NoBackends":
+        return row
+    return dataclasses.replace(row, state="Idle", problem="no route sends requests through it yet")
 
 
 def _gateway_row(snap: Snapshot, gw: Obj) -> VipRow:
     ns, name = gw["metadata"]["namespace"], gw["metadata"]["name"]
     svc = facts.gateway_address_service(snap, gw)
-    row = _row(snap, "Gateway", svc or {"metadata": {}}, ns, name,
-               **_backends(snap, sorted(facts.gateway_backends(snap, gw))))
+    backends = facts.gateway_backends(snap, gw)
+    row = _row(snap, "Gateway", svc or {"metadata": {}}, ns, name, **_backends(snap, sorted(backends)))
+    row = row if backends else _idle(row)
     programmed = facts.condition(gw, "Programmed")
     if row.state == "Serving" and (programmed is None or programmed.get("status") != "True"):
         why = programmed.get("message", "") if programmed else "the controller has not programmed it"
-        return VipRow(**{**row.__dict__, "state": "Pending", "problem": f"Programmed: {why}"})
+        return dataclasses.replace(row, state="Pending", problem=f"Programmed: {why}")
     return row
 
 

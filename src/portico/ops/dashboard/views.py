@@ -12,7 +12,7 @@ from portico.ops import facts, status
 from portico.ops.explain import explain
 from portico.ops.snapshot import Snapshot
 
-STATES = ("Serving", "Degraded", "NoBackends", "NotAnnounced", "Pending")  # best first
+STATES = ("Serving", "Idle", "Degraded", "NoBackends", "NotAnnounced", "Pending")  # best first
 
 
 def overview(snap: Snapshot, alerts: list[dict[str, Any]] | None) -> dict[str, Any]:

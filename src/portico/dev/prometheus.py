@@ -40,7 +40,7 @@ metadata: {{name: prometheus, namespace: {NAMESPACE}}}
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRole
-metadata: {{name: portico-lab-prometheus}}
+metadata: {{name: lab-prometheus}}
 rules:
   - apiGroups: [""]
     resources: [pods, nodes, services, endpoints]
@@ -48,8 +48,8 @@ rules:
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
-metadata: {{name: portico-lab-prometheus}}
-roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: portico-lab-prometheus}}
+metadata: {{name: lab-prometheus}}
+roleRef: {{apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: lab-prometheus}}
 subjects: [{{kind: ServiceAccount, name: prometheus, namespace: {NAMESPACE}}}]
 """
 

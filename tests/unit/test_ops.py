@@ -272,3 +272,18 @@ def test_the_ingress_address_counts_the_ingresses_backends() -> None:
     assert [(r.state, r.problem) for r in status.vips(unused)] == [("Idle", "no route sends requests through it yet")]
     explanation = explain(unused, "service", "portico-system", "portico-ingress")
     assert explanation.broken is not None and explanation.broken.says == "no route sends requests to a Service yet"
+
+
+def test_explain_a_forwarding_problem_and_an_unannounced_withdrawn_service() -> None:
+    refused = service()
+    refused["status"]["conditions"].append({"type": "portico.io/Forwarding", "status": "False",
+                                            "reason": "ForwardingProblem",
+                                            "message": "node-2: the kernel refused the rules for 198.18.0.240:80/tcp"})
+    slices = (endpoint_slice("web", ("198.19.1.5", "node-1", True)),)
+    assert steps(lab(refused, slices=slices))["rules"] == (
+        BROKEN, "not programmed everywhere: node-2: the kernel refused the rules for 198.18.0.240:80/tcp")
+    assert status.vips(lab(refused, slices=slices))[0].state == "Degraded"
+    withdrawn = service(announced=("False", "NoHealthyBackend", f"{VIP} withdrawn from every node: none of its 1 "
+                                   "endpoints is healthy (HTTP check)"))
+    verdict, says = steps(lab(withdrawn, slices=slices))["announced"]
+    assert verdict == BROKEN and says.startswith("NoHealthyBackend: ")

@@ -26,6 +26,11 @@ POOL_CIDR = "198.18.100.80/28"
 APP = "nf"
 REPLICAS = 6
 FAILED = "node-3"
+# How long the run without node liveness lasts: the node lifecycle controller took 70.5 s in one run and more than
+# 88.5 s (the end of a 90 s run) in another; the run must outlast it to measure it.
+KUBERNETES_RUN = 150.0
+
+
 def pod_addresses_on(lab: Lab, node: str) -> set[str]:
     return {p["status"]["podIP"] for p in lab.get("pods", "-l", f"app={APP}")["items"]
             if p["spec"]["nodeName"] == node and p["status"].get("podIP")}
@@ -110,14 +115,14 @@ def test_without_it_kubernetes_takes_its_grace_period(lab: Lab, service: str) ->
     try:
         wait_for(lambda: len(backends_on_node1(lab, vip)) == REPLICAS, 30, "node-1 forwards to every pod")
         try:
-            window, failed, total = measure_link_down(lab, vip, 90.0, 20)
+            window, failed, total = measure_link_down(lab, vip, KUBERNETES_RUN, 20)
             WINDOWS["Kubernetes (node lifecycle controller)"] = window
         finally:
             link_up(lab, vip)
         print(f"{FAILED}'s link down, client's new flows failing for: " + "; ".join(
             f"{way} {seconds:.2f} s" for way, seconds in WINDOWS.items()) + f" ({failed} of {total} failed)")
         assert window > 5.0, f"with node liveness off, flows failed for only {window:.2f} s: was it off?"
-        assert window < 88.0, f"Kubernetes never took {FAILED}'s pods out within the run"
+        assert window < KUBERNETES_RUN - 2.0, f"Kubernetes never took {FAILED}'s pods out within the run"
         wait_for(lambda: len(running_pods(lab, APP)) == REPLICAS, 60, f"{FAILED} Ready again, its pods ready")
         wait_for(lambda: len(backends_on_node1(lab, vip)) == REPLICAS, 30, f"{FAILED}'s pods back in node-1's rules")
     finally:

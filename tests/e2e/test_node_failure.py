@@ -26,8 +26,9 @@ POOL_CIDR = "198.18.100.80/28"
 APP = "nf"
 REPLICAS = 6
 FAILED = "node-3"
-# How long the run without node liveness lasts: the node lifecycle controller took 70.5 s in one run and more than
-# 88.5 s (the end of a 90 s run) in another; the run must outlast it to measure it.
+# How long the run without node liveness lasts: the node lifecycle controller took 70.5 s in one run; in others new
+# flows still failed now and then near the end of the run (the last at 88.5 s of 90, 143.9 of 150: not explained yet),
+# so the test checks the pods left node-1's rules before the link came back, not when the last flow failed.
 KUBERNETES_RUN = 150.0
 
 
@@ -117,12 +118,13 @@ def test_without_it_kubernetes_takes_its_grace_period(lab: Lab, service: str) ->
         try:
             window, failed, total = measure_link_down(lab, vip, KUBERNETES_RUN, 20)
             WINDOWS["Kubernetes (node lifecycle controller)"] = window
+            taken_out = pod_addresses_on(lab, FAILED).isdisjoint(backends_on_node1(lab, vip))  # link still down
         finally:
             link_up(lab, vip)
         print(f"{FAILED}'s link down, client's new flows failing for: " + "; ".join(
             f"{way} {seconds:.2f} s" for way, seconds in WINDOWS.items()) + f" ({failed} of {total} failed)")
         assert window > 5.0, f"with node liveness off, flows failed for only {window:.2f} s: was it off?"
-        assert window < KUBERNETES_RUN - 2.0, f"Kubernetes never took {FAILED}'s pods out within the run"
+        assert taken_out, f"Kubernetes never took {FAILED}'s pods out of node-1's rules within the run"
         wait_for(lambda: len(running_pods(lab, APP)) == REPLICAS, 60, f"{FAILED} Ready again, its pods ready")
         wait_for(lambda: len(backends_on_node1(lab, vip)) == REPLICAS, 30, f"{FAILED}'s pods back in node-1's rules")
     finally:

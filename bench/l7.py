@@ -126,9 +126,9 @@ def pin_node1(lab: Lab) -> None:
 
 def own_cpu_cgroup(name: str, pid: int) -> Path:
     """Move a bare HAProxy (every thread) into a CPU cgroup of its own, as runc puts each container — the agent's,
-    so its HAProxy, and the backend pod — in one: the scheduler shares a busy CPU between groups, not threads, and
-    left in the root group a two-thread HAProxy would get twice the agent's HAProxy's share (--no-pin: c/e 0.59
-    that way, against 0.88 pinned, one thread each)."""
+    so its HAProxy, and the backend pod — in one: the scheduler shares a busy CPU between groups, so the bare and the
+    agent's HAProxy now compete on the same terms (--no-pin's c/e was 0.59 without this and 0.55 with it: the
+    scheduler is not what makes the agent's HAProxy slower there; docs/benchmarks.md)."""
     root = CGROUP_CPU if CGROUP_CPU.is_dir() else CGROUP_CPU.parent  # cgroup v1's cpu hierarchy, else v2's
     group = root / name
     group.mkdir(exist_ok=True)

@@ -152,7 +152,7 @@ class _Backends(Collector):
     def collect(self) -> Iterator[Metric]:
         gauge = GaugeMetricFamily("portico_frontend_backends", "Backends a frontend's rules send new flows to on "
                                   "this node", labels=FRONTEND_LABELS)
-        for fe, (service, policy) in sorted(self.applied.items(), key=lambda item: _labels(item[0], item[1][0])):
+        for fe, (service, policy) in self.applied.items():  # on the event loop, at every scrape: no sorting
             if not policy.deliver_local:
                 gauge.add_metric(_labels(fe, service), len(policy.backends))
         yield gauge
